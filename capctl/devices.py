@@ -1,0 +1,171 @@
+"""Pure grammar of ``NVIDIA_VISIBLE_DEVICES``: text -> a :class:`Request` of device references.
+
+The syntax is DESIGN.md's contract (the container toolkit's): a comma-separated list of
+
+=================================  =========================================================
+``MIG-<uuid>``                     one MIG device by its UUID (R470+ drivers)
+``MIG-GPU-<gpu uuid>/<gi>/<ci>``   one MIG device by parent UUID, GPU and compute instance
+``<gpu index>:<mig index>``        one MIG device by NVML indices
+``GPU-<uuid>``                     one whole GPU by UUID
+``<gpu index>``                    one whole GPU by NVML index
+``all``                            every device
+=================================  =========================================================
+
+and ``none``, ``void`` or an empty value mean "no devices".  Each item may be surrounded by
+blanks; repeated items are dropped (the first one keeps its place).
+
+Strictness is on purpose: this text comes from a container image or a user, and capctl grants
+device access from it, so anything else is an error that quotes the offending token.  A token
+is matched against one ``re.fullmatch`` per form and is never used to build a path; ``all``,
+``none`` and ``void`` must stand alone (``all,0`` is ambiguous, so it is refused).
+
+Nothing here knows about GPUs that exist: that is :mod:`capctl.resolve`'s job.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from capctl.errors import DeviceError
+
+#: Longest token accepted (``MIG-GPU-<36>/<gi>/<ci>`` is at most 52 characters).
+MAX_TOKEN = 64
+#: Longest value accepted; a real request is a few hundred characters at most.
+MAX_VALUE = 4096
+
+_HEX_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# Indices: no sign, no leading zero (``01`` is refused rather than guessed at).
+_INDEX = r"0|[1-9][0-9]{0,2}"
+
+_MIG_UUID = re.compile(rf"MIG-(?P<uuid>{_HEX_UUID})")
+_MIG_TRIPLE = re.compile(rf"MIG-GPU-(?P<uuid>{_HEX_UUID})/(?P<gi>{_INDEX})/(?P<ci>{_INDEX})")
+_MIG_INDEX = re.compile(rf"(?P<gpu>{_INDEX}):(?P<mig>{_INDEX})")
+_GPU_UUID = re.compile(rf"GPU-(?P<uuid>{_HEX_UUID})")
+_GPU_INDEX = re.compile(rf"(?P<gpu>{_INDEX})")
+
+_ALL = "all"
+_NOTHING = ("none", "void")
+# Blanks around an item: spaces and tabs (an env value never holds newlines in practice;
+# one that does is refused, not split).
+_BLANKS = " \t"
+
+
+@dataclass(frozen=True, slots=True)
+class MigByUuid:
+    """``MIG-<uuid>``; ``uuid`` is the full token, lower-cased (``MIG-...``)."""
+
+    uuid: str
+
+
+@dataclass(frozen=True, slots=True)
+class MigByInstance:
+    """``MIG-GPU-<gpu uuid>/<gi>/<ci>``; ``gpu_uuid`` is ``GPU-...`` lower-cased."""
+
+    gpu_uuid: str
+    gi: int
+    ci: int
+
+
+@dataclass(frozen=True, slots=True)
+class MigByIndex:
+    """``<gpu index>:<mig index>`` (NVML indices, as ``nvidia-smi -L`` shows them)."""
+
+    gpu: int
+    mig: int
+
+
+@dataclass(frozen=True, slots=True)
+class GpuByUuid:
+    """``GPU-<uuid>``: a whole GPU; ``uuid`` is the full token, lower-cased."""
+
+    uuid: str
+
+
+@dataclass(frozen=True, slots=True)
+class GpuByIndex:
+    """``<gpu index>``: a whole GPU by NVML index (not its device minor)."""
+
+    index: int
+
+
+DeviceRef = MigByUuid | MigByInstance | MigByIndex | GpuByUuid | GpuByIndex
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """One parsed item and the token it came from (for error messages)."""
+
+    token: str
+    device: DeviceRef
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A parsed ``NVIDIA_VISIBLE_DEVICES``: ``all``, nothing, or a list of references."""
+
+    refs: tuple[Ref, ...] = ()
+    all: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.all and not self.refs
+
+
+def _lower_uuid(prefix: str, uuid: str) -> str:
+    # NVML prints UUIDs in lower case; compare case-insensitively by normalising here.
+    return prefix + uuid.lower()
+
+
+def parse_token(token: str) -> DeviceRef:
+    """Parse one stripped item that names a device (not ``all``/``none``/``void``)."""
+    if len(token) > MAX_TOKEN:
+        raise DeviceError(token[:MAX_TOKEN] + "...", f"longer than {MAX_TOKEN} characters")
+    if m := _MIG_UUID.fullmatch(token):
+        return MigByUuid(_lower_uuid("MIG-", m["uuid"]))
+    if m := _MIG_TRIPLE.fullmatch(token):
+        return MigByInstance(_lower_uuid("GPU-", m["uuid"]), int(m["gi"]), int(m["ci"]))
+    if m := _MIG_INDEX.fullmatch(token):
+        return MigByIndex(int(m["gpu"]), int(m["mig"]))
+    if m := _GPU_UUID.fullmatch(token):
+        return GpuByUuid(_lower_uuid("GPU-", m["uuid"]))
+    if m := _GPU_INDEX.fullmatch(token):
+        return GpuByIndex(int(m["gpu"]))
+    if token in (_ALL, *_NOTHING):
+        raise DeviceError(token, f"{token!r} must be the whole value, not one item of a list")
+    if "/" in token or token.startswith("."):
+        raise DeviceError(token, "looks like a path; give a device UUID or index, not a path")
+    raise DeviceError(
+        token,
+        "not a device (want MIG-<uuid>, MIG-GPU-<uuid>/<gi>/<ci>, <gpu>:<mig>, GPU-<uuid>, "
+        "<gpu index>, all or none)",
+    )
+
+
+def parse_request(value: str | None) -> Request:
+    """Parse an ``NVIDIA_VISIBLE_DEVICES`` value (None: the variable is unset: no devices).
+
+    Raises :class:`DeviceError` quoting the first bad token: an empty item (``0,,1``, ``0,``),
+    an unknown form, a path-like or overlong token, a malformed UUID.
+    """
+    if value is None:
+        return Request()
+    if len(value) > MAX_VALUE:
+        raise DeviceError(value[:40] + "...", f"value longer than {MAX_VALUE} characters")
+    whole = value.strip(_BLANKS)
+    if whole == "" or whole in _NOTHING:
+        return Request()
+    if whole == _ALL:
+        return Request(all=True)
+    refs: list[Ref] = []
+    seen: set[DeviceRef] = set()
+    for raw in whole.split(","):
+        token = raw.strip(_BLANKS)
+        if token == "":
+            raise DeviceError(value, "empty item in the device list")
+        device = parse_token(token)
+        if device in seen:
+            continue
+        seen.add(device)
+        refs.append(Ref(token, device))
+    return Request(tuple(refs))

@@ -1,0 +1,183 @@
+"""The ``capctl`` command line: a thin click front over the library.
+
+The root group builds one :class:`~capctl.host.Host` into ``ctx.obj``; each command calls one
+library function and formats its result.  Expected failures are :class:`CapctlError` and come
+out as one ``capctl: error: ...`` line and exit 1; usage errors are click's (exit 2).
+
+Environment variables (``CAPCTL_ROOT``, ``CAPCTL_TOPOLOGY``, ``CAPCTL_CONFIG``) are honoured
+for commands an admin types, but never for ``hook``: a runtime may hand a hook the container's
+environment (CVE-2025-23266), so the hook takes its configuration from arguments only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from click.core import ParameterSource
+
+from capctl.errors import CapctlError
+from capctl.host import DEFAULT_CONFIG, Host
+
+#: Subcommands that must not read configuration from the environment.
+_ENV_BLIND = frozenset({"hook"})
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"capctl: error: {message}", err=True)
+    sys.exit(code)
+
+
+class CapctlGroup(click.Group):
+    """Maps :class:`CapctlError` (and stray OS errors) to one line on stderr."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CapctlError as err:
+            _fail(str(err), err.exit_code)
+        except BrokenPipeError:
+            # The reader went away (``capctl list | head``): not an error worth a message.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
+        except OSError as err:
+            # Every expected OS error is translated where it happens; this is the last net so a
+            # user never sees a traceback.
+            where = f"{err.filename}: " if err.filename else ""
+            _fail(f"{where}{err.strerror or err}")
+
+
+def _option_value(ctx: click.Context, name: str, value: Any, default: Any) -> Any:
+    """The option's value, unless it came from the environment for an env-blind command."""
+    if ctx.invoked_subcommand in _ENV_BLIND and ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT:
+        return default
+    return value
+
+
+@click.group(cls=CapctlGroup)
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), envvar="CAPCTL_ROOT",
+              default=Path("/"), show_default=True, help="Host root of the driver files and nodes.")
+@click.option("--topology", type=click.Path(dir_okay=False, path_type=Path), envvar="CAPCTL_TOPOLOGY",
+              default=None, help="MIG topology snapshot (JSON) to use instead of NVML.")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), envvar="CAPCTL_CONFIG",
+              default=DEFAULT_CONFIG, show_default=True, help="capctl settings and grants.")
+@click.version_option(package_name="capctl")
+@click.pass_context
+def cli(ctx: click.Context, root: Path, topology: Path | None, config: Path) -> None:
+    """Control access to NVIDIA MIG capability device nodes."""
+    ctx.obj = Host(
+        root=_option_value(ctx, "root", root, Path("/")),
+        topology=_option_value(ctx, "topology", topology, None),
+        config=_option_value(ctx, "config", config, DEFAULT_CONFIG),
+    )
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    click.echo(fmt.format(*header).rstrip())
+    for row in rows:
+        click.echo(fmt.format(*row).rstrip())
+
+
+# --- list -------------------------------------------------------------------------------------
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def list_cmd(host: Host, as_json: bool) -> None:
+    """Every capability in the driver's *-minors files and its node's state."""
+    from capctl.inventory import inventory
+
+    entries = inventory(host, _grant_ownership(host))
+    if as_json:
+        _print_json([e.to_json() for e in entries])
+        return
+    rows = [
+        (e.name, str(e.minor), e.path, "yes" if e.exists else "no", e.node + (f" ({e.detail})" if e.detail else ""))
+        for e in entries
+    ]
+    _table(rows, ("NAME", "MINOR", "PATH", "EXISTS", "NODE"))
+
+
+# --- sync -------------------------------------------------------------------------------------
+
+
+def _grant_ownership(host: Host) -> dict[str, Any]:
+    """Node ownership demanded by capctl's grants (none until delegation is configured)."""
+    return {}
+
+
+@cli.command("sync")
+@click.option("--all", "everything", is_flag=True, help="Every capability in mig-minors, not only existing ones.")
+@click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list nodes left alone.")
+@click.pass_obj
+def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose: bool) -> None:
+    """Create or repair the host's capability nodes (idempotent)."""
+    from capctl import driver, sync
+
+    state = driver.load(host)
+    plan = sync.plan(state, everything=everything, grants=_grant_ownership(host))
+    report = sync.apply(host, state, plan, dry_run=dry_run)
+    if as_json:
+        _print_json({
+            "dry_run": dry_run,
+            "nodes": [{"path": c.path, "action": c.action.value, "reason": c.reason or None} for c in report.changes],
+            "links": [{"path": c.path, "action": c.action.value, "reason": c.reason or None}
+                      for c in report.link_changes],
+            "skipped": [{"name": s.name, "reason": s.reason} for s in report.skipped],
+        })
+        return
+    would = "would be " if dry_run else ""
+    for change in report.changes + report.link_changes:
+        if change.action is not sync.Action.UNCHANGED or verbose:
+            why = f" ({change.reason})" if change.reason else ""
+            click.echo(f"{would}{change.action.value}: {change.path}{why}")
+    for skip in report.skipped:
+        click.echo(f"skipped: {skip.name}: {skip.reason}")
+    click.echo(
+        f"{report.count(sync.Action.CREATED)} {would}created, {report.count(sync.Action.REPAIRED)} "
+        f"{would}repaired, {report.count(sync.Action.UNCHANGED)} unchanged, {len(report.skipped)} skipped"
+    )
+
+
+# --- doctor -----------------------------------------------------------------------------------
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.pass_obj
+def doctor_cmd(host: Host, as_json: bool) -> None:
+    """What is present, missing or wrong on this host, and how to fix it."""
+    from capctl import doctor
+
+    results = doctor.run(host)
+    failed = any(f.level is doctor.Level.FAIL for _t, fs in results for f in fs)
+    if as_json:
+        _print_json({topic: [f.to_json() for f in fs] for topic, fs in results})
+    else:
+        for topic, findings in results:
+            click.echo(f"{topic}:")
+            for f in findings:
+                click.echo(f"  [{f.level.value:>4}] {f.what}")
+                if f.fix and f.level is not doctor.Level.OK:
+                    click.echo(f"         fix: {f.fix}")
+    if failed:
+        sys.exit(1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="capctl")

@@ -1,0 +1,155 @@
+"""``capctl doctor``: what is present, missing or wrong on this host, and the fix for each.
+
+Each check is a small function returning :class:`Finding` objects; none of them writes
+anything.  The driver checks look under the host root (``--root``); cgroup and runtime checks
+look at the real machine, as the hook would.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from capctl import caps, driver, sync
+from capctl.errors import CapctlError
+from capctl.host import Host, is_root_owned_safe
+
+
+class Level(Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    level: Level
+    what: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"level": self.level.value, "what": self.what, "fix": self.fix or None}
+
+
+def check_driver(host: Host) -> list[Finding]:
+    out: list[Finding] = []
+    try:
+        majors = driver.load_majors(host)
+    except CapctlError as err:
+        return [Finding(Level.FAIL, str(err), "load the nvidia kernel module (modprobe nvidia)")]
+    if majors.frontend is None:
+        out.append(Finding(Level.FAIL, "nvidia driver not loaded (no nvidia-frontend/nvidia major in /proc/devices)",
+                           "modprobe nvidia"))
+    else:
+        out.append(Finding(Level.OK, f"nvidia driver loaded (GPU major {majors.frontend})"))
+    if majors.uvm is None:
+        out.append(Finding(Level.WARN, "nvidia-uvm not loaded: CUDA needs it", "modprobe nvidia-uvm"))
+    mig_minors = host.path(f"{caps.MINORS_DIR}/mig-minors")
+    capdir = host.path(caps.CAPABILITIES_DIR)
+    if mig_minors.exists() and majors.caps is not None:
+        out.append(Finding(Level.OK, f"capabilities use the /dev interface (nvidia-caps major {majors.caps})"))
+    elif capdir.exists():
+        out.append(Finding(
+            Level.FAIL,
+            "capabilities use the legacy /proc interface: capctl manages /dev/nvidia-caps nodes",
+            "load nvidia with nv_cap_enable_devfs=1 (options nvidia nv_cap_enable_devfs=1 in /etc/modprobe.d)",
+        ))
+    elif majors.frontend is not None:
+        out.append(Finding(Level.FAIL, f"{mig_minors} missing: driver older than R450?", "upgrade the driver"))
+    return out
+
+
+def check_nodes(host: Host) -> list[Finding]:
+    try:
+        state = driver.load(host)
+    except CapctlError as err:
+        return [Finding(Level.FAIL, str(err), "fix the driver installation (see above)")]
+    plan = sync.plan(state, everything=False)
+    report = sync.apply(host, state, plan, dry_run=True)
+    out = [Finding(Level.OK, f"{len(state.table)} capabilities known, {len(state.existing)} exist now")]
+    missing = [c for c in report.changes if c.action is sync.Action.CREATED]
+    wrong = [c for c in report.changes if c.action is sync.Action.REPAIRED]
+    if missing:
+        out.append(Finding(Level.FAIL, f"{len(missing)} capability nodes missing (e.g. {missing[0].path})",
+                           "capctl sync"))
+    for change in wrong[:5]:
+        out.append(Finding(Level.FAIL, f"{change.path}: {change.reason}", "capctl sync"))
+    if len(wrong) > 5:
+        out.append(Finding(Level.FAIL, f"... and {len(wrong) - 5} more wrong nodes", "capctl sync"))
+    if not missing and not wrong:
+        out.append(Finding(Level.OK, f"all {len(report.changes)} capability nodes in place"))
+    if plan.skipped:
+        out.append(Finding(Level.WARN, f"{len(plan.skipped)} capabilities have DeviceFileModify: 0 and no "
+                           f"capctl grant (e.g. {plan.skipped[0].name}); capctl leaves them alone"))
+    return out
+
+
+def _cgroup_fstype(mountinfo: str) -> str | None:
+    for line in mountinfo.splitlines():
+        fields = line.split(" - ", 1)
+        left = fields[0].split()
+        if len(left) >= 5 and left[4] == "/sys/fs/cgroup" and len(fields) == 2:
+            return fields[1].split()[0]
+    return None
+
+
+def check_cgroups(proc: Path = Path("/proc")) -> list[Finding]:
+    try:
+        fstype = _cgroup_fstype((proc / "self/mountinfo").read_text())
+    except OSError as err:
+        return [Finding(Level.WARN, f"cannot read mountinfo: {err}")]
+    if fstype == "cgroup2":
+        return [Finding(Level.OK, "cgroup v2 (unified): containers get device access through eBPF programs")]
+    if os.path.exists("/sys/fs/cgroup/devices/devices.list"):
+        return [Finding(Level.OK, "cgroup v1 (hybrid/legacy) with the devices controller")]
+    return [Finding(Level.FAIL, "no cgroup v2 at /sys/fs/cgroup and no v1 devices controller",
+                    "mount the devices controller at /sys/fs/cgroup/devices")]
+
+
+HOOK_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
+
+
+def check_runtimes(hook_dirs: Iterable[str] = HOOK_DIRS) -> list[Finding]:
+    out: list[Finding] = []
+    for tool in ("runc", "crun", "podman", "containerd"):
+        if shutil.which(tool):
+            out.append(Finding(Level.OK, f"{tool} found at {shutil.which(tool)}"))
+    hooks = [p for d in hook_dirs for p in glob.glob(f"{d}/*.json") if "capctl" in Path(p).read_text(errors="replace")]
+    if hooks:
+        out.append(Finding(Level.OK, f"OCI hook installed: {', '.join(hooks)}"))
+    else:
+        out.append(Finding(
+            Level.WARN,
+            "no hooks.d entry runs capctl (podman/CRI-O); runc and containerd need it in their config",
+            "install -m 0644 hooks/oci-capctl.json /usr/share/containers/oci/hooks.d/ (see README)",
+        ))
+    return out
+
+
+def check_config(host: Host) -> list[Finding]:
+    try:
+        st = host.config.stat()
+    except FileNotFoundError:
+        return [Finding(Level.OK, f"{host.config} absent: no grants (created by 'capctl grant')")]
+    if not is_root_owned_safe(st):
+        return [Finding(Level.FAIL, f"{host.config} is not root-owned or is group/world-writable; "
+                        "capctl will refuse it", f"chown root:root {host.config}; chmod 0644 {host.config}")]
+    return [Finding(Level.OK, f"{host.config} present and root-owned")]
+
+
+def run(host: Host) -> list[tuple[str, list[Finding]]]:
+    """All checks, grouped by topic."""
+    checks: list[tuple[str, Callable[[], list[Finding]]]] = [
+        ("driver", lambda: check_driver(host)),
+        ("nodes", lambda: check_nodes(host)),
+        ("cgroups", check_cgroups),
+        ("runtimes", check_runtimes),
+        ("config", lambda: check_config(host)),
+    ]
+    return [(name, fn()) for name, fn in checks]

@@ -1,0 +1,67 @@
+"""Where things are on this host: the driver root, capctl's config, bounded file reads.
+
+A :class:`Host` is built once by the CLI (or a test) and passed down; no module keeps a global
+``/proc`` that tests would have to patch.  ``root`` is where the driver's files are read and the
+host's nodes written (``/``, a containerized driver's ``/run/nvidia/driver``, or a simulated
+root).  Cgroups and container processes are always the real ones and are not under ``root``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from capctl.errors import DriverError, ParseError
+
+DEFAULT_CONFIG = Path("/etc/capctl/capctl.toml")
+
+#: Largest driver file capctl reads.  A full ``mig-minors`` is about 100 KiB.
+MAX_DRIVER_FILE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """The roots capctl works under."""
+
+    root: Path = Path("/")
+    config: Path = DEFAULT_CONFIG
+    topology: Path | None = None
+
+    def path(self, relpath: str) -> Path:
+        """A root-relative path (``proc/devices``) as a real path under the root."""
+        return self.root / relpath
+
+    def display(self, relpath: str) -> str:
+        """How to name a root-relative path in messages: the real path."""
+        return str(self.path(relpath))
+
+
+def read_bounded(path: Path, limit: int = MAX_DRIVER_FILE) -> str:
+    """Read a text file of at most ``limit`` bytes; larger is an error, not a truncation."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise DriverError(f"{path}: cannot read: {err.strerror or err}") from err
+    if len(data) > limit:
+        raise ParseError(path, f"larger than {limit} bytes; refusing")
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError as err:
+        raise ParseError(path, f"not ASCII text (byte {err.start})") from err
+
+
+def read_optional(path: Path, limit: int = MAX_DRIVER_FILE) -> str | None:
+    """:func:`read_bounded`, or None if the file does not exist."""
+    try:
+        return read_bounded(path, limit)
+    except FileNotFoundError:
+        return None
+
+
+def is_root_owned_safe(st: os.stat_result) -> bool:
+    """True if a file is owned by root and writable by nobody else."""
+    return st.st_uid == 0 and not st.st_mode & 0o022

@@ -1,0 +1,184 @@
+"""Filesystem operations that cannot be tricked by symlinks.
+
+Every path below a root is walked one component at a time with ``openat(O_NOFOLLOW |
+O_DIRECTORY)``, so a symlink anywhere (``/dev -> /``, ``/dev/nvidia-caps -> /etc``) is refused
+instead of followed: the CVE-2024-0132 family, where a container image plants links that a
+privileged hook then writes through.  Nodes are created under a directory file descriptor and
+replaced by create-then-rename, so a reader never sees a node missing and nothing is ever
+``chmod``-ed or ``chown``-ed through a path that might be a symlink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+
+from capctl.errors import NodeError, UnsafePathError, os_error
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Longest relative path capctl ever resolves; container requests never become paths, but
+#: bound it anyway.
+_MAX_RELPATH = 4096
+
+
+def split_relpath(relpath: str) -> list[str]:
+    """Split a root-relative path into components, refusing ``..``, ``.`` and empty parts."""
+    if len(relpath) > _MAX_RELPATH or "\0" in relpath:
+        raise UnsafePathError(relpath[:80], "path too long or contains NUL")
+    parts = [p for p in relpath.strip("/").split("/") if p]
+    for part in parts:
+        if part in (".", ".."):
+            raise UnsafePathError(relpath, f"path component {part!r} not allowed")
+    return parts
+
+
+def open_root(path: str) -> int:
+    """Open a trusted root directory (given by an admin or the runtime) as a directory fd."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise os_error(path, err, "cannot open root directory") from err
+
+
+def open_dir(
+    root_fd: int,
+    relpath: str,
+    *,
+    create: bool = False,
+    mode: int = 0o755,
+    display: str = "",
+) -> int:
+    """Open ``relpath`` below ``root_fd`` as a directory fd, never following a symlink.
+
+    With ``create``, missing components are made with ``mode`` (exactly, umask ignored) and
+    owned by the caller.  A component that is a symlink or not a directory raises
+    :class:`UnsafePathError` naming it (``display`` prefixes the path in messages).
+    """
+    fd = os.dup(root_fd)
+    walked = display.rstrip("/")
+    try:
+        for part in split_relpath(relpath):
+            walked = f"{walked}/{part}"
+            try:
+                new = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, mode, dir_fd=fd)
+                except FileExistsError:
+                    pass  # made concurrently: open (and check) it below
+                new = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                st = os.fstat(new)
+                if st.st_mode & 0o7777 != mode:
+                    os.fchmod(new, mode)  # undo the umask on the directory we just made
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafePathError(walked, "is a symlink or not a directory; refusing") from err
+                raise os_error(walked, err, "cannot open directory") from err
+            os.close(fd)
+            fd = new
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextlib.contextmanager
+def opened_dir(root_fd: int, relpath: str, **kwargs: object) -> Iterator[int]:
+    """Context-managed :func:`open_dir`."""
+    fd = open_dir(root_fd, relpath, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exact_umask() -> Iterator[None]:
+    """Let ``mknod``/``symlink`` modes through unmasked for the duration.
+
+    capctl is single-threaded; the umask is restored even on error.
+    """
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+    """``lstat`` of ``name`` in ``dir_fd``; None if absent."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def readlink_at(dir_fd: int, name: str) -> str | None:
+    """Target of the symlink ``name`` in ``dir_fd``; None if absent or not a symlink."""
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except (FileNotFoundError, OSError) as err:
+        if isinstance(err, FileNotFoundError) or err.errno == errno.EINVAL:
+            return None
+        raise
+
+
+def tmp_name(name: str) -> str:
+    """A per-process temporary name next to ``name`` (hidden, never a valid node name)."""
+    return f".{name}.capctl-{os.getpid()}"
+
+
+def replace_with_node(
+    dir_fd: int, name: str, mode: int, rdev: int, uid: int, gid: int, *, display: str
+) -> None:
+    """Atomically put a char node at ``name``: make it under a temporary name, then rename.
+
+    Whatever was at ``name`` (a wrong node, a regular file, a symlink: the link itself, never
+    its target) is replaced in one step, so a concurrent reader sees the old or the new node,
+    never none.  A directory at ``name`` is refused.
+    """
+    tmp = tmp_name(name)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        os.mknod(tmp, 0o020000 | mode, rdev, dir_fd=dir_fd)
+        if uid != os.geteuid() or gid != os.getegid():
+            os.chown(tmp, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        if err.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+            raise NodeError(display, "is a directory; refusing to replace it") from err
+        raise os_error(display, err, "cannot create device node") from err
+
+
+def make_node(dir_fd: int, name: str, mode: int, rdev: int, uid: int, gid: int, *, display: str) -> None:
+    """Create a char node where nothing is (the fast path of a first ``sync``)."""
+    try:
+        os.mknod(name, 0o020000 | mode, rdev, dir_fd=dir_fd)
+        if uid != os.geteuid() or gid != os.getegid():
+            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        # Appeared since we looked (another writer without our lock): replace atomically.
+        replace_with_node(dir_fd, name, mode, rdev, uid, gid, display=display)
+    except OSError as err:
+        raise os_error(display, err, "cannot create device node") from err
+
+
+def replace_with_symlink(dir_fd: int, name: str, target: str, *, display: str) -> None:
+    """Atomically point the symlink ``name`` at ``target`` (create-then-rename)."""
+    tmp = tmp_name(name)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        os.symlink(target, tmp, dir_fd=dir_fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise os_error(display, err, "cannot create symlink") from err

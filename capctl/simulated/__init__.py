@@ -1,0 +1,208 @@
+"""A simulated NVIDIA host: driver files, GPU nodes and a matching topology snapshot.
+
+Modelled on the MIG User Guide's 8-GPU A100-SXM4-40GB example: a mix of GPU-instance profiles,
+one GPU with several compute instances, one GPU with MIG disabled, and two GPUs whose device
+minor differs from their index (as happens when the driver probes in another order than PCI
+enumeration), so code that confuses the two is caught.
+
+The big ``mig-minors`` file (4322 lines) is generated here rather than checked in.  The
+``nvidia-caps`` major is 238 and the GPU majors 195/239: none is registered on a machine
+without the driver, so a container that the cgroup lets open such a node gets ENXIO, and one
+that it denies gets EPERM.  That is how the tests see the real kernel enforce capctl's grants.
+
+Run ``python -m capctl.simulated DIR`` to build one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capctl import caps
+
+CAPS_MAJOR = 238
+FRONTEND_MAJOR = 195
+UVM_MAJOR = 239
+CTL_MINOR = 255
+MODESET_MINOR = 254
+
+N_GPUS = 32
+N_GIS = 15
+N_CIS = 8
+
+_NS = uuid.UUID("6f1c2a52-7d3e-4a0b-9c55-2c6f0e7b1a00")
+
+
+@dataclass(frozen=True)
+class SimGpu:
+    index: int
+    minor: int
+    pci: str
+    #: (profile, gi, [ci ...]) per GPU instance; None means MIG disabled.
+    instances: tuple[tuple[str, int, tuple[int, ...]], ...] | None
+
+
+GPUS: tuple[SimGpu, ...] = (
+    SimGpu(0, 0, "00000000:07:00.0", tuple(("1g.5gb", gi, (0,)) for gi in range(7, 14))),
+    SimGpu(1, 1, "00000000:0F:00.0", (("3g.20gb", 1, (0, 1, 2)), ("3g.20gb", 2, (0,)))),
+    SimGpu(2, 2, "00000000:47:00.0", (("4g.20gb", 1, (0,)), ("2g.10gb", 5, (0,)), ("1g.5gb", 13, (0,)))),
+    SimGpu(3, 3, "00000000:4E:00.0", (("7g.40gb", 0, (0,)),)),
+    SimGpu(4, 4, "00000000:87:00.0", None),
+    SimGpu(5, 5, "00000000:90:00.0", (("2g.10gb", 3, (0,)), ("2g.10gb", 4, (0,)), ("2g.10gb", 5, (0,)), ("1g.5gb", 13, (0,)))),
+    SimGpu(6, 7, "00000000:B7:00.0", (("3g.20gb", 1, (0,)), ("3g.20gb", 2, (0,)))),
+    SimGpu(7, 6, "00000000:BD:00.0", (("1g.5gb", 7, (0,)), ("1g.5gb", 8, (0,)))),
+)
+
+
+def gpu_uuid(gpu: SimGpu) -> str:
+    return "GPU-" + str(uuid.uuid5(_NS, f"gpu{gpu.index}"))
+
+
+def mig_uuid(gpu: SimGpu, gi: int, ci: int) -> str:
+    return "MIG-" + str(uuid.uuid5(_NS, f"{gpu_uuid(gpu)}/{gi}/{ci}"))
+
+
+def _ci_profile(gi_profile: str, n_cis: int) -> str:
+    # A GI split into several CIs uses "<slices>c.<gi profile>" compute profiles.
+    return gi_profile if n_cis == 1 else f"1c.{gi_profile}"
+
+
+def topology() -> dict[str, Any]:
+    """The snapshot (DESIGN.md "Topology snapshot") of the simulated host."""
+    gpus: list[dict[str, Any]] = []
+    for gpu in GPUS:
+        mig_devices: list[dict[str, Any]] = []
+        for profile, gi, cis in gpu.instances or ():
+            for ci in cis:
+                mig_devices.append(
+                    {
+                        "index": len(mig_devices),
+                        "uuid": mig_uuid(gpu, gi, ci),
+                        "gi": gi,
+                        "ci": ci,
+                        "profile": _ci_profile(profile, len(cis)),
+                    }
+                )
+        gpus.append(
+            {
+                "index": gpu.index,
+                "minor": gpu.minor,
+                "uuid": gpu_uuid(gpu),
+                "name": "NVIDIA A100-SXM4-40GB",
+                "pci_bus_id": gpu.pci,
+                "mig_enabled": gpu.instances is not None,
+                "mig_devices": mig_devices,
+            }
+        )
+    return {"gpus": gpus}
+
+
+def mig_minors_text() -> str:
+    """The driver's full ``mig-minors``: config, monitor, then 32 GPUs x 15 GIs x (1 + 8 CIs)."""
+    lines = ["config 1", "monitor 2"]
+    minor = 3
+    for gpu in range(N_GPUS):
+        for gi in range(N_GIS):
+            lines.append(f"{caps.gi_name(gpu, gi)} {minor}")
+            minor += 1
+            for ci in range(N_CIS):
+                lines.append(f"{caps.ci_name(gpu, gi, ci)} {minor}")
+                minor += 1
+    return "\n".join(lines) + "\n"
+
+
+def minor_of(name: str) -> int:
+    """The simulated driver's minor for a MIG capability name (same layout as the driver)."""
+    ref = caps.parse_mig_name(name)
+    if ref is None:
+        raise ValueError(name)
+    if ref.kind is caps.Kind.CONFIG:
+        return 1
+    if ref.kind is caps.Kind.MONITOR:
+        return 2
+    assert ref.gpu is not None and ref.gi is not None
+    base = 3 + ref.gpu * N_GIS * (1 + N_CIS) + ref.gi * (1 + N_CIS)
+    return base if ref.ci is None else base + 1 + ref.ci
+
+
+PROC_DEVICES = f"""Character devices:
+  1 mem
+  4 /dev/vc/0
+  4 tty
+  5 /dev/tty
+  5 /dev/console
+  5 /dev/ptmx
+ 10 misc
+136 pts
+{FRONTEND_MAJOR} nvidia-frontend
+{CAPS_MAJOR} nvidia-caps
+{UVM_MAJOR} nvidia-uvm
+
+Block devices:
+  7 loop
+{CAPS_MAJOR} blkext
+"""
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def capability_names() -> list[str]:
+    """Every capability that exists on the simulated host (has a proc file)."""
+    names = ["config", "monitor"]
+    for gpu in GPUS:
+        for _profile, gi, cis in gpu.instances or ():
+            names.append(caps.gi_name(gpu.minor, gi))
+            names.extend(caps.ci_name(gpu.minor, gi, ci) for ci in cis)
+    return names
+
+
+def build(root: Path, *, dev_nodes: bool = True) -> dict[str, Any]:
+    """Write the simulated driver root under ``root``; returns the topology snapshot.
+
+    Also writes ``root/topology.json``.  ``dev_nodes`` (needs CAP_MKNOD) creates the host's
+    ``/dev/nvidia*`` GPU, control and UVM nodes.
+    """
+    _write(root / "proc/devices", PROC_DEVICES)
+    _write(root / caps.MINORS_DIR / "mig-minors", mig_minors_text())
+    _write(root / caps.MINORS_DIR / "nvlink-minors", "fabric-mgmt 0\n")
+    _write(root / caps.MINORS_DIR / "sys-minors", f"fabric-imex-mgmt {minor_of('gpu31/gi14/ci7/access') + 1}\n")
+    for name in capability_names():
+        mode = caps.CONFIG_MODE if name == "config" else caps.DEFAULT_MODE
+        cf = caps.CapabilityFile(minor_of(name), mode, True)
+        _write(root / caps.proc_relpath(name, caps.Source.MIG), caps.format_capability_file(cf))
+    topo = topology()
+    for gpu in GPUS:
+        _write(
+            root / f"proc/driver/nvidia/gpus/{gpu.pci.lower()}/information",
+            f"Model: \t\t NVIDIA A100-SXM4-40GB\nIRQ:   \t\t 100\nGPU UUID: \t {gpu_uuid(gpu)}\n"
+            f"Video BIOS: \t 92.00.36.00.01\nBus Type: \t PCIe\nDMA Size: \t 47 bits\n"
+            f"DMA Mask: \t 0x7fffffffffff\nBus Location: \t {gpu.pci[4:].lower()}\n"
+            f"Device Minor: \t {gpu.minor}\nGPU Excluded:\t No\n",
+        )
+    _write(root / "topology.json", json.dumps(topo, indent=2) + "\n")
+    dev = root / "dev"
+    dev.mkdir(parents=True, exist_ok=True)
+    if dev_nodes:
+        nodes = [(f"nvidia{g.minor}", FRONTEND_MAJOR, g.minor) for g in GPUS]
+        nodes += [
+            ("nvidiactl", FRONTEND_MAJOR, CTL_MINOR),
+            ("nvidia-modeset", FRONTEND_MAJOR, MODESET_MINOR),
+            ("nvidia-uvm", UVM_MAJOR, 0),
+            ("nvidia-uvm-tools", UVM_MAJOR, 1),
+        ]
+        old = os.umask(0)
+        try:
+            for name, major, minor in nodes:
+                path = dev / name
+                if not path.exists():
+                    os.mknod(path, 0o020666, os.makedev(major, minor))
+        finally:
+            os.umask(old)
+    return topo

@@ -1,0 +1,141 @@
+"""``capctl sync``: make the host's ``/dev/nvidia-caps`` match the driver, like
+``nvidia-modprobe -f`` for every capability at once.
+
+Plan (pure: :func:`plan`) and apply (:func:`apply`) are separate so ``--dry-run`` and the
+doctor share the plan.  Applying holds an exclusive lock on ``/dev/nvidia-caps`` so concurrent
+runs (udev firing for every GPU at once) serialise instead of racing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from capctl import caps, nodes, safefs
+from capctl.caps import Capability
+from capctl.driver import DriverState
+from capctl.host import Host
+from capctl.nodes import Action, Change, NodeSpec
+
+CHAR_DIR = "dev/char"
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """How a granted capability's node deviates from the driver default (see grants)."""
+
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    acl: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Skip:
+    name: str
+    reason: str
+
+
+@dataclass
+class SyncPlan:
+    specs: list[tuple[Capability, NodeSpec]] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+
+
+@dataclass
+class SyncReport:
+    changes: list[Change] = field(default_factory=list)
+    link_changes: list[Change] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    dry_run: bool = False
+
+    def count(self, action: Action) -> int:
+        return sum(1 for c in self.changes if c.action is action)
+
+
+def plan(
+    state: DriverState, *, everything: bool, grants: Mapping[str, Ownership] | None = None
+) -> SyncPlan:
+    """Which nodes ``sync`` must make, with which mode and owner.  Pure.
+
+    A capability whose proc file says ``DeviceFileModify: 0`` belongs to someone else (an
+    admin told the driver's helper to keep off): it is skipped unless capctl holds a grant for
+    it, in which case capctl is that someone.
+    """
+    grants = grants or {}
+    out = SyncPlan()
+    for cap in state.table:
+        cf = state.existing.get(cap.name)
+        if cf is None and not everything:
+            continue
+        grant = grants.get(cap.name)
+        if cf is not None and not cf.modify and grant is None:
+            out.skipped.append(Skip(cap.name, "DeviceFileModify: 0 (managed by someone else)"))
+            continue
+        mode = cf.mode if cf is not None else caps.default_mode(cap.name)
+        if grant is not None:
+            spec = NodeSpec(
+                caps.node_name(cap.minor), state.caps_major, cap.minor,
+                grant.mode, grant.uid, grant.gid, grant.acl,
+            )
+        else:
+            spec = NodeSpec(caps.node_name(cap.minor), state.caps_major, cap.minor, mode)
+        out.specs.append((cap, spec))
+    return out
+
+
+def apply(host: Host, state: DriverState, p: SyncPlan, *, dry_run: bool = False) -> SyncReport:
+    """Create or repair the planned nodes and their ``/dev/char`` links under the host root."""
+    report = SyncReport(skipped=list(p.skipped), dry_run=dry_run)
+    root_fd = safefs.open_root(str(host.root))
+    try:
+        if dry_run and not os.path.isdir(host.path(caps.CAPS_DEV_DIR)):
+            report.changes = [
+                Change(host.display(caps.node_relpath(spec.minor)), Action.CREATED, "missing")
+                for _cap, spec in p.specs
+            ]
+            return report
+        dir_fd = safefs.open_dir(
+            root_fd, caps.CAPS_DEV_DIR, create=not dry_run, mode=0o755, display=str(host.root)
+        )
+        try:
+            with nodes.locked(dir_fd, host.display(caps.CAPS_DEV_DIR)):
+                _fix_dir_mode(dir_fd, dry_run)
+                report.changes = nodes.ensure_nodes(
+                    dir_fd, [s for _c, s in p.specs],
+                    display_dir=host.display(caps.CAPS_DEV_DIR), dry_run=dry_run,
+                )
+                report.link_changes = _ensure_char_links(host, root_fd, state, p, dry_run)
+        finally:
+            os.close(dir_fd)
+    finally:
+        os.close(root_fd)
+    return report
+
+
+def _fix_dir_mode(dir_fd: int, dry_run: bool) -> None:
+    # DESIGN.md: the node directory has mode 0755, root-owned.
+    st = os.fstat(dir_fd)
+    if not dry_run and (st.st_mode & 0o7777 != 0o755):
+        os.fchmod(dir_fd, 0o755)
+
+
+def _ensure_char_links(
+    host: Host, root_fd: int, state: DriverState, p: SyncPlan, dry_run: bool
+) -> list[Change]:
+    """``/dev/char/<major>:<minor>`` -> ``../nvidia-caps/nvidia-capN``.
+
+    systemd's ``DeviceAllow=`` resolves nodes through these links, and nvidia-modprobe makes
+    them too; udev would, but it does not know about nodes it did not create.
+    """
+    links = [
+        (f"{state.caps_major}:{spec.minor}", f"../nvidia-caps/{spec.name}") for _c, spec in p.specs
+    ]
+    if dry_run and not os.path.isdir(host.path(CHAR_DIR)):
+        return [nodes.Change(f"{host.display(CHAR_DIR)}/{n}", Action.CREATED, "missing") for n, _ in links]
+    char_fd = safefs.open_dir(root_fd, CHAR_DIR, create=not dry_run, mode=0o755, display=str(host.root))
+    try:
+        return nodes.ensure_links(char_fd, links, display_dir=host.display(CHAR_DIR), dry_run=dry_run)
+    finally:
+        os.close(char_fd)

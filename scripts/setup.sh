@@ -1,0 +1,38 @@
+# Sourced by demo.sh, test.sh and .ci/run: installs what capctl needs, once, quietly.
+#  - Debian packages for the real-kernel tests and the demo (runc, busybox-static, acl, udev)
+#    when running as root on Debian/Ubuntu and they are missing;
+#  - a virtual environment in .venv with capctl (editable) and its test tools.
+# Idempotent: a second run costs a few hundred milliseconds.
+set -euo pipefail
+CAPCTL_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+
+need_pkgs=()
+command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
+[ -x /bin/busybox ] || need_pkgs+=(busybox-static)
+command -v setfacl >/dev/null 2>&1 || need_pkgs+=(acl)
+command -v udevadm >/dev/null 2>&1 || need_pkgs+=(udev)
+"$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian packages: ${need_pkgs[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "setup: missing ${need_pkgs[*]} (install them as root); tests that need them are skipped" >&2
+  fi
+fi
+
+VENV="$CAPCTL_REPO/.venv"
+stamp="$VENV/.capctl-installed"
+if [ ! -x "$VENV/bin/python" ] || [ ! -f "$stamp" ] || [ "$CAPCTL_REPO/pyproject.toml" -nt "$stamp" ]; then
+  echo "setup: creating $VENV (capctl + test tools)" >&2
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$CAPCTL_REPO[test]" 2>&1 \
+    | grep -v -e '^WARNING: Location' -e 'Running pip as the' >&2 || true
+  "$VENV/bin/python" -c 'import capctl.cli, click, pyroute2, cgroupspy, pynvml' \
+    || { echo "setup: installing capctl into $VENV failed" >&2; exit 1; }
+  touch "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"

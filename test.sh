@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests on simulated roots, real-kernel tests (cgroup v1 and v2,
+# runc containers) when run as root, then mypy --strict and ruff.  Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+. scripts/setup.sh
+python -m pytest -q "$@"
+python -m mypy
+python -m ruff check capctl tests bench

@@ -1,0 +1,72 @@
+"""``capctl doctor``: says what is wrong and how to fix it; exit 1 on failures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from capctl import doctor
+from capctl.cli import cli
+from capctl.host import Host
+
+from .conftest import needs_root
+
+
+def _doctor(root: Path, tmp_path: Path) -> tuple[int, dict[str, list[dict[str, str]]]]:
+    res = CliRunner().invoke(cli, ["--root", str(root), "--config", str(tmp_path / "none.toml"), "doctor", "--json"])
+    return res.exit_code, json.loads(res.output)
+
+
+@needs_root
+def test_healthy_after_sync(sim_root: Path, tmp_path: Path) -> None:
+    CliRunner().invoke(cli, ["--root", str(sim_root), "sync"])
+    code, report = _doctor(sim_root, tmp_path)
+    assert all(f["level"] != "fail" for f in report["driver"] + report["nodes"]), report
+    assert any("all 46 capability nodes in place" in f["what"] for f in report["nodes"])
+
+
+def test_missing_nodes_fail_with_fix(sim_root: Path, tmp_path: Path) -> None:
+    code, report = _doctor(sim_root, tmp_path)
+    assert code == 1
+    missing = [f for f in report["nodes"] if "nodes missing" in f["what"]]
+    assert missing and missing[0]["fix"] == "capctl sync"
+
+
+def test_driver_not_loaded(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/devices").write_text("Character devices:\n  1 mem\n")
+    code, report = _doctor(tmp_path, tmp_path)
+    assert code == 1
+    assert report["driver"][0]["level"] == "fail" and "modprobe nvidia" in report["driver"][0]["fix"]
+
+
+def test_proc_based_interface(sim_root: Path, tmp_path: Path) -> None:
+    (sim_root / "proc/driver/nvidia-caps/mig-minors").unlink()
+    code, report = _doctor(sim_root, tmp_path)
+    assert any("legacy /proc interface" in f["what"] and "nv_cap_enable_devfs=1" in f["fix"] for f in report["driver"])
+
+
+def test_unsafe_config_reported(sim_host: Host, tmp_path: Path) -> None:
+    cfg = tmp_path / "capctl.toml"
+    cfg.write_text("")
+    os.chmod(cfg, 0o666)
+    findings = doctor.check_config(Host(root=sim_host.root, config=cfg))
+    assert findings[0].level is doctor.Level.FAIL and "chmod 0644" in findings[0].fix
+
+
+def test_cgroup_fstype_from_mountinfo() -> None:
+    v2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n"
+    v1 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - tmpfs tmpfs rw\n"
+    assert doctor._cgroup_fstype(v2) == "cgroup2"
+    assert doctor._cgroup_fstype(v1) == "tmpfs"
+
+
+def test_hook_detected(tmp_path: Path) -> None:
+    (tmp_path / "oci-capctl.json").write_text('{"hook": {"path": "/usr/bin/capctl"}}')
+    findings = doctor.check_runtimes([str(tmp_path)])
+    assert any(f.level is doctor.Level.OK and "OCI hook installed" in f.what for f in findings)
+    findings = doctor.check_runtimes([str(tmp_path / "none")])
+    assert any(f.level is doctor.Level.WARN for f in findings)

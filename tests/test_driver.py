@@ -1,0 +1,90 @@
+"""Reading the driver's files from a root: missing files, cross-checks, existence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from capctl import driver, simulated
+from capctl.errors import DriverError, ParseError
+from capctl.host import Host
+
+
+def test_load_simulated(sim_host: Host) -> None:
+    state = driver.load(sim_host)
+    assert state.majors.caps == 238
+    assert len(state.table) == 4322 + 2  # mig + nvlink + sys
+    assert set(state.existing) == set(simulated.capability_names())
+    assert state.existing["config"].mode == 0o400
+
+
+def test_missing_proc_devices(sim_host: Host, sim_root: Path) -> None:
+    (sim_root / "proc/devices").unlink()
+    with pytest.raises(DriverError, match="proc/devices: missing"):
+        driver.load(sim_host)
+
+
+def test_missing_mig_minors_is_driver_not_loaded(sim_host: Host, sim_root: Path) -> None:
+    (sim_root / "proc/driver/nvidia-caps/mig-minors").unlink()
+    with pytest.raises(DriverError, match="mig-minors: missing; the nvidia driver is not loaded"):
+        driver.load(sim_host)
+
+
+def test_missing_optional_minors_files(sim_host: Host, sim_root: Path) -> None:
+    (sim_root / "proc/driver/nvidia-caps/nvlink-minors").unlink()
+    (sim_root / "proc/driver/nvidia-caps/sys-minors").unlink()
+    assert len(driver.load(sim_host).table) == 4322
+
+
+def test_no_caps_major(sim_host: Host, sim_root: Path) -> None:
+    (sim_root / "proc/devices").write_text("Character devices:\n195 nvidia-frontend\n")
+    with pytest.raises(DriverError, match="no 'nvidia-caps' character major"):
+        driver.load(sim_host)
+
+
+def test_capability_file_minor_disagrees(sim_host: Host, sim_root: Path) -> None:
+    path = sim_root / "proc/driver/nvidia/capabilities/gpu0/mig/gi7/access"
+    path.write_text("DeviceFileMinor: 4\nDeviceFileMode: 292\nDeviceFileModify: 1\n")
+    with pytest.raises(ParseError, match=r"gi7/access: DeviceFileMinor 4 disagrees with mig-minors"):
+        driver.load(sim_host)
+
+
+def test_capability_file_not_in_minors(sim_host: Host, sim_root: Path) -> None:
+    path = sim_root / "proc/driver/nvidia/capabilities/gpu40/mig/gi0/access"
+    path.parent.mkdir(parents=True)
+    path.write_text("DeviceFileMinor: 9999\nDeviceFileMode: 292\nDeviceFileModify: 1\n")
+    with pytest.raises(ParseError, match="not listed in mig-minors"):
+        driver.load(sim_host)
+
+
+def test_malformed_capability_file_names_the_file(sim_host: Host, sim_root: Path) -> None:
+    path = sim_root / "proc/driver/nvidia/capabilities/mig/config"
+    path.write_text("DeviceFileMinor: 1\nDeviceFileMode: rw\nDeviceFileModify: 1\n")
+    with pytest.raises(ParseError) as exc:
+        driver.load(sim_host)
+    assert str(exc.value).startswith(f"{path}:2:")
+
+
+def test_oversized_minors_file_refused(sim_host: Host, sim_root: Path) -> None:
+    (sim_root / "proc/driver/nvidia-caps/mig-minors").write_text("config 1\n" * 200_000)
+    with pytest.raises(ParseError, match="larger than"):
+        driver.load(sim_host)
+
+
+def test_binary_minors_file_refused(sim_host: Host, sim_root: Path) -> None:
+    (sim_root / "proc/driver/nvidia-caps/mig-minors").write_bytes(b"config 1\n\xff\n")
+    with pytest.raises(ParseError, match="not ASCII"):
+        driver.load(sim_host)
+
+
+def test_unrelated_files_in_capabilities_dir_are_ignored(sim_host: Host, sim_root: Path) -> None:
+    (sim_root / "proc/driver/nvidia/capabilities/README").write_text("hello")
+    assert "config" in driver.load(sim_host).existing
+
+
+def test_nvlink_capability_exists(sim_host: Host, sim_root: Path) -> None:
+    path = sim_root / "proc/driver/nvidia-nvlink/capabilities/fabric-mgmt"
+    path.parent.mkdir(parents=True)
+    path.write_text("DeviceFileMinor: 0\nDeviceFileMode: 256\nDeviceFileModify: 1\n")
+    assert driver.load(sim_host).existing["fabric-mgmt"].minor == 0

@@ -1,0 +1,134 @@
+"""cgroup v1 backend: ``devices.allow`` / ``devices.deny``, verified by ``devices.list``.
+
+Plain files rather than ``cgroupspy``: its ``DeviceAccess`` turns an empty access into
+``rwm`` and a missing major into ``*`` (fail open), parses ``devices.list`` leniently, and its
+controllers ``open()`` paths (following symlinks) after walking the whole hierarchy.  capctl
+writes one rule per ``write(2)`` (the kernel parses one rule per write) through a directory
+file descriptor with ``O_NOFOLLOW``, then reads ``devices.list`` back and checks it equals
+the emulator's expectation; on any failure it restores the previous state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from capctl.cgroup.paths import check_not_root
+from capctl.cgroup.undo import Undo
+from capctl.errors import CgroupError
+from capctl.rules import Access, DeviceRule, Emulator
+
+log = logging.getLogger(__name__)
+
+
+class V1Devices:
+    """The ``devices`` controller files of one (non-root) v1 cgroup."""
+
+    def __init__(self, path: Path):
+        check_not_root(path)
+        if not (path / "devices.list").exists():
+            raise CgroupError(f"{path}: not a cgroup v1 devices cgroup (no devices.list)")
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"V1Devices({str(self.path)!r})"
+
+    def _open(self, name: str, flags: int) -> int:
+        try:
+            dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as err:
+            raise CgroupError(f"{self.path}: {err.strerror}") from err
+        try:
+            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        except OSError as err:
+            raise CgroupError(f"{self.path / name}: {err.strerror}") from err
+        finally:
+            os.close(dirfd)
+
+    def read(self) -> Emulator:
+        """The current state, from ``devices.list`` (fails closed on anything unexpected)."""
+        fd = self._open("devices.list", os.O_RDONLY)
+        try:
+            with os.fdopen(fd, "r") as f:
+                text = f.read()
+        except OSError as err:
+            raise CgroupError(f"{self.path / 'devices.list'}: {err.strerror}") from err
+        return Emulator.from_list(text, str(self.path / "devices.list"))
+
+    def allows_all(self) -> bool:
+        """Whether the cgroup allows every device (``a *:* rwm``: a privileged container)."""
+        return self.read().is_allow_all
+
+    def allowed(self) -> list[DeviceRule]:
+        """The rules ``devices.list`` shows (``[a *:* rwm]`` for allow-all)."""
+        return self.read().listing()
+
+    def _write(self, rule: DeviceRule) -> None:
+        name = "devices.allow" if rule.allow else "devices.deny"
+        fd = self._open(name, os.O_WRONLY)
+        try:
+            os.write(fd, rule.line().encode())
+        except OSError as err:
+            raise CgroupError(
+                f"{self.path / name}: writing '{rule.line()}': {err.strerror}"
+            ) from err
+        finally:
+            os.close(fd)
+
+    def set(self, current: Emulator, target: Emulator) -> None:
+        """Move from *current* to *target* with the minimal writes, then verify the list."""
+        for rule in current.transition(target):
+            log.debug("%s: %s", self.path, rule)
+            self._write(rule)
+        now = self.read()
+        if now != target:
+            raise CgroupError(
+                f"{self.path / 'devices.list'}: reads back {[r.line() for r in now.listing()]},"
+                f" expected {[r.line() for r in target.listing()]}"
+            )
+
+    def _change(self, what: str, current: Emulator, target: Emulator) -> Undo:
+        if target == current:
+            return Undo(f"{what} on {self.path} (no change)")
+        try:
+            self.set(current, target)
+        except CgroupError:
+            self._restore(current)
+            raise
+        return Undo(f"{what} on {self.path}", rollback=lambda: self.set(self.read(), current))
+
+    def _restore(self, previous: Emulator) -> None:
+        try:
+            self.set(self.read(), previous)
+        except CgroupError as err:
+            log.error("%s: cannot restore the previous device rules: %s", self.path, err)
+
+    def grant(self, rules: Iterable[DeviceRule], *, spec_rules: object = None) -> Undo:
+        """Allow *rules* (allow rules for c/b devices) in addition to what is allowed now.
+
+        A no-op on an allow-all cgroup.  *spec_rules* is accepted for symmetry with v2 and
+        not needed: v1 state is always readable.
+        """
+        rules = list(rules)
+        current = self.read()
+        return self._change(
+            f"grant {', '.join(r.line() for r in rules)}", current, current.with_allowed(rules)
+        )
+
+    def revoke(self, rules: Iterable[DeviceRule]) -> Undo:
+        """Take the access of *rules* away; refuses what a wildcard would keep allowing."""
+        rules = list(rules)
+        current = self.read()
+        target = current.without(rules)
+        for rule in rules:
+            # The kernel only removes exactly matching exceptions; say so if the device
+            # stays allowed through another one (a wildcard or a wider access set).
+            for letter in rule.access:
+                if target.allows(rule.type, rule.major, rule.minor, Access(letter)):
+                    raise CgroupError(
+                        f"{self.path}: revoking '{rule.line()}' would not take effect:"
+                        f" another rule keeps allowing '{letter}'"
+                    )
+        return self._change(f"revoke {', '.join(r.line() for r in rules)}", current, target)

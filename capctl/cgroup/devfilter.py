@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 
 from capctl.cgroup.asm import (
     AND,
+    JMP,
     JNE,
     R0,
     R1,
@@ -67,6 +68,11 @@ PRELUDE: tuple[Insn, ...] = (
 )
 
 
+def _is_jne(insn: Insn) -> bool:
+    # Compare the class too: ALU AND and JMP JNE share the op value 0x50.
+    return insn.cls == JMP and insn.op == JNE
+
+
 def access_bits(access: Access) -> int:
     return sum(_ACC_BITS[c] for c in access)
 
@@ -93,7 +99,7 @@ def _block(rule: DeviceRule, verdict: int) -> list[Insn]:
     n = len(conds) + len(body)
     out = []
     for i, insn in enumerate(conds):
-        if insn.op == JNE:
+        if _is_jne(insn):
             insn = Insn(insn.code, insn.dst, insn.src, n - i - 1, insn.imm)
         out.append(insn)
     return out + body
@@ -166,7 +172,7 @@ def _parse_blocks(body: Sequence[Insn]) -> list[DeviceRule]:
         dtype, major, minor, access = DeviceType.ALL, None, None, Access("rwm")
         while i < len(body) and body[i] != mov64_imm(R0, 1):
             insn = body[i]
-            if insn.op == JNE and insn.dst == R2:
+            if _is_jne(insn) and insn.dst == R2:
                 codes = {v: k for k, v in _TYPE_CODE.items()}
                 if insn.imm not in codes:
                     raise CgroupError(f"capctl prefix: unknown device type {insn.imm}")
@@ -175,9 +181,9 @@ def _parse_blocks(body: Sequence[Insn]) -> list[DeviceRule]:
                 mask = body[i + 1].imm
                 access = Access(c for c, bit in _ACC_BITS.items() if not mask & bit)
                 i += 2
-            elif insn.op == JNE and insn.dst == R4:
+            elif _is_jne(insn) and insn.dst == R4:
                 major = insn.imm
-            elif insn.op == JNE and insn.dst == R5:
+            elif _is_jne(insn) and insn.dst == R5:
                 minor = insn.imm
             else:
                 raise CgroupError(f"capctl prefix: unexpected instruction '{insn}'")

@@ -22,9 +22,10 @@ from capctl.host import Host
 
 def raw_mknod(dirpath: Path, minors: list[int], major: int) -> float:
     dirpath.mkdir()
+    d = str(dirpath)
     t0 = time.perf_counter()
     for m in minors:
-        os.mknod(dirpath / f"nvidia-cap{m}", 0o020444, os.makedev(major, m))
+        os.mknod(f"{d}/nvidia-cap{m}", 0o020444, os.makedev(major, m))
     return time.perf_counter() - t0
 
 

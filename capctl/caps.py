@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from capctl.errors import ParseError
 
@@ -168,9 +169,8 @@ def default_mode(name: str) -> int:
     return CONFIG_MODE if name == "config" else DEFAULT_MODE
 
 
-@dataclass(frozen=True, slots=True)
-class Capability:
-    """One line of a ``*-minors`` file."""
+class Capability(NamedTuple):
+    """One line of a ``*-minors`` file (a NamedTuple: 4322 are built on every ``sync``)."""
 
     name: str
     minor: int

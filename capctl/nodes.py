@@ -15,18 +15,18 @@ import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from capctl import safefs
 from capctl.errors import NodeError, os_error
 
 ACL_XATTR = "system.posix_acl_access"
+_CHR = stat.S_IFCHR
 
 
-@dataclass(frozen=True, slots=True)
-class NodeSpec:
-    """What a char device node must be."""
+class NodeSpec(NamedTuple):
+    """What a char device node must be (a NamedTuple: thousands are built per ``sync``)."""
 
     name: str  # basename inside its directory
     major: int
@@ -48,8 +48,7 @@ class Action(Enum):
     UNCHANGED = "unchanged"
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """What ensure did (or, in a dry run, would do) to one path."""
 
     path: str
@@ -155,33 +154,49 @@ def _acl_matters(st: os.stat_result, spec: NodeSpec) -> bool:
 def ensure_nodes(
     dir_fd: int, specs: Iterable[NodeSpec], *, display_dir: str, dry_run: bool = False
 ) -> list[Change]:
-    """Make every node in ``dir_fd`` match its spec.  Returns one :class:`Change` per spec."""
+    """Make every node in ``dir_fd`` match its spec.  Returns one :class:`Change` per spec.
+
+    This is the hot loop of ``sync --all`` (4324 nodes): a correct node costs one ``lstat``
+    and a few integer compares; :func:`diagnose` only runs on a mismatch.
+    """
     present = set(os.listdir(dir_fd))  # one getdents instead of an lstat per missing node
     changes: list[Change] = []
+    append = changes.append
+    lstat = os.stat
+    unchanged, created, repaired = Action.UNCHANGED, Action.CREATED, Action.REPAIRED
     with safefs.exact_umask():
         for spec in specs:
-            display = f"{display_dir}/{spec.name}"
-            if spec.name not in present:
-                if not dry_run:
-                    _write(dir_fd, spec, display, replace=False)
-                changes.append(Change(display, Action.CREATED, "missing"))
-                continue
-            st = safefs.lstat_at(dir_fd, spec.name)
+            name = spec.name
+            st = None
+            if name in present:
+                try:
+                    st = lstat(name, dir_fd=dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    st = None
             if st is None:
                 if not dry_run:
-                    _write(dir_fd, spec, display, replace=False)
-                changes.append(Change(display, Action.CREATED, "missing"))
+                    _write(dir_fd, spec, f"{display_dir}/{name}", replace=False)
+                append(Change(f"{display_dir}/{name}", created, "missing"))
                 continue
-            acl = read_acl(dir_fd, spec.name) if _acl_matters(st, spec) else spec.acl
+            if (
+                st.st_mode == _CHR | spec.mode
+                and st.st_rdev == os.makedev(spec.major, spec.minor)
+                and st.st_uid == spec.uid
+                and st.st_gid == spec.gid
+                and not _acl_matters(st, spec)
+            ):
+                append(Change(f"{display_dir}/{name}", unchanged))
+                continue
+            acl = read_acl(dir_fd, name) if _acl_matters(st, spec) else spec.acl
             reason = diagnose(st, spec, acl)
             if reason is None:
-                changes.append(Change(display, Action.UNCHANGED))
+                append(Change(f"{display_dir}/{name}", unchanged))
                 continue
             if stat.S_ISDIR(st.st_mode):
-                raise NodeError(display, "is a directory; refusing to replace it")
+                raise NodeError(f"{display_dir}/{name}", "is a directory; refusing to replace it")
             if not dry_run:
-                _write(dir_fd, spec, display, replace=True)
-            changes.append(Change(display, Action.REPAIRED, reason))
+                _write(dir_fd, spec, f"{display_dir}/{name}", replace=True)
+            append(Change(f"{display_dir}/{name}", repaired, reason))
     return changes
 
 
@@ -204,7 +219,10 @@ def ensure_links(
             reason = "points elsewhere" if current is not None else ("not a symlink" if st else "missing")
             action = Action.REPAIRED if st is not None else Action.CREATED
         else:
-            action, reason = Action.CREATED, "missing"
+            if not dry_run:
+                safefs.make_symlink(dir_fd, name, target, display=display)
+            changes.append(Change(display, Action.CREATED, "missing"))
+            continue
         if not dry_run:
             safefs.replace_with_symlink(dir_fd, name, target, display=display)
         changes.append(Change(display, action, reason))

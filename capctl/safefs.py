@@ -182,3 +182,13 @@ def replace_with_symlink(dir_fd: int, name: str, target: str, *, display: str) -
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)
         raise os_error(display, err, "cannot create symlink") from err
+
+
+def make_symlink(dir_fd: int, name: str, target: str, *, display: str) -> None:
+    """Create a symlink where nothing is; replace atomically if something appeared."""
+    try:
+        os.symlink(target, name, dir_fd=dir_fd)
+    except FileExistsError:
+        replace_with_symlink(dir_fd, name, target, display=display)
+    except OSError as err:
+        raise os_error(display, err, "cannot create symlink") from err

@@ -235,7 +235,7 @@ class _Nodes:
 # --- capabilities -----------------------------------------------------------------------------
 
 
-def _cap(state: DriverState, name: str, device: str, topology: Topology) -> CapGrant:
+def _cap(state: DriverState, name: str, device: str, topology: Topology, host: Host) -> CapGrant:
     cap = state.table.get(name)
     if cap is None:
         raise DeviceError(device, f"capability {name!r} is not in mig-minors; the topology "
@@ -243,19 +243,19 @@ def _cap(state: DriverState, name: str, device: str, topology: Topology) -> CapG
     cf = state.existing.get(name)
     if cf is None:
         raise TopologyError(
-            f"stale topology ({topology.source}): {device} needs capability {name!r}, but "
-            f"/{cap.proc_relpath} does not exist: the MIG instance is gone or was never "
-            "created; refresh the snapshot (capctl topology --json) or re-create the instance"
+            f"stale topology ({topology.source}): {device!r} needs capability {name!r}, but "
+            f"{host.display(cap.proc_relpath)} does not exist: the MIG instance is gone or was "
+            "never created; refresh the snapshot (capctl topology --json) or re-create it"
         )
     return CapGrant(name, cap.minor, cf.mode)
 
 
 def mig_caps(state: DriverState, gpu: Gpu, mig: MigDevice, device: str,
-             topology: Topology) -> tuple[CapGrant, CapGrant]:
+             topology: Topology, host: Host) -> tuple[CapGrant, CapGrant]:
     """The GI and CI capabilities of one MIG device; both must exist now."""
     return (
-        _cap(state, caps.gi_name(gpu.minor, mig.gi), device, topology),
-        _cap(state, caps.ci_name(gpu.minor, mig.gi, mig.ci), device, topology),
+        _cap(state, caps.gi_name(gpu.minor, mig.gi), device, topology, host),
+        _cap(state, caps.ci_name(gpu.minor, mig.gi, mig.ci), device, topology, host),
     )
 
 
@@ -321,7 +321,7 @@ def resolve(request: Request, topology: Topology, state: DriverState, host: Host
         key = (gpu.uuid, None if mig is None else mig.gi, None if mig is None else mig.ci)
         if key in resolved:
             continue
-        grants = () if mig is None else mig_caps(state, gpu, mig, token, topology)
+        grants = () if mig is None else mig_caps(state, gpu, mig, token, topology, host)
         resolved[key] = ResolvedDevice(
             uuid=gpu.uuid if mig is None else mig.uuid,
             gpu_uuid=gpu.uuid,

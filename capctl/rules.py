@@ -221,10 +221,10 @@ def oci_device_rules(config: Mapping[str, Any], where: str = "config.json") -> l
     (:data:`RUNC_DEFAULT_RULES`), then an ``rwm`` allow rule for every ``linux.devices``
     node.  Fails closed (:class:`ParseError`) on anything malformed.
     """
-    linux = config.get("linux") or {}
+    linux = config.get("linux", {})
     if not isinstance(linux, Mapping):
         raise ParseError(where, "linux must be an object")
-    resources = linux.get("resources") or {}
+    resources = linux.get("resources", {})
     if not isinstance(resources, Mapping):
         raise ParseError(where, "linux.resources must be an object")
     rules: list[DeviceRule] = []

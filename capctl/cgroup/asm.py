@@ -126,7 +126,10 @@ def disasm(insn: Insn) -> str:
     cls, op, src_x = insn.cls, insn.op, insn.code & X
     if cls in (ALU, ALU64) and op in _ALU_SYMBOL:
         wide = cls == ALU64
-        rhs = _reg(insn.src, wide) if src_x else str(insn.imm)
+        if src_x:
+            rhs = _reg(insn.src, wide)
+        else:  # masks read better in hex, like the kernel's own listings of them
+            rhs = f"{insn.imm:#x}" if op in (AND, OR, XOR) else str(insn.imm)
         return f"{_reg(insn.dst, wide)} {_ALU_SYMBOL[op]} {rhs}"
     if cls in (ALU, ALU64) and op == NEG:
         return f"{_reg(insn.dst, cls == ALU64)} = -{_reg(insn.dst, cls == ALU64)}"

@@ -1,0 +1,147 @@
+"""Finding a process's device cgroup from fake /proc trees (and once from the real one)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from capctl.cgroup.paths import (
+    CGROUP2_SUPER_MAGIC,
+    Cgroup,
+    Version,
+    find_cgroup,
+    fs_magic,
+    parse_mountinfo,
+    parse_proc_cgroup,
+)
+from capctl.errors import CgroupError, ParseError
+
+TMPFS_MAGIC = 0x01021994
+
+
+def mountinfo(cg: Path, *, v2_at_root: bool, devices_root: str = "/") -> str:
+    lines = [
+        "22 1 0:21 / / rw,relatime - ext4 /dev/vda rw",
+        f"30 22 0:26 / {cg} rw,relatime - tmpfs tmpfs rw,mode=755",
+        f"35 30 0:31 {devices_root} {cg}/devices rw,relatime shared:15 - cgroup cgroup rw,devices",
+        f"36 30 0:32 / {cg}/cpu\\040x rw,relatime - cgroup cgroup rw,cpu",
+        f"37 30 0:33 / {cg}/unified rw,relatime - cgroup2 cgroup2 rw",
+    ]
+    if v2_at_root:
+        lines.append(f"90 30 0:33 / {cg} rw,relatime - cgroup2 none rw")
+    return "\n".join(lines) + "\n"
+
+
+PROC_CGROUP = "5:devices:/kubepods/pod1/ctr\n1:cpu:/kubepods\n0::/ctr-v2\n"
+
+
+def fake(
+    tmp_path: Path, proc_cgroup: str, *, v2_at_root: bool, devices_root: str = "/"
+) -> tuple[Path, Path]:
+    proc, cg = tmp_path / "proc", tmp_path / "sys/fs/cgroup"
+    (proc / "self").mkdir(parents=True)
+    (proc / "42").mkdir()
+    (proc / "42" / "cgroup").write_text(proc_cgroup)
+    (proc / "self" / "mountinfo").write_text(
+        mountinfo(cg, v2_at_root=v2_at_root, devices_root=devices_root)
+    )
+    (cg / "devices/kubepods/pod1/ctr").mkdir(parents=True)
+    (cg / "devices/ctr").mkdir(parents=True)
+    (cg / "ctr-v2").mkdir(parents=True)
+    return proc, cg
+
+
+def magic_of(value: int):  # type: ignore[no-untyped-def]
+    return lambda _path: value
+
+
+def test_hybrid_host_uses_v1_devices(tmp_path: Path) -> None:
+    proc, cg = fake(tmp_path, PROC_CGROUP, v2_at_root=False)
+    got = find_cgroup(42, proc=proc, cgroup_root=cg, magic=magic_of(TMPFS_MAGIC))
+    assert got == Cgroup(Version.V1, cg / "devices/kubepods/pod1/ctr")
+
+
+def test_unified_mount_wins_over_v1_lines(tmp_path: Path) -> None:
+    # runc in a private namespace with cgroup2 on /sys/fs/cgroup: the process still lists
+    # v1 lines, but the mount decides.
+    proc, cg = fake(tmp_path, PROC_CGROUP, v2_at_root=True)
+    got = find_cgroup(42, proc=proc, cgroup_root=cg, magic=magic_of(CGROUP2_SUPER_MAGIC))
+    assert got == Cgroup(Version.V2, cg / "ctr-v2")
+
+
+def test_mount_root_is_stripped(tmp_path: Path) -> None:
+    # Inside a container the hierarchy is mounted from a sub-cgroup (mountinfo root field).
+    proc, cg = fake(
+        tmp_path, "5:devices:/kubepods/pod1/ctr\n", v2_at_root=False, devices_root="/kubepods/pod1"
+    )
+    got = find_cgroup(42, proc=proc, cgroup_root=cg, magic=magic_of(TMPFS_MAGIC))
+    assert got.path == cg / "devices/ctr"
+
+
+@pytest.mark.parametrize(
+    ("proc_cgroup", "v2", "message"),
+    [
+        ("5:devices:/\n0::/x\n", False, "root devices cgroup"),
+        ("5:devices:/a\n0::/\n", True, "root cgroup2 cgroup"),
+        ("1:cpu:/a\n0::/a\n", False, "no cgroup v1 'devices' line"),
+        ("5:devices:/a\n", True, "no cgroup v2"),
+        ("5:devices:/../../etc\n", False, "'..'"),
+        ("5:devices:/elsewhere\n", False, "outside the mounted hierarchy"),
+        ("5:devices:/missing\n", False, "does not exist"),
+    ],
+    ids=[
+        "v1-root",
+        "v2-root",
+        "no-devices-line",
+        "no-v2-line",
+        "dotdot",
+        "outside-mount",
+        "missing-dir",
+    ],
+)
+def test_refusals(tmp_path: Path, proc_cgroup: str, v2: bool, message: str) -> None:
+    root = "/kubepods" if "elsewhere" in proc_cgroup else "/"
+    proc, cg = fake(tmp_path, proc_cgroup, v2_at_root=v2, devices_root=root)
+    magic = magic_of(CGROUP2_SUPER_MAGIC if v2 else TMPFS_MAGIC)
+    with pytest.raises(CgroupError, match=message):
+        find_cgroup(42, proc=proc, cgroup_root=cg, magic=magic)
+
+
+def test_vanished_process(tmp_path: Path) -> None:
+    proc, cg = fake(tmp_path, PROC_CGROUP, v2_at_root=False)
+    with pytest.raises(CgroupError, match="cgroup"):
+        find_cgroup(4242, proc=proc, cgroup_root=cg, magic=magic_of(TMPFS_MAGIC))
+
+
+@pytest.mark.parametrize("line", ["5:devices", "x:devices:/a", "5:devices:relative", ""], ids=repr)
+def test_parse_proc_cgroup_fails_closed(line: str) -> None:
+    with pytest.raises(ParseError):
+        parse_proc_cgroup(line + "\nx")
+
+
+def test_parse_mountinfo_unescapes_and_fails_closed() -> None:
+    mounts = parse_mountinfo("36 30 0:32 / /a\\040b rw - cgroup cgroup rw,cpu,devices\n")
+    assert mounts[0].mount_point == "/a b" and "devices" in mounts[0].super_options
+    with pytest.raises(ParseError):
+        parse_mountinfo("36 30 0:32 / /a rw cgroup cgroup rw\n")
+
+
+@pytest.mark.skipif(not Path("/sys/fs/cgroup/devices").is_dir(), reason="no v1 devices hierarchy")
+def test_real_system_self_is_refused_or_found() -> None:
+    """Against the real /proc: our own process (in the root devices cgroup here) is refused."""
+    assert fs_magic(Path("/sys/fs/cgroup")) != CGROUP2_SUPER_MAGIC
+    line = next(
+        ln for ln in Path("/proc/self/cgroup").read_text().splitlines() if ":devices:" in ln
+    )
+    if line.endswith(":/"):
+        with pytest.raises(CgroupError, match="root devices cgroup"):
+            find_cgroup(os.getpid())
+    else:
+        assert find_cgroup(os.getpid()).version is Version.V1
+
+
+@pytest.mark.skipif(not Path("/sys/fs/cgroup/unified").is_dir(), reason="no cgroup2 mount")
+def test_real_statfs_magic() -> None:
+    assert fs_magic(Path("/sys/fs/cgroup/unified")) == CGROUP2_SUPER_MAGIC

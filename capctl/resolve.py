@@ -40,7 +40,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from capctl import caps, devices
+from capctl import caps
+from capctl import devices as devices  # re-exported: the hook calls resolve.devices
 from capctl.caps import Kind
 from capctl.devices import (
     GpuByIndex,

@@ -28,6 +28,7 @@ Decisions, written down:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -216,8 +217,17 @@ class V2Devices:
 
         def swap_back() -> None:
             for old_fd, new_fd in reversed(swapped):
-                self._swap(state, new_fd, old_fd)
-            swapped.clear()
+                try:
+                    self._swap(state, new_fd, old_fd)
+                except BpfError as err:
+                    if err.errno != errno.ENOENT:
+                        raise
+                    # Our program is no longer attached: someone (another grant or
+                    # revoke, the runtime) changed the cgroup since.  Do not guess.
+                    raise CgroupError(
+                        f"{self.path}: device programs changed since '{what}'; not rolling back"
+                    ) from err
+                swapped.pop()
 
         def release() -> None:
             for fd in new_fds:

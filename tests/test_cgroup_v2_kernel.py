@@ -7,9 +7,11 @@ programs and cgroups are removed afterwards.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -19,7 +21,14 @@ import pytest
 
 from capctl import cgroup
 from capctl.cgroup import Cgroup, Version, asm, devfilter
-from capctl.cgroup.bpf import BPF_F_ALLOW_MULTI, Bpf, ProgInfo
+from capctl.cgroup.bpf import (
+    BPF_F_ALLOW_MULTI,
+    BPF_F_REPLACE,
+    Bpf,
+    BpfError,
+    ProgInfo,
+    memlock_for_bpf,
+)
 from capctl.cgroup.v2 import V2Devices
 from capctl.errors import CgroupError
 from capctl.rules import DENY_ALL, char, oci_device_rules
@@ -246,3 +255,35 @@ def test_runc_container_unified(tmp_path: Path) -> None:
         assert runc.probe(ctr, "/nodes/n1") == "EPERM"
         assert runc.probe(ctr, "/dev/null", "rw") == "OK"  # runtime defaults kept
         assert runc.probe(ctr, "/dev/tty", "r") in ("ENXIO", "OK", "ENOENT")
+
+
+class NoReplaceKernel(Bpf):
+    """A kernel before 5.6: BPF_F_REPLACE is an unknown flag (EINVAL)."""
+
+    def prog_attach(self, prog_fd: int, cgroup_fd: int, *, flags: int, replace_fd: int = 0) -> None:
+        if flags & BPF_F_REPLACE:
+            raise BpfError("PROG_ATTACH", errno.EINVAL)
+        super().prog_attach(prog_fd, cgroup_fd, flags=flags, replace_fd=replace_fd)
+
+
+def test_without_bpf_f_replace_attach_then_detach(tmp_path: Path) -> None:
+    n1, n2 = make_nodes(tmp_path / "nodes", [1, 2])
+    with child_cgroup(V2_UNIFIED) as path, Prober(path) as probe:
+        attach_deny_all(path)
+        dev = V2Devices(path, bpf=NoReplaceKernel())
+        original = dev.programs()
+        undo = dev.grant([char(238, 1, "r")])
+        assert len(dev.program_ids()) == 1  # the old one was detached
+        assert probe.open(n1) == "ENXIO" and probe.open(n2) == "EPERM"
+        undo.rollback()
+        assert dev.programs() == original and probe.open(n1) == "EPERM"
+
+
+def test_memlock_is_raised_only_for_old_kernels() -> None:
+    before = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    with memlock_for_bpf("6.1.0"):
+        assert resource.getrlimit(resource.RLIMIT_MEMLOCK) == before
+    with memlock_for_bpf("5.4.0-150-generic"):
+        soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        assert soft == hard and (hard == resource.RLIM_INFINITY or hard == before[1])
+    assert resource.getrlimit(resource.RLIMIT_MEMLOCK) == before

@@ -274,14 +274,17 @@ def memlock_for_bpf(release: str | None = None) -> Iterator[None]:
         yield
         return
     old = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    inf = resource.RLIM_INFINITY
     try:
-        resource.setrlimit(
-            resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
-        )
-    except (ValueError, OSError) as err:
-        log.warning("cannot raise RLIMIT_MEMLOCK for bpf: %s", err)
-        yield
-        return
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (inf, inf))
+    except (ValueError, OSError):
+        # Without CAP_SYS_RESOURCE the hard limit cannot grow: take the soft one up to it.
+        try:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (old[1], old[1]))
+        except (ValueError, OSError) as err:
+            log.warning("cannot raise RLIMIT_MEMLOCK for bpf: %s", err)
+            yield
+            return
     try:
         yield
     finally:

@@ -114,8 +114,10 @@ def list_cmd(host: Host, as_json: bool) -> None:
 
 
 def _grant_ownership(host: Host) -> dict[str, Any]:
-    """Node ownership demanded by capctl's grants (none until delegation is configured)."""
-    return {}
+    """Node ownership demanded by capctl's grants (``[grants]`` in the config)."""
+    from capctl import grants
+
+    return dict(grants.ownership(host))
 
 
 @cli.command("sync")
@@ -126,11 +128,10 @@ def _grant_ownership(host: Host) -> dict[str, Any]:
 @click.pass_obj
 def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose: bool) -> None:
     """Create or repair the host's capability nodes (idempotent)."""
-    from capctl import driver, sync
+    from capctl import grants, sync
 
-    state = driver.load(host)
-    plan = sync.plan(state, everything=everything, grants=_grant_ownership(host))
-    report = sync.apply(host, state, plan, dry_run=dry_run)
+    # Also re-writes DeviceFileModify: 0 for granted capabilities (a driver reload resets it).
+    report = grants.sync_host(host, everything=everything, dry_run=dry_run)
     if as_json:
         _print_json({
             "dry_run": dry_run,
@@ -222,6 +223,107 @@ def topology_cmd(host: Host, as_json: bool) -> None:
         rows += [(f"  {g.index}:{m.index}", str(g.minor), str(m.gi), str(m.ci), m.uuid,
                   m.profile, "") for m in g.mig_devices]
     _table(rows, ("DEVICE", "MINOR", "GI", "CI", "UUID", "NAME/PROFILE", "PCI BUS ID"))
+
+
+# --- delegation: grant / revoke / grants / watch (issue 6) -------------------------------------
+
+
+def _principal(user: str | None, group: str | None, *, required: bool) -> tuple[Any, str | None]:
+    from capctl.grants import Kind
+
+    if user is not None and group is not None:
+        raise click.UsageError("give --user or --group, not both")
+    if user is not None:
+        return Kind.USER, user
+    if group is not None:
+        return Kind.GROUP, group
+    if required:
+        raise click.UsageError("give --user U or --group G")
+    return None, None
+
+
+@cli.command("grant")
+@click.argument("capability")
+@click.option("--user", "user", metavar="U", help="User name or uid.")
+@click.option("--group", "group", metavar="G", help="Group name or gid.")
+@click.pass_obj
+def grant_cmd(host: Host, capability: str, user: str | None, group: str | None) -> None:
+    """Let a user or group open CAPABILITY (mig-config, mig-monitor or a name from list)."""
+    from capctl import grants
+
+    kind, who = _principal(user, group, required=True)
+    assert who is not None
+    out = grants.grant(host, capability, kind, who)
+    p = out.principals[0]
+    verb = "granted" if out.changed else "already granted"
+    where = "applied" if out.applied else f"stored; applies when {out.capability} appears"
+    click.echo(f"{verb}: {out.capability} to {p} ({where})")
+
+
+@cli.command("revoke")
+@click.argument("capability")
+@click.option("--user", "user", metavar="U", help="User name or uid (default: every grantee).")
+@click.option("--group", "group", metavar="G", help="Group name or gid.")
+@click.pass_obj
+def revoke_cmd(host: Host, capability: str, user: str | None, group: str | None) -> None:
+    """Take CAPABILITY away from a user or group (or from every grantee)."""
+    from capctl import grants
+
+    kind, who = _principal(user, group, required=False)
+    out = grants.revoke(host, capability, kind, who)
+    for p in out.principals:
+        click.echo(f"revoked: {out.capability} from {p}")
+    if out.applied and not grants.load_policy(host.config).get(out.capability):
+        click.echo(f"{out.capability}: no grants left; driver defaults restored")
+
+
+@cli.command("grants")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def grants_cmd(host: Host, as_json: bool) -> None:
+    """The capabilities delegated to users and groups."""
+    from capctl import grants
+
+    views = grants.describe(host)
+    if as_json:
+        _print_json([v.to_json() for v in views])
+        return
+
+    def who(p: Any) -> str:
+        status, detail = grants.status(p)
+        return f"{p.name}({p.id})" + ("" if status == "ok" else f"[{status}: {detail}]")
+
+    rows = [
+        (v.capability, ",".join(who(p) for p in v.grants.users) or "-",
+         ",".join(who(p) for p in v.grants.groups) or "-")
+        for v in views
+    ]
+    _table(rows, ("CAPABILITY", "USERS", "GROUPS"))
+
+
+@cli.command("watch")
+@click.option("--quiet", type=click.FloatRange(0.0, 60.0), default=1.0, show_default=True,
+              help="Seconds without driver events before running sync.")
+@click.pass_obj
+def watch_cmd(host: Host, quiet: float) -> None:
+    """Run sync at start and whenever the nvidia driver (re)loads, from kernel uevents
+    (an alternative to the udev rules).  Stops on SIGTERM/SIGINT."""
+    from capctl import grants, uevent
+
+    def run_sync() -> None:
+        try:
+            report = grants.sync_host(host)
+        except CapctlError as err:  # keep watching: the next driver event may fix it
+            click.echo(f"capctl: error: {err}", err=True)
+            return
+        n = sum(1 for c in report.changes if c.action.value != "unchanged")
+        click.echo(f"sync: {n} node(s) created or repaired", err=True)
+
+    def ready() -> None:
+        click.echo("watching kernel uevents for the nvidia driver", err=True)
+        run_sync()
+
+    uevent.watch(run_sync, quiet=quiet, on_ready=ready)
 
 
 def main() -> None:

@@ -55,9 +55,13 @@ def main() -> None:
         r, f, a = statistics.median(raw), statistics.median(first), statistics.median(again)
         print(f"nodes: {n} (median of {args.rounds} rounds, on {base.parent})")
         print(f"raw os.mknod loop:          {r * 1e3:8.1f} ms  ({r / n * 1e6:.1f} us/node)")
-        print(f"capctl sync --all (first):  {f * 1e3:8.1f} ms  ({f / r:.2f}x the floor; goal <= 2x;"
-              " includes parsing, /dev/char links, lock)")
-        print(f"capctl sync --all (again):  {a * 1e3:8.1f} ms  ({f / a:.1f}x faster than first; goal >= 3x)")
+        print(
+            f"capctl sync --all (first):  {f * 1e3:8.1f} ms  ({f / r:.2f}x the floor; goal <= 2x;"
+            " includes parsing, /dev/char links, lock)"
+        )
+        print(
+            f"capctl sync --all (again):  {a * 1e3:8.1f} ms  ({f / a:.1f}x faster than first; goal >= 3x)"
+        )
     finally:
         shutil.rmtree(base)
 

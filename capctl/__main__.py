@@ -1,5 +1,5 @@
 """``python -m capctl``: the same as the ``capctl`` console script."""
 
-from capctl.cli import main
+from capctl.main import main
 
 main()

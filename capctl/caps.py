@@ -74,7 +74,9 @@ _MINORS_LINE = re.compile(r"(?P<name>\S+) " + _MINOR)
 #: A whole mig-minors line in one match (the file has 4322 of them; one regex per line).
 _MIG_MINORS_LINE = re.compile(r"(?P<name>" + _MIG_NAME.pattern + r") " + _MINOR)
 _DEVICES_ENTRY = re.compile(r" *(?P<major>[0-9]{1,4}) (?P<name>\S+)")
-_CAPFILE_LINE = re.compile(r"(?P<key>DeviceFileMinor|DeviceFileMode|DeviceFileModify): (?P<value>[0-9]{1,7})")
+_CAPFILE_LINE = re.compile(
+    r"(?P<key>DeviceFileMinor|DeviceFileMode|DeviceFileModify): (?P<value>[0-9]{1,7})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +251,12 @@ def parse_minors(text: str, path: str, source: Source) -> list[Capability]:
         if m is None:
             m = _MINORS_LINE.fullmatch(line)
             if m is None:
-                raise ParseError(path, f"malformed line {line[:80]!r} (want '<name> <minor>')", lineno)
-            raise ParseError(path, f"not a {source.value} capability name: {m['name'][:80]!r}", lineno)
+                raise ParseError(
+                    path, f"malformed line {line[:80]!r} (want '<name> <minor>')", lineno
+                )
+            raise ParseError(
+                path, f"not a {source.value} capability name: {m['name'][:80]!r}", lineno
+            )
         name, minor = m["name"], int(m["minor"])
         if source is not Source.MIG and _OTHER_NAME.fullmatch(name) is None:
             raise ParseError(path, f"not a {source.value} capability name: {name[:80]!r}", lineno)
@@ -259,7 +265,9 @@ def parse_minors(text: str, path: str, source: Source) -> list[Capability]:
         if name in names:
             raise ParseError(path, f"{name!r} repeated (first on line {names[name]})", lineno)
         if minor in minors:
-            raise ParseError(path, f"minor {minor} repeated (first on line {minors[minor]})", lineno)
+            raise ParseError(
+                path, f"minor {minor} repeated (first on line {minors[minor]})", lineno
+            )
         names[name] = lineno
         minors[minor] = lineno
         caps.append(Capability(name, minor, source))
@@ -295,10 +303,16 @@ def parse_capability_file(text: str, path: str) -> CapabilityFile:
         if m["key"] in fields:
             raise ParseError(path, f"{m['key']} repeated", lineno)
         fields[m["key"]] = int(m["value"])
-    missing = [k for k in ("DeviceFileMinor", "DeviceFileMode", "DeviceFileModify") if k not in fields]
+    missing = [
+        k for k in ("DeviceFileMinor", "DeviceFileMode", "DeviceFileModify") if k not in fields
+    ]
     if missing:
         raise ParseError(path, f"missing {', '.join(missing)}")
-    minor, mode, modify = fields["DeviceFileMinor"], fields["DeviceFileMode"], fields["DeviceFileModify"]
+    minor, mode, modify = (
+        fields["DeviceFileMinor"],
+        fields["DeviceFileMode"],
+        fields["DeviceFileModify"],
+    )
     if minor > MAX_MINOR:
         raise ParseError(path, f"DeviceFileMinor {minor} out of range")
     if mode > 0o777:

@@ -23,6 +23,7 @@ from click.core import ParameterSource
 
 from capctl.errors import CapctlError
 from capctl.host import DEFAULT_CONFIG, Host
+from capctl.nodes import Action
 
 #: Subcommands that must not read configuration from the environment.
 _ENV_BLIND = frozenset({"hook"})
@@ -54,18 +55,38 @@ class CapctlGroup(click.Group):
 
 def _option_value(ctx: click.Context, name: str, value: Any, default: Any) -> Any:
     """The option's value, unless it came from the environment for an env-blind command."""
-    if ctx.invoked_subcommand in _ENV_BLIND and ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT:
+    if (
+        ctx.invoked_subcommand in _ENV_BLIND
+        and ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT
+    ):
         return default
     return value
 
 
 @click.group(cls=CapctlGroup)
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), envvar="CAPCTL_ROOT",
-              default=Path("/"), show_default=True, help="Host root of the driver files and nodes.")
-@click.option("--topology", type=click.Path(dir_okay=False, path_type=Path), envvar="CAPCTL_TOPOLOGY",
-              default=None, help="MIG topology snapshot (JSON) to use instead of NVML.")
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), envvar="CAPCTL_CONFIG",
-              default=DEFAULT_CONFIG, show_default=True, help="capctl settings and grants.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CAPCTL_ROOT",
+    default=Path("/"),
+    show_default=True,
+    help="Host root of the driver files and nodes.",
+)
+@click.option(
+    "--topology",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="CAPCTL_TOPOLOGY",
+    default=None,
+    help="MIG topology snapshot (JSON) to use instead of NVML.",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="CAPCTL_CONFIG",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="capctl settings and grants.",
+)
 @click.version_option(package_name="capctl")
 @click.pass_context
 def cli(ctx: click.Context, root: Path, topology: Path | None, config: Path) -> None:
@@ -82,7 +103,9 @@ def _print_json(data: Any) -> None:
 
 
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     click.echo(fmt.format(*header).rstrip())
     for row in rows:
@@ -104,7 +127,13 @@ def list_cmd(host: Host, as_json: bool) -> None:
         _print_json([e.to_json() for e in entries])
         return
     rows = [
-        (e.name, str(e.minor), e.path, "yes" if e.exists else "no", e.node + (f" ({e.detail})" if e.detail else ""))
+        (
+            e.name,
+            str(e.minor),
+            e.path,
+            "yes" if e.exists else "no",
+            e.node + (f" ({e.detail})" if e.detail else ""),
+        )
         for e in entries
     ]
     _table(rows, ("NAME", "MINOR", "PATH", "EXISTS", "NODE"))
@@ -121,36 +150,48 @@ def _grant_ownership(host: Host) -> dict[str, Any]:
 
 
 @cli.command("sync")
-@click.option("--all", "everything", is_flag=True, help="Every capability in mig-minors, not only existing ones.")
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Every capability in mig-minors, not only existing ones.",
+)
 @click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list nodes left alone.")
 @click.pass_obj
 def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose: bool) -> None:
     """Create or repair the host's capability nodes (idempotent)."""
-    from capctl import grants, sync
+    from capctl import grants
 
     # Also re-writes DeviceFileModify: 0 for granted capabilities (a driver reload resets it).
     report = grants.sync_host(host, everything=everything, dry_run=dry_run)
     if as_json:
-        _print_json({
-            "dry_run": dry_run,
-            "nodes": [{"path": c.path, "action": c.action.value, "reason": c.reason or None} for c in report.changes],
-            "links": [{"path": c.path, "action": c.action.value, "reason": c.reason or None}
-                      for c in report.link_changes],
-            "skipped": [{"name": s.name, "reason": s.reason} for s in report.skipped],
-        })
+        _print_json(
+            {
+                "dry_run": dry_run,
+                "nodes": [
+                    {"path": c.path, "action": c.action.value, "reason": c.reason or None}
+                    for c in report.changes
+                ],
+                "links": [
+                    {"path": c.path, "action": c.action.value, "reason": c.reason or None}
+                    for c in report.link_changes
+                ],
+                "skipped": [{"name": s.name, "reason": s.reason} for s in report.skipped],
+            }
+        )
         return
     would = "would be " if dry_run else ""
     for change in report.changes + report.link_changes:
-        if change.action is not sync.Action.UNCHANGED or verbose:
+        if change.action is not Action.UNCHANGED or verbose:
             why = f" ({change.reason})" if change.reason else ""
             click.echo(f"{would}{change.action.value}: {change.path}{why}")
     for skip in report.skipped:
         click.echo(f"skipped: {skip.name}: {skip.reason}")
     click.echo(
-        f"{report.count(sync.Action.CREATED)} {would}created, {report.count(sync.Action.REPAIRED)} "
-        f"{would}repaired, {report.count(sync.Action.UNCHANGED)} unchanged, {len(report.skipped)} skipped"
+        f"{report.count(Action.CREATED)} {would}created, {report.count(Action.REPAIRED)} "
+        f"{would}repaired, {report.count(Action.UNCHANGED)} unchanged, {len(report.skipped)} skipped"
     )
 
 
@@ -195,10 +236,15 @@ def resolve_cmd(host: Host, devices: str, as_json: bool) -> None:
         _print_json(plan.to_list())
         return
     rows = [
-        (d.uuid, str(d.gpu_index), str(d.gpu_minor), "-" if d.gi is None else str(d.gi),
-         "-" if d.ci is None else str(d.ci),
-         ", ".join(f"{c.name}={c.minor}" for c in d.caps) or "-",
-         ", ".join(d.device_nodes) or "-")
+        (
+            d.uuid,
+            str(d.gpu_index),
+            str(d.gpu_minor),
+            "-" if d.gi is None else str(d.gi),
+            "-" if d.ci is None else str(d.ci),
+            ", ".join(f"{c.name}={c.minor}" for c in d.caps) or "-",
+            ", ".join(d.device_nodes) or "-",
+        )
         for d in plan.devices
     ]
     _table(rows, ("UUID", "GPU", "MINOR", "GI", "CI", "CAPS (NAME=MINOR)", "DEVICE NODES"))
@@ -218,11 +264,29 @@ def topology_cmd(host: Host, as_json: bool) -> None:
     rows: list[tuple[str, ...]] = []
     for g in topo.gpus:
         mig = "enabled" if g.mig_enabled else "disabled"
-        rows.append((f"GPU {g.index}", str(g.minor), "-", "-", g.uuid, g.name,
-                     f"{g.pci_bus_id} MIG {mig}"))
-        rows += [(f"  {g.index}:{m.index}", str(g.minor), str(m.gi), str(m.ci), m.uuid,
-                  m.profile, "") for m in g.mig_devices]
+        rows.append(
+            (f"GPU {g.index}", str(g.minor), "-", "-", g.uuid, g.name, f"{g.pci_bus_id} MIG {mig}")
+        )
+        rows += [
+            (f"  {g.index}:{m.index}", str(g.minor), str(m.gi), str(m.ci), m.uuid, m.profile, "")
+            for m in g.mig_devices
+        ]
     _table(rows, ("DEVICE", "MINOR", "GI", "CI", "UUID", "NAME/PROFILE", "PCI BUS ID"))
+
+
+# --- hook -------------------------------------------------------------------------------------
+
+
+@cli.command("hook")
+@click.pass_obj
+def hook_cmd(host: Host) -> None:
+    """OCI prestart/createRuntime hook: reads the container state from stdin.
+
+    Global options come from the command line only (never CAPCTL_* variables).
+    """
+    from capctl import hook
+
+    sys.exit(hook.main(host))
 
 
 # --- delegation: grant / revoke / grants / watch (issue 6) -------------------------------------
@@ -294,16 +358,24 @@ def grants_cmd(host: Host, as_json: bool) -> None:
         return f"{p.name}({p.id})" + ("" if status == "ok" else f"[{status}: {detail}]")
 
     rows = [
-        (v.capability, ",".join(who(p) for p in v.grants.users) or "-",
-         ",".join(who(p) for p in v.grants.groups) or "-")
+        (
+            v.capability,
+            ",".join(who(p) for p in v.grants.users) or "-",
+            ",".join(who(p) for p in v.grants.groups) or "-",
+        )
         for v in views
     ]
     _table(rows, ("CAPABILITY", "USERS", "GROUPS"))
 
 
 @cli.command("watch")
-@click.option("--quiet", type=click.FloatRange(0.0, 60.0), default=1.0, show_default=True,
-              help="Seconds without driver events before running sync.")
+@click.option(
+    "--quiet",
+    type=click.FloatRange(0.0, 60.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds without driver events before running sync.",
+)
 @click.pass_obj
 def watch_cmd(host: Host, quiet: float) -> None:
     """Run sync at start and whenever the nvidia driver (re)loads, from kernel uevents

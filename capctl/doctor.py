@@ -19,6 +19,7 @@ from typing import Any
 from capctl import caps, driver, sync
 from capctl.errors import CapctlError
 from capctl.host import Host, is_root_owned_safe
+from capctl.nodes import Action
 
 
 class Level(Enum):
@@ -44,24 +45,41 @@ def check_driver(host: Host) -> list[Finding]:
     except CapctlError as err:
         return [Finding(Level.FAIL, str(err), "load the nvidia kernel module (modprobe nvidia)")]
     if majors.frontend is None:
-        out.append(Finding(Level.FAIL, "nvidia driver not loaded (no nvidia-frontend/nvidia major in /proc/devices)",
-                           "modprobe nvidia"))
+        out.append(
+            Finding(
+                Level.FAIL,
+                "nvidia driver not loaded (no nvidia-frontend/nvidia major in /proc/devices)",
+                "modprobe nvidia",
+            )
+        )
     else:
         out.append(Finding(Level.OK, f"nvidia driver loaded (GPU major {majors.frontend})"))
     if majors.uvm is None:
-        out.append(Finding(Level.WARN, "nvidia-uvm not loaded: CUDA needs it", "modprobe nvidia-uvm"))
+        out.append(
+            Finding(Level.WARN, "nvidia-uvm not loaded: CUDA needs it", "modprobe nvidia-uvm")
+        )
     mig_minors = host.path(f"{caps.MINORS_DIR}/mig-minors")
     capdir = host.path(caps.CAPABILITIES_DIR)
     if mig_minors.exists() and majors.caps is not None:
-        out.append(Finding(Level.OK, f"capabilities use the /dev interface (nvidia-caps major {majors.caps})"))
+        out.append(
+            Finding(
+                Level.OK, f"capabilities use the /dev interface (nvidia-caps major {majors.caps})"
+            )
+        )
     elif capdir.exists():
-        out.append(Finding(
-            Level.FAIL,
-            "capabilities use the legacy /proc interface: capctl manages /dev/nvidia-caps nodes",
-            "load nvidia with nv_cap_enable_devfs=1 (options nvidia nv_cap_enable_devfs=1 in /etc/modprobe.d)",
-        ))
+        out.append(
+            Finding(
+                Level.FAIL,
+                "capabilities use the legacy /proc interface: capctl manages /dev/nvidia-caps nodes",
+                "load nvidia with nv_cap_enable_devfs=1 (options nvidia nv_cap_enable_devfs=1 in /etc/modprobe.d)",
+            )
+        )
     elif majors.frontend is not None:
-        out.append(Finding(Level.FAIL, f"{mig_minors} missing: driver older than R450?", "upgrade the driver"))
+        out.append(
+            Finding(
+                Level.FAIL, f"{mig_minors} missing: driver older than R450?", "upgrade the driver"
+            )
+        )
     return out
 
 
@@ -70,14 +88,27 @@ def check_nodes(host: Host) -> list[Finding]:
         state = driver.load(host)
     except CapctlError as err:
         return [Finding(Level.FAIL, str(err), "fix the driver installation (see above)")]
-    plan = sync.plan(state, everything=False)
+    from capctl import grants
+
+    try:
+        owned = grants.ownership(host)
+    except CapctlError as err:
+        return [Finding(Level.FAIL, str(err), f"fix or remove {host.config}")]
+    plan = sync.plan(state, everything=False, grants=owned)
     report = sync.apply(host, state, plan, dry_run=True)
-    out = [Finding(Level.OK, f"{len(state.table)} capabilities known, {len(state.existing)} exist now")]
-    missing = [c for c in report.changes if c.action is sync.Action.CREATED]
-    wrong = [c for c in report.changes if c.action is sync.Action.REPAIRED]
+    out = [
+        Finding(Level.OK, f"{len(state.table)} capabilities known, {len(state.existing)} exist now")
+    ]
+    missing = [c for c in report.changes if c.action is Action.CREATED]
+    wrong = [c for c in report.changes if c.action is Action.REPAIRED]
     if missing:
-        out.append(Finding(Level.FAIL, f"{len(missing)} capability nodes missing (e.g. {missing[0].path})",
-                           "capctl sync"))
+        out.append(
+            Finding(
+                Level.FAIL,
+                f"{len(missing)} capability nodes missing (e.g. {missing[0].path})",
+                "capctl sync",
+            )
+        )
     for change in wrong[:5]:
         out.append(Finding(Level.FAIL, f"{change.path}: {change.reason}", "capctl sync"))
     if len(wrong) > 5:
@@ -85,8 +116,13 @@ def check_nodes(host: Host) -> list[Finding]:
     if not missing and not wrong:
         out.append(Finding(Level.OK, f"all {len(report.changes)} capability nodes in place"))
     if plan.skipped:
-        out.append(Finding(Level.WARN, f"{len(plan.skipped)} capabilities have DeviceFileModify: 0 and no "
-                           f"capctl grant (e.g. {plan.skipped[0].name}); capctl leaves them alone"))
+        out.append(
+            Finding(
+                Level.WARN,
+                f"{len(plan.skipped)} capabilities have DeviceFileModify: 0 and no "
+                f"capctl grant (e.g. {plan.skipped[0].name}); capctl leaves them alone",
+            )
+        )
     return out
 
 
@@ -105,11 +141,20 @@ def check_cgroups(proc: Path = Path("/proc")) -> list[Finding]:
     except OSError as err:
         return [Finding(Level.WARN, f"cannot read mountinfo: {err}")]
     if fstype == "cgroup2":
-        return [Finding(Level.OK, "cgroup v2 (unified): containers get device access through eBPF programs")]
+        return [
+            Finding(
+                Level.OK, "cgroup v2 (unified): containers get device access through eBPF programs"
+            )
+        ]
     if os.path.exists("/sys/fs/cgroup/devices/devices.list"):
         return [Finding(Level.OK, "cgroup v1 (hybrid/legacy) with the devices controller")]
-    return [Finding(Level.FAIL, "no cgroup v2 at /sys/fs/cgroup and no v1 devices controller",
-                    "mount the devices controller at /sys/fs/cgroup/devices")]
+    return [
+        Finding(
+            Level.FAIL,
+            "no cgroup v2 at /sys/fs/cgroup and no v1 devices controller",
+            "mount the devices controller at /sys/fs/cgroup/devices",
+        )
+    ]
 
 
 HOOK_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
@@ -120,15 +165,22 @@ def check_runtimes(hook_dirs: Iterable[str] = HOOK_DIRS) -> list[Finding]:
     for tool in ("runc", "crun", "podman", "containerd"):
         if shutil.which(tool):
             out.append(Finding(Level.OK, f"{tool} found at {shutil.which(tool)}"))
-    hooks = [p for d in hook_dirs for p in glob.glob(f"{d}/*.json") if "capctl" in Path(p).read_text(errors="replace")]
+    hooks = [
+        p
+        for d in hook_dirs
+        for p in glob.glob(f"{d}/*.json")
+        if "capctl" in Path(p).read_text(errors="replace")
+    ]
     if hooks:
         out.append(Finding(Level.OK, f"OCI hook installed: {', '.join(hooks)}"))
     else:
-        out.append(Finding(
-            Level.WARN,
-            "no hooks.d entry runs capctl (podman/CRI-O); runc and containerd need it in their config",
-            "install -m 0644 hooks/oci-capctl.json /usr/share/containers/oci/hooks.d/ (see README)",
-        ))
+        out.append(
+            Finding(
+                Level.WARN,
+                "no hooks.d entry runs capctl (podman/CRI-O); runc and containerd need it in their config",
+                "install -m 0644 hooks/oci-capctl.json /usr/share/containers/oci/hooks.d/ (see README)",
+            )
+        )
     return out
 
 
@@ -138,8 +190,14 @@ def check_config(host: Host) -> list[Finding]:
     except FileNotFoundError:
         return [Finding(Level.OK, f"{host.config} absent: no grants (created by 'capctl grant')")]
     if not is_root_owned_safe(st):
-        return [Finding(Level.FAIL, f"{host.config} is not root-owned or is group/world-writable; "
-                        "capctl will refuse it", f"chown root:root {host.config}; chmod 0644 {host.config}")]
+        return [
+            Finding(
+                Level.FAIL,
+                f"{host.config} is not root-owned or is group/world-writable; "
+                "capctl will refuse it",
+                f"chown root:root {host.config}; chmod 0644 {host.config}",
+            )
+        ]
     return [Finding(Level.OK, f"{host.config} present and root-owned")]
 
 

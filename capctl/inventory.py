@@ -42,7 +42,9 @@ def inventory(host: Host, grants: Mapping[str, sync.Ownership] | None = None) ->
     state = driver.load(host)
     plan = sync.plan(state, everything=True, grants=grants)
     report = sync.apply(host, state, plan, dry_run=True)
-    by_name = {cap.name: change for (cap, _spec), change in zip(plan.specs, report.changes, strict=True)}
+    by_name = {
+        cap.name: change for (cap, _spec), change in zip(plan.specs, report.changes, strict=True)
+    }
     skipped = {s.name: s.reason for s in plan.skipped}
     out: list[Entry] = []
     for cap in state.table:
@@ -58,6 +60,14 @@ def inventory(host: Host, grants: Mapping[str, sync.Ownership] | None = None) ->
         else:
             node, detail = "wrong", change.reason
         out.append(
-            Entry(cap.name, cap.minor, cap.path, cap.source.value, cap.name in state.existing, node, detail)
+            Entry(
+                cap.name,
+                cap.minor,
+                cap.path,
+                cap.source.value,
+                cap.name in state.existing,
+                node,
+                detail,
+            )
         )
     return out

@@ -14,7 +14,7 @@ import fcntl
 import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from enum import Enum
 from typing import NamedTuple
 
@@ -83,8 +83,10 @@ def diagnose(st: os.stat_result, spec: NodeSpec, acl: bytes | None = None) -> st
     if (st.st_uid, st.st_gid) != (spec.uid, spec.gid):
         return f"owner {st.st_uid}:{st.st_gid}, want {spec.uid}:{spec.gid}"
     if acl != spec.acl:
-        return "ACL differs" if spec.acl is not None and acl is not None else (
-            "has an ACL, want none" if acl is not None else "ACL missing"
+        return (
+            "ACL differs"
+            if spec.acl is not None and acl is not None
+            else ("has an ACL, want none" if acl is not None else "ACL missing")
         )
     return None
 
@@ -115,9 +117,13 @@ def _set_acl(dir_fd: int, name: str, acl: bytes, display: str) -> None:
 def _write(dir_fd: int, spec: NodeSpec, display: str, *, replace: bool) -> None:
     if spec.acl is None:
         if replace:
-            safefs.replace_with_node(dir_fd, spec.name, spec.mode, spec.rdev, spec.uid, spec.gid, display=display)
+            safefs.replace_with_node(
+                dir_fd, spec.name, spec.mode, spec.rdev, spec.uid, spec.gid, display=display
+            )
         else:
-            safefs.make_node(dir_fd, spec.name, spec.mode, spec.rdev, spec.uid, spec.gid, display=display)
+            safefs.make_node(
+                dir_fd, spec.name, spec.mode, spec.rdev, spec.uid, spec.gid, display=display
+            )
         return
     # With an ACL the node must never be visible without it: build it fully under the
     # temporary name, then rename.
@@ -127,10 +133,8 @@ def _write(dir_fd: int, spec: NodeSpec, display: str, *, replace: bool) -> None:
         _set_acl(dir_fd, tmp, spec.acl, display)
         os.rename(tmp, spec.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        try:
+        with suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)
-        except OSError:
-            pass
         raise
 
 
@@ -216,7 +220,11 @@ def ensure_links(
             st = safefs.lstat_at(dir_fd, name)
             if st is not None and stat.S_ISDIR(st.st_mode):
                 raise NodeError(display, "is a directory; refusing to replace it")
-            reason = "points elsewhere" if current is not None else ("not a symlink" if st else "missing")
+            reason = (
+                "points elsewhere"
+                if current is not None
+                else ("not a symlink" if st else "missing")
+            )
             action = Action.REPAIRED if st is not None else Action.CREATED
         else:
             if not dry_run:

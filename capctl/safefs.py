@@ -66,17 +66,17 @@ def open_dir(
             except FileNotFoundError:
                 if not create:
                     raise
-                try:
+                with contextlib.suppress(FileExistsError):  # made concurrently: opened below
                     os.mkdir(part, mode, dir_fd=fd)
-                except FileExistsError:
-                    pass  # made concurrently: open (and check) it below
                 new = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 st = os.fstat(new)
                 if st.st_mode & 0o7777 != mode:
                     os.fchmod(new, mode)  # undo the umask on the directory we just made
             except OSError as err:
                 if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafePathError(walked, "is a symlink or not a directory; refusing") from err
+                    raise UnsafePathError(
+                        walked, "is a symlink or not a directory; refusing"
+                    ) from err
                 raise os_error(walked, err, "cannot open directory") from err
             os.close(fd)
             fd = new
@@ -157,7 +157,9 @@ def replace_with_node(
         raise os_error(display, err, "cannot create device node") from err
 
 
-def make_node(dir_fd: int, name: str, mode: int, rdev: int, uid: int, gid: int, *, display: str) -> None:
+def make_node(
+    dir_fd: int, name: str, mode: int, rdev: int, uid: int, gid: int, *, display: str
+) -> None:
     """Create a char node where nothing is (the fast path of a first ``sync``)."""
     try:
         os.mknod(name, 0o020000 | mode, rdev, dir_fd=dir_fd)

@@ -76,8 +76,13 @@ def plan(
         mode = cf.mode if cf is not None else caps.default_mode(cap.name)
         if grant is not None:
             spec = NodeSpec(
-                caps.node_name(cap.minor), state.caps_major, cap.minor,
-                grant.mode, grant.uid, grant.gid, grant.acl,
+                caps.node_name(cap.minor),
+                state.caps_major,
+                cap.minor,
+                grant.mode,
+                grant.uid,
+                grant.gid,
+                grant.acl,
             )
         else:
             spec = NodeSpec(caps.node_name(cap.minor), state.caps_major, cap.minor, mode)
@@ -103,8 +108,10 @@ def apply(host: Host, state: DriverState, p: SyncPlan, *, dry_run: bool = False)
             with nodes.locked(dir_fd, host.display(caps.CAPS_DEV_DIR)):
                 _fix_dir_mode(dir_fd, dry_run)
                 report.changes = nodes.ensure_nodes(
-                    dir_fd, [s for _c, s in p.specs],
-                    display_dir=host.display(caps.CAPS_DEV_DIR), dry_run=dry_run,
+                    dir_fd,
+                    [s for _c, s in p.specs],
+                    display_dir=host.display(caps.CAPS_DEV_DIR),
+                    dry_run=dry_run,
                 )
                 report.link_changes = _ensure_char_links(host, root_fd, state, p, dry_run)
         finally:
@@ -133,9 +140,16 @@ def _ensure_char_links(
         (f"{state.caps_major}:{spec.minor}", f"../nvidia-caps/{spec.name}") for _c, spec in p.specs
     ]
     if dry_run and not os.path.isdir(host.path(CHAR_DIR)):
-        return [nodes.Change(f"{host.display(CHAR_DIR)}/{n}", Action.CREATED, "missing") for n, _ in links]
-    char_fd = safefs.open_dir(root_fd, CHAR_DIR, create=not dry_run, mode=0o755, display=str(host.root))
+        return [
+            nodes.Change(f"{host.display(CHAR_DIR)}/{n}", Action.CREATED, "missing")
+            for n, _ in links
+        ]
+    char_fd = safefs.open_dir(
+        root_fd, CHAR_DIR, create=not dry_run, mode=0o755, display=str(host.root)
+    )
     try:
-        return nodes.ensure_links(char_fd, links, display_dir=host.display(CHAR_DIR), dry_run=dry_run)
+        return nodes.ensure_links(
+            char_fd, links, display_dir=host.display(CHAR_DIR), dry_run=dry_run
+        )
     finally:
         os.close(char_fd)

@@ -33,9 +33,16 @@ def test_parse_mig_name(name: str, want: caps.MigRef | None) -> None:
 PATHS = [
     ("config", "proc/driver/nvidia/capabilities/mig/config", "dev/nvidia-caps/nvidia-cap1"),
     ("monitor", "proc/driver/nvidia/capabilities/mig/monitor", "dev/nvidia-caps/nvidia-cap2"),
-    ("gpu0/gi2/access", "proc/driver/nvidia/capabilities/gpu0/mig/gi2/access", "dev/nvidia-caps/nvidia-cap21"),
-    ("gpu1/gi2/ci0/access", "proc/driver/nvidia/capabilities/gpu1/mig/gi2/ci0/access",
-     "dev/nvidia-caps/nvidia-cap157"),
+    (
+        "gpu0/gi2/access",
+        "proc/driver/nvidia/capabilities/gpu0/mig/gi2/access",
+        "dev/nvidia-caps/nvidia-cap21",
+    ),
+    (
+        "gpu1/gi2/ci0/access",
+        "proc/driver/nvidia/capabilities/gpu1/mig/gi2/ci0/access",
+        "dev/nvidia-caps/nvidia-cap157",
+    ),
 ]
 
 
@@ -48,8 +55,14 @@ def test_name_paths_both_ways(name: str, proc: str, node: str) -> None:
 
 
 def test_other_sources_paths() -> None:
-    assert caps.proc_relpath("fabric-mgmt", Source.NVLINK) == "proc/driver/nvidia-nvlink/capabilities/fabric-mgmt"
-    assert caps.proc_relpath("fabric-imex-mgmt", Source.SYS) == "proc/driver/nvidia/capabilities/fabric-imex-mgmt"
+    assert (
+        caps.proc_relpath("fabric-mgmt", Source.NVLINK)
+        == "proc/driver/nvidia-nvlink/capabilities/fabric-mgmt"
+    )
+    assert (
+        caps.proc_relpath("fabric-imex-mgmt", Source.SYS)
+        == "proc/driver/nvidia/capabilities/fabric-imex-mgmt"
+    )
     assert caps.name_from_proc_relpath("proc/driver/nvidia/capabilities/fabric-imex-mgmt") is None
 
 
@@ -79,7 +92,9 @@ BAD_MINORS = [
 ]
 
 
-@pytest.mark.parametrize(("text", "line", "msg"), [b[1:] for b in BAD_MINORS], ids=[b[0] for b in BAD_MINORS])
+@pytest.mark.parametrize(
+    ("text", "line", "msg"), [b[1:] for b in BAD_MINORS], ids=[b[0] for b in BAD_MINORS]
+)
 def test_bad_minors_fail_closed(text: str, line: int, msg: str) -> None:
     with pytest.raises(ParseError) as exc:
         caps.parse_minors(text, "/x/mig-minors", Source.MIG)
@@ -108,13 +123,27 @@ def test_merge_refuses_shared_minor() -> None:
 # --- capability files -----------------------------------------------------------------------
 
 GOOD_CAPFILES = [
-    ("config", "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 1\n", caps.CapabilityFile(1, 0o400, True)),
-    ("gi", "DeviceFileMinor: 21\nDeviceFileMode: 292\nDeviceFileModify: 0\n", caps.CapabilityFile(21, 0o444, False)),
-    ("other-order", "DeviceFileModify: 1\nDeviceFileMode: 292\nDeviceFileMinor: 4\n", caps.CapabilityFile(4, 0o444, True)),
+    (
+        "config",
+        "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 1\n",
+        caps.CapabilityFile(1, 0o400, True),
+    ),
+    (
+        "gi",
+        "DeviceFileMinor: 21\nDeviceFileMode: 292\nDeviceFileModify: 0\n",
+        caps.CapabilityFile(21, 0o444, False),
+    ),
+    (
+        "other-order",
+        "DeviceFileModify: 1\nDeviceFileMode: 292\nDeviceFileMinor: 4\n",
+        caps.CapabilityFile(4, 0o444, True),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "want"), [g[1:] for g in GOOD_CAPFILES], ids=[g[0] for g in GOOD_CAPFILES])
+@pytest.mark.parametrize(
+    ("text", "want"), [g[1:] for g in GOOD_CAPFILES], ids=[g[0] for g in GOOD_CAPFILES]
+)
 def test_capability_file(text: str, want: caps.CapabilityFile) -> None:
     assert caps.parse_capability_file(text, "f") == want
     assert caps.parse_capability_file(caps.format_capability_file(want), "f") == want
@@ -122,16 +151,34 @@ def test_capability_file(text: str, want: caps.CapabilityFile) -> None:
 
 BAD_CAPFILES = [
     ("missing-modify", "DeviceFileMinor: 1\nDeviceFileMode: 256\n", "missing DeviceFileModify"),
-    ("repeated", "DeviceFileMinor: 1\nDeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 1\n", "repeated"),
-    ("octal-mode-text", "DeviceFileMinor: 1\nDeviceFileMode: 0o400\nDeviceFileModify: 1\n", "malformed"),
-    ("mode-too-big", "DeviceFileMinor: 1\nDeviceFileMode: 4095\nDeviceFileModify: 1\n", "not a permission mode"),
+    (
+        "repeated",
+        "DeviceFileMinor: 1\nDeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 1\n",
+        "repeated",
+    ),
+    (
+        "octal-mode-text",
+        "DeviceFileMinor: 1\nDeviceFileMode: 0o400\nDeviceFileModify: 1\n",
+        "malformed",
+    ),
+    (
+        "mode-too-big",
+        "DeviceFileMinor: 1\nDeviceFileMode: 4095\nDeviceFileModify: 1\n",
+        "not a permission mode",
+    ),
     ("modify-2", "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 2\n", "want 0 or 1"),
-    ("unknown-key", "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 1\nFoo: 1\n", "malformed"),
+    (
+        "unknown-key",
+        "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 1\nFoo: 1\n",
+        "malformed",
+    ),
     ("negative", "DeviceFileMinor: -1\nDeviceFileMode: 256\nDeviceFileModify: 1\n", "malformed"),
 ]
 
 
-@pytest.mark.parametrize(("text", "msg"), [b[1:] for b in BAD_CAPFILES], ids=[b[0] for b in BAD_CAPFILES])
+@pytest.mark.parametrize(
+    ("text", "msg"), [b[1:] for b in BAD_CAPFILES], ids=[b[0] for b in BAD_CAPFILES]
+)
 def test_bad_capability_file(text: str, msg: str) -> None:
     with pytest.raises(ParseError, match=msg):
         caps.parse_capability_file(text, "/proc/x")
@@ -166,7 +213,9 @@ BAD_DEVICES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "msg"), [b[1:] for b in BAD_DEVICES], ids=[b[0] for b in BAD_DEVICES])
+@pytest.mark.parametrize(
+    ("text", "msg"), [b[1:] for b in BAD_DEVICES], ids=[b[0] for b in BAD_DEVICES]
+)
 def test_bad_proc_devices(text: str, msg: str) -> None:
     with pytest.raises(ParseError, match=msg):
         caps.parse_proc_devices(text, "/proc/devices")

@@ -16,14 +16,16 @@ from .conftest import needs_root
 
 
 def _doctor(root: Path, tmp_path: Path) -> tuple[int, dict[str, list[dict[str, str]]]]:
-    res = CliRunner().invoke(cli, ["--root", str(root), "--config", str(tmp_path / "none.toml"), "doctor", "--json"])
+    res = CliRunner().invoke(
+        cli, ["--root", str(root), "--config", str(tmp_path / "none.toml"), "doctor", "--json"]
+    )
     return res.exit_code, json.loads(res.output)
 
 
 @needs_root
 def test_healthy_after_sync(sim_root: Path, tmp_path: Path) -> None:
     CliRunner().invoke(cli, ["--root", str(sim_root), "sync"])
-    code, report = _doctor(sim_root, tmp_path)
+    _code, report = _doctor(sim_root, tmp_path)
     assert all(f["level"] != "fail" for f in report["driver"] + report["nodes"]), report
     assert any("all 46 capability nodes in place" in f["what"] for f in report["nodes"])
 
@@ -40,13 +42,18 @@ def test_driver_not_loaded(tmp_path: Path) -> None:
     (tmp_path / "proc/devices").write_text("Character devices:\n  1 mem\n")
     code, report = _doctor(tmp_path, tmp_path)
     assert code == 1
-    assert report["driver"][0]["level"] == "fail" and "modprobe nvidia" in report["driver"][0]["fix"]
+    assert (
+        report["driver"][0]["level"] == "fail" and "modprobe nvidia" in report["driver"][0]["fix"]
+    )
 
 
 def test_proc_based_interface(sim_root: Path, tmp_path: Path) -> None:
     (sim_root / "proc/driver/nvidia-caps/mig-minors").unlink()
-    code, report = _doctor(sim_root, tmp_path)
-    assert any("legacy /proc interface" in f["what"] and "nv_cap_enable_devfs=1" in f["fix"] for f in report["driver"])
+    _code, report = _doctor(sim_root, tmp_path)
+    assert any(
+        "legacy /proc interface" in f["what"] and "nv_cap_enable_devfs=1" in f["fix"]
+        for f in report["driver"]
+    )
 
 
 def test_unsafe_config_reported(sim_host: Host, tmp_path: Path) -> None:

@@ -46,7 +46,9 @@ def test_no_caps_major(sim_host: Host, sim_root: Path) -> None:
 def test_capability_file_minor_disagrees(sim_host: Host, sim_root: Path) -> None:
     path = sim_root / "proc/driver/nvidia/capabilities/gpu0/mig/gi7/access"
     path.write_text("DeviceFileMinor: 4\nDeviceFileMode: 292\nDeviceFileModify: 1\n")
-    with pytest.raises(ParseError, match=r"gi7/access: DeviceFileMinor 4 disagrees with mig-minors"):
+    with pytest.raises(
+        ParseError, match=r"gi7/access: DeviceFileMinor 4 disagrees with mig-minors"
+    ):
         driver.load(sim_host)
 
 

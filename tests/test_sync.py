@@ -73,6 +73,7 @@ def _mknod(mode: int, major: int = 238, minor: int | None = None) -> Callable[[P
     def make(p: Path) -> None:
         p.unlink()
         os.mknod(p, mode, os.makedev(major, simulated.minor_of(GI7) if minor is None else minor))
+
     return make
 
 
@@ -101,8 +102,12 @@ REPAIRS: list[tuple[str, Callable[[Path], None], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("damage", "reason"), [(r[1], r[2]) for r in REPAIRS], ids=[r[0] for r in REPAIRS])
-def test_repairs(sim_host: Host, sim_root: Path, damage: Callable[[Path], None], reason: str) -> None:
+@pytest.mark.parametrize(
+    ("damage", "reason"), [(r[1], r[2]) for r in REPAIRS], ids=[r[0] for r in REPAIRS]
+)
+def test_repairs(
+    sim_host: Host, sim_root: Path, damage: Callable[[Path], None], reason: str
+) -> None:
     run_sync(sim_host)
     target = node(sim_root, GI7)
     damage(target)
@@ -167,7 +172,9 @@ def test_caps_dir_mode_repaired(sim_host: Host, sim_root: Path) -> None:
 
 def test_modify_zero_left_alone(sim_host: Host, sim_root: Path) -> None:
     proc = sim_root / caps.proc_relpath(GI7, caps.Source.MIG)
-    proc.write_text(f"DeviceFileMinor: {simulated.minor_of(GI7)}\nDeviceFileMode: 292\nDeviceFileModify: 0\n")
+    proc.write_text(
+        f"DeviceFileMinor: {simulated.minor_of(GI7)}\nDeviceFileMode: 292\nDeviceFileModify: 0\n"
+    )
     report = run_sync(sim_host)
     assert [s.name for s in report.skipped] == [GI7]
     assert not node(sim_root, GI7).exists()
@@ -175,7 +182,9 @@ def test_modify_zero_left_alone(sim_host: Host, sim_root: Path) -> None:
 
 def test_mode_from_capability_file(sim_host: Host, sim_root: Path) -> None:
     proc = sim_root / caps.proc_relpath(GI7, caps.Source.MIG)
-    proc.write_text(f"DeviceFileMinor: {simulated.minor_of(GI7)}\nDeviceFileMode: 288\nDeviceFileModify: 1\n")
+    proc.write_text(
+        f"DeviceFileMinor: {simulated.minor_of(GI7)}\nDeviceFileMode: 288\nDeviceFileModify: 1\n"
+    )
     run_sync(sim_host)
     assert stat.S_IMODE(os.lstat(node(sim_root, GI7)).st_mode) == 0o440
 
@@ -228,7 +237,9 @@ def test_concurrent_reader_never_sees_node_missing(sim_host: Host, sim_root: Pat
 def test_concurrent_sync_processes(sim_root: Path) -> None:
     """Several ``capctl sync --all`` at once on one root: all succeed, result exact."""
     cmd = [sys.executable, "-m", "capctl", "--root", str(sim_root), "sync", "--all"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(6)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(6)
+    ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
     entries = sorted(os.listdir(sim_root / CAPS))
@@ -251,8 +262,13 @@ def test_cli_sync_and_list(sim_root: Path) -> None:
 
     entries = {e["name"]: e for e in json.loads(res.output)}
     assert entries["config"] == {
-        "name": "config", "minor": 1, "path": "/dev/nvidia-caps/nvidia-cap1", "source": "mig-minors",
-        "exists": True, "node": "ok", "detail": None,
+        "name": "config",
+        "minor": 1,
+        "path": "/dev/nvidia-caps/nvidia-cap1",
+        "source": "mig-minors",
+        "exists": True,
+        "node": "ok",
+        "detail": None,
     }
     assert entries["gpu4/gi0/access"]["node"] == "absent"
     assert len(entries) == 4324

@@ -222,28 +222,41 @@ class Bpf:
         return ProgInfo(info.id, info.type, info.name.decode(errors="replace"), data)
 
     def prog_load(self, insns: bytes, *, name: str, license: str = "Apache-2.0") -> int:
-        """Load a ``BPF_PROG_TYPE_CGROUP_DEVICE`` program; the verifier log goes into errors."""
+        """Load a ``BPF_PROG_TYPE_CGROUP_DEVICE`` program; the verifier log goes into errors.
+
+        Loads without a verifier log first: a log costs verifier time on every container
+        start, and a log buffer too small for a large program (MIG config grants ~140 rules)
+        makes the load itself fail with ENOSPC (kernel/bpf/verifier.c, bpf_vlog_finalize).
+        Only a failed load is repeated with a log, to say why.
+        """
         code = ctypes.create_string_buffer(insns, len(insns))
         lic = ctypes.create_string_buffer(license.encode())
-        logbuf = ctypes.create_string_buffer(1 << 16)
-        attr = _ProgLoadAttr(
-            prog_type=BPF_PROG_TYPE_CGROUP_DEVICE,
-            insn_cnt=len(insns) // 8,
-            insns=ctypes.addressof(code),
-            license=ctypes.addressof(lic),
-            log_level=1,
-            log_size=len(logbuf),
-            log_buf=ctypes.addressof(logbuf),
-            prog_name=name.encode()[:15],
-        )
+
+        def attempt(logbuf: ctypes.Array[ctypes.c_char] | None) -> int:
+            attr = _ProgLoadAttr(
+                prog_type=BPF_PROG_TYPE_CGROUP_DEVICE,
+                insn_cnt=len(insns) // 8,
+                insns=ctypes.addressof(code),
+                license=ctypes.addressof(lic),
+                log_level=0 if logbuf is None else 1,
+                log_size=0 if logbuf is None else len(logbuf),
+                log_buf=0 if logbuf is None else ctypes.addressof(logbuf),
+                prog_name=name.encode()[:15],
+            )
+            return self._call(BPF_PROG_LOAD, "PROG_LOAD", attr)
+
         with memlock_for_bpf():
             try:
-                return self._call(BPF_PROG_LOAD, "PROG_LOAD", attr)
-            except BpfError as err:
-                verifier = logbuf.value.decode(errors="replace").strip()
-                if verifier:
-                    raise BpfError("PROG_LOAD", err.errno, verifier[-2000:]) from err
-                raise
+                return attempt(None)
+            except BpfError as first:
+                logbuf = ctypes.create_string_buffer(1 << 24)
+                try:
+                    return attempt(logbuf)  # a load that fails only without a log: take it
+                except BpfError as err:
+                    verifier = logbuf.value.decode(errors="replace").strip()
+                    if verifier:
+                        raise BpfError("PROG_LOAD", first.errno, verifier[-2000:]) from err
+                    raise first from err
 
     def prog_attach(self, prog_fd: int, cgroup_fd: int, *, flags: int, replace_fd: int = 0) -> None:
         attr = _AttachAttr(

@@ -49,10 +49,17 @@ class SimGpu:
 GPUS: tuple[SimGpu, ...] = (
     SimGpu(0, 0, "00000000:07:00.0", tuple(("1g.5gb", gi, (0,)) for gi in range(7, 14))),
     SimGpu(1, 1, "00000000:0F:00.0", (("3g.20gb", 1, (0, 1, 2)), ("3g.20gb", 2, (0,)))),
-    SimGpu(2, 2, "00000000:47:00.0", (("4g.20gb", 1, (0,)), ("2g.10gb", 5, (0,)), ("1g.5gb", 13, (0,)))),
+    SimGpu(
+        2, 2, "00000000:47:00.0", (("4g.20gb", 1, (0,)), ("2g.10gb", 5, (0,)), ("1g.5gb", 13, (0,)))
+    ),
     SimGpu(3, 3, "00000000:4E:00.0", (("7g.40gb", 0, (0,)),)),
     SimGpu(4, 4, "00000000:87:00.0", None),
-    SimGpu(5, 5, "00000000:90:00.0", (("2g.10gb", 3, (0,)), ("2g.10gb", 4, (0,)), ("2g.10gb", 5, (0,)), ("1g.5gb", 13, (0,)))),
+    SimGpu(
+        5,
+        5,
+        "00000000:90:00.0",
+        (("2g.10gb", 3, (0,)), ("2g.10gb", 4, (0,)), ("2g.10gb", 5, (0,)), ("1g.5gb", 13, (0,))),
+    ),
     SimGpu(6, 7, "00000000:B7:00.0", (("3g.20gb", 1, (0,)), ("3g.20gb", 2, (0,)))),
     SimGpu(7, 6, "00000000:BD:00.0", (("1g.5gb", 7, (0,)), ("1g.5gb", 8, (0,)))),
 )
@@ -172,7 +179,10 @@ def build(root: Path, *, dev_nodes: bool = True) -> dict[str, Any]:
     _write(root / "proc/devices", PROC_DEVICES)
     _write(root / caps.MINORS_DIR / "mig-minors", mig_minors_text())
     _write(root / caps.MINORS_DIR / "nvlink-minors", "fabric-mgmt 0\n")
-    _write(root / caps.MINORS_DIR / "sys-minors", f"fabric-imex-mgmt {minor_of('gpu31/gi14/ci7/access') + 1}\n")
+    _write(
+        root / caps.MINORS_DIR / "sys-minors",
+        f"fabric-imex-mgmt {minor_of('gpu31/gi14/ci7/access') + 1}\n",
+    )
     for name in capability_names():
         mode = caps.CONFIG_MODE if name == "config" else caps.DEFAULT_MODE
         cf = caps.CapabilityFile(minor_of(name), mode, True)

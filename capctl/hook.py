@@ -1,0 +1,284 @@
+"""``capctl hook``: an OCI prestart / createRuntime hook giving a container exactly its MIG devices.
+
+Flow: state (stdin) -> ``config.json`` -> request (``NVIDIA_*`` of ``process.env``) -> plan
+(:mod:`capctl.resolve`) -> cgroup grant (:mod:`capctl.cgroup`) -> nodes in the container.
+A failure after the grant rolls the grant and the nodes made so far back; the runtime then
+aborts the start (a hook's non-zero exit fails ``create``).
+
+Where the nodes go.  At prestart/createRuntime time runc's init process has set up the
+container's mounts (its ``/dev`` tmpfs included) in the container's mount namespace but has
+not yet called ``pivot_root`` (runc ``libcontainer/rootfs_linux.go``: hooks run from
+``prepareRootfs`` before ``pivot_root``).  Those mounts are invisible from the hook's own
+namespace, so capctl reaches them through ``/proc/<pid>/root``, which resolves paths in the
+container's mount namespace, then walks the rootfs with ``O_NOFOLLOW`` per component: a link
+planted by the image at ``/dev`` or ``/dev/nvidia-caps`` is refused, never followed
+(CVE-2024-0132 family).  Nothing from the container is executed.
+
+Configuration comes from the arguments and the root-owned config file only: the entry point
+(:mod:`capctl.main`) refuses an environment carrying ``LD_*``/``PYTHON*`` variables, which
+a runtime passing the container's environment to hooks would hand us (CVE-2025-23266).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from capctl import nodes, oci, safefs
+from capctl.errors import CapctlError, HookError, NodeError
+from capctl.host import Host
+from capctl.nodes import Action, NodeSpec
+
+#: Variables that change what a Python process loads before any capctl code runs.
+DANGEROUS_ENV_PREFIXES = ("LD_", "PYTHON")
+DANGEROUS_ENV_EXACT = frozenset({"GCONV_PATH", "LOCPATH", "HOSTALIASES"})
+
+
+def dangerous_env(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """Names in ``environ`` that could inject code into the hook's interpreter."""
+    return sorted(
+        k for k in environ if k.startswith(DANGEROUS_ENV_PREFIXES) or k in DANGEROUS_ENV_EXACT
+    )
+
+
+class Log:
+    """Decision log: syslog (daemon facility) and, if configured, a root-owned file.
+
+    Quiet on stdout: runtimes may treat hook output as an error or drop it.
+    """
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self.container = "-"
+
+    def __call__(self, message: str) -> None:
+        line = f"capctl-hook[{os.getpid()}]: container {self.container}: {message}"
+        try:
+            import syslog  # a C module: cheap, and silent where there is no /dev/log
+
+            syslog.openlog("capctl-hook", syslog.LOG_PID, syslog.LOG_DAEMON)
+            syslog.syslog(syslog.LOG_INFO, f"container {self.container}: {message}")
+        except OSError:
+            pass
+        if self.path is not None:
+            import time
+
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            fd = os.open(
+                self.path,
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o640,
+            )
+            try:
+                os.write(fd, f"{stamp} {line}\n".encode())
+            finally:
+                os.close(fd)
+
+
+@dataclass
+class Made:
+    """What the hook made inside the container, for rollback."""
+
+    nodes: list[tuple[int, str]] = field(default_factory=list)  # (dir fd, name)
+    dirs: list[tuple[int, str]] = field(default_factory=list)
+    fds: list[int] = field(default_factory=list)
+
+    def rollback(self) -> None:
+        for dir_fd, name in reversed(self.nodes):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
+        for dir_fd, name in reversed(self.dirs):
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=dir_fd)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+
+def read_limited(stream: BinaryIO, limit: int, what: str) -> bytes:
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise HookError(f"{what}: larger than {limit} bytes; refusing")
+    return data
+
+
+def read_bundle_config(bundle: str) -> bytes:
+    path = f"{bundle.rstrip('/')}/config.json"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as err:
+        raise HookError(f"{path}: cannot open: {err.strerror}") from err
+    with os.fdopen(fd, "rb") as f:
+        return read_limited(f, oci.MAX_CONFIG, path)
+
+
+def _open_dir(parent: int, name: str, made: Made, display: str) -> int:
+    existed = safefs.lstat_at(parent, name) is not None
+    fd = safefs.open_dir(parent, name, create=True, mode=0o755, display=display)
+    made.fds.append(fd)
+    if not existed:
+        made.dirs.append((parent, name))
+    return fd
+
+
+def _ensure(dir_fd: int, specs: list[NodeSpec], display: str, made: Made) -> list[str]:
+    changes = nodes.ensure_nodes(dir_fd, specs, display_dir=display)
+    out: list[str] = []
+    for spec, change in zip(specs, changes, strict=True):
+        if change.action is not Action.UNCHANGED:
+            made.nodes.append((dir_fd, spec.name))
+            out.append(f"{change.action.value} {change.path}")
+    return out
+
+
+def make_container_nodes(
+    pid: int, rootfs: str, plan: object, made: Made, *, proc: Path = Path("/proc")
+) -> list[str]:
+    """Create the plan's nodes under the container's rootfs, in its mount namespace."""
+    from capctl.resolve import Plan
+
+    assert isinstance(plan, Plan)
+    where = f"container rootfs {rootfs}"
+    try:
+        ns_root = os.open(f"{proc}/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise HookError(f"container process {pid}: cannot open its root: {err.strerror}") from err
+    made.fds.append(ns_root)
+    # The rootfs path comes from the runtime (trusted): resolve host-side links in it, then
+    # walk it inside the container's namespace without following any.
+    real = os.path.realpath(rootfs)
+    rfd = safefs.open_dir(ns_root, real, display="")
+    made.fds.append(rfd)
+    dev_fd = _open_dir(rfd, "dev", made, where)
+    did: list[str] = []
+    gpu_specs = [
+        NodeSpec(n.path.rsplit("/", 1)[1], n.major, n.minor, n.mode)
+        for n in plan.device_nodes
+        if n.path.startswith("/dev/") and "/" not in n.path[5:]
+    ]
+    if len(gpu_specs) != len(plan.device_nodes):
+        raise NodeError(rootfs, "device node outside /dev in the plan; refusing")
+    did += _ensure(dev_fd, gpu_specs, f"{where}/dev", made)
+    if plan.caps:
+        assert plan.caps_major is not None
+        caps_fd = _open_dir(dev_fd, "nvidia-caps", made, f"{where}/dev")
+        cap_specs = [
+            NodeSpec(f"nvidia-cap{c.minor}", plan.caps_major, c.minor, c.mode) for c in plan.caps
+        ]
+        did += _ensure(caps_fd, cap_specs, f"{where}/dev/nvidia-caps", made)
+    return did
+
+
+def run(host: Host, stdin: BinaryIO, log: Log, *, proc: Path = Path("/proc")) -> None:
+    """The whole hook; raises :class:`CapctlError` on any refusal or failure."""
+    state = oci.parse_state(read_limited(stdin, oci.MAX_STATE, "container state (stdin)"))
+    log.container = state.id
+    ctr = oci.parse_config(
+        read_bundle_config(state.bundle), state.bundle, f"{state.bundle}/config.json"
+    )
+    visible = ctr.env.get(oci.VISIBLE)
+    from capctl import resolve
+    from capctl.devices import parse_request
+
+    want_config = resolve.parse_mig_admin(resolve.MigAdmin.CONFIG, ctr.env.get(oci.MIG_CONFIG))
+    want_monitor = resolve.parse_mig_admin(resolve.MigAdmin.MONITOR, ctr.env.get(oci.MIG_MONITOR))
+    request = parse_request(visible)
+    if request.empty and not (want_config or want_monitor):
+        log(f"no NVIDIA devices requested ({oci.VISIBLE}={visible!r}); nothing to do")
+        return
+    if (want_config or want_monitor) and not ctr.sys_admin:
+        which = oci.MIG_CONFIG if want_config else oci.MIG_MONITOR
+        raise HookError(
+            f"container {state.id}: {which}=all needs CAP_SYS_ADMIN in the bounding set"
+        )
+    if not os.path.exists(f"{proc}/{state.pid}"):
+        raise HookError(f"container {state.id}: process {state.pid} is gone")
+
+    from capctl import driver
+    from capctl.topology import load_topology as _load_topology
+
+    dstate = driver.load(host)
+    plan = (
+        resolve.resolve(request, _load_topology(host), dstate, host)
+        if not request.empty
+        else resolve.Plan()
+    )
+    for admin, wanted in (
+        (resolve.MigAdmin.CONFIG, want_config),
+        (resolve.MigAdmin.MONITOR, want_monitor),
+    ):
+        if wanted:
+            plan = resolve.with_admin(plan, admin, dstate)
+    log(
+        "devices "
+        + (", ".join(d.uuid for d in plan.devices) or "-")
+        + f"; caps {', '.join(c.name for c in plan.caps) or '-'}"
+    )
+
+    from capctl import cgroup
+    from capctl.rules import char
+
+    rules = [char(n.major, n.minor, "rw") for n in plan.device_nodes]
+    if plan.caps_major is not None:
+        rules += [char(plan.caps_major, c.minor, "r") for c in plan.caps]
+    backend = cgroup.devices(state.pid, proc=proc)
+    if backend.allows_all():
+        log(f"cgroup {backend.path} already allows every device (privileged): no rule changes")
+        undo = None
+    else:
+        undo = backend.grant(rules, spec_rules=ctr.spec_rules)
+        log(f"cgroup {backend.path}: allowed {', '.join(r.line() for r in rules)}")
+    made = Made()
+    try:
+        did = make_container_nodes(state.pid, ctr.rootfs, plan, made, proc=proc)
+        log("nodes: " + ("; ".join(did) or "all present"))
+    except BaseException:
+        made.rollback()
+        if undo is not None:
+            undo.rollback()
+        log("failed; rolled back the grant and the nodes made")
+        raise
+    finally:
+        made.close()
+    if undo is not None:
+        undo.release()
+
+
+def main(host: Host, *, stdin: BinaryIO | None = None) -> int:
+    """Entry for ``capctl hook``: one ``capctl: error:`` line and exit 1 on failure."""
+    log = Log()
+    bad = dangerous_env(os.environ)
+    try:
+        log.path = _log_path(host)
+        if bad:
+            raise HookError(
+                f"refusing to run with {', '.join(bad)} in the hook's environment: the runtime "
+                "passes an environment to hooks; give the hook an explicit 'env' (see hooks/)"
+            )
+        run(host, stdin if stdin is not None else sys.stdin.buffer, log)
+    except CapctlError as err:
+        _report(log, str(err))
+        return 1
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        _report(log, f"{where}{err.strerror or err}")
+        return 1
+    return 0
+
+
+def _report(log: Log, message: str) -> None:
+    with contextlib.suppress(OSError):
+        log(f"error: {message}")
+    sys.stderr.write(f"capctl: error: {message}\n")
+
+
+def _log_path(host: Host) -> Path | None:
+    from capctl import settings
+
+    return settings.load(host.config).hook_log

@@ -1,0 +1,71 @@
+"""capctl's own settings from the config file (``--config``, TOML), read safely.
+
+The file also holds the grants (:mod:`capctl.grants`); this module reads only the settings
+tables.  It is configuration for a root process acting for untrusted containers, so it is
+taken only from a root-owned file that nobody else can write (when capctl runs as root), read
+with a size bound, and a malformed file is an error naming it, never "defaults".
+
+    [hook]
+    log_file = "/var/log/capctl-hook.log"   # besides syslog; absolute path
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capctl.errors import ConfigError
+from capctl.host import is_root_owned_safe
+
+MAX_CONFIG = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    hook_log: Path | None = None
+
+
+def read_table(path: Path) -> dict[str, Any] | None:
+    """The whole config file as a TOML table; None if it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot open: {err.strerror}") from err
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if os.geteuid() == 0 and not is_root_owned_safe(st):
+            raise ConfigError(
+                f"{path}: not root-owned or writable by others; refusing "
+                f"(chown root:root {path}; chmod 0644 {path})"
+            )
+        data = f.read(MAX_CONFIG + 1)
+    if len(data) > MAX_CONFIG:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG} bytes; refusing")
+    import tomllib
+
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+
+
+def load(path: Path) -> Settings:
+    table = read_table(path)
+    if table is None:
+        return Settings()
+    hook = table.get("hook", {})
+    if not isinstance(hook, dict):
+        raise ConfigError(f"{path}: [hook] must be a table")
+    unknown = set(hook) - {"log_file"}
+    if unknown:
+        raise ConfigError(f"{path}: [hook]: unknown setting(s) {', '.join(sorted(unknown))}")
+    log_file = hook.get("log_file")
+    if log_file is None:
+        return Settings()
+    if not isinstance(log_file, str) or not log_file.startswith("/"):
+        raise ConfigError(f"{path}: [hook] log_file must be an absolute path")
+    return Settings(hook_log=Path(log_file))

@@ -21,3 +21,10 @@ step ls -l "$root/dev/nvidia-caps" "| head"
 ls -l "$root/dev/nvidia-caps" | head -n 6
 step capctl --root "$root" doctor
 capctl --root "$root" doctor || true
+
+if command -v runc >/dev/null 2>&1 && [ -x /bin/busybox ]; then
+  step "runc run: a busybox container asking for one MIG device, with 'capctl hook' as createRuntime hook"
+  python scripts/demo_container.py "$root"
+else
+  echo "(runc or busybox-static missing: skipping the container part)"
+fi

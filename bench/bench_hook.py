@@ -1,0 +1,125 @@
+"""Benchmark: ``capctl hook`` wall time for one MIG device, next to the interpreter floor.
+
+Goal (issue 5): p50 within 2x of ``python -I -c pass`` measured in the same run.  Also the
+start time a runc container gains from the hook (``runc run --detach`` with and without it).
+Needs root, cgroup v1 ``devices``, and (for the second part) runc + busybox-static.
+
+Each hook run is a fresh grant: a new child device cgroup (deny all) holding a sleeping
+process, a rootfs without nodes, and a state on stdin naming that process, so the hook does
+the full job (resolve with a topology snapshot, grant, verify, mknod) every time.
+
+    python -m bench.bench_hook [--runs N] [--containers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from capctl import simulated
+
+V1 = Path("/sys/fs/cgroup/devices")
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def timed(argv: list[str], stdin: bytes | None = None, env: dict[str, str] | None = None) -> float:
+    t0 = time.perf_counter()
+    res = subprocess.run(argv, input=stdin, capture_output=True, env=env)
+    dt = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"{argv[:4]}... failed: {res.stderr.decode().strip()}")
+    return dt
+
+
+def bench_hook(base: Path, runs: int) -> None:
+    host = base / "host"
+    simulated.build(host)
+    subprocess.run([sys.executable, "-m", "capctl", "--root", str(host), "sync"], check=True, capture_output=True)
+    mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
+    bundle = base / "bundle"
+    (bundle / "rootfs/dev").mkdir(parents=True)
+    config = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+              "process": {"env": [f"NVIDIA_VISIBLE_DEVICES={mig}"], "capabilities": {"bounding": []}}}
+    (bundle / "config.json").write_text(json.dumps(config))
+    hook = [sys.executable, "-I", "-m", "capctl", "--root", str(host), "--topology", str(host / "topology.json"),
+            "--config", str(base / "none.toml"), "hook"]
+    env = {"PATH": "/usr/bin:/bin"}
+    floor = [timed([sys.executable, "-I", "-c", "pass"], env=env) for _ in range(runs)]
+    times: list[float] = []
+    for _ in range(runs):
+        cg = V1 / f"capctl-bench-{uuid.uuid4().hex[:8]}"
+        cg.mkdir()
+        sleeper = subprocess.Popen(["sleep", "60"])
+        try:
+            (cg / "cgroup.procs").write_text(str(sleeper.pid))
+            (cg / "devices.deny").write_text("a")
+            shutil.rmtree(bundle / "rootfs/dev")
+            (bundle / "rootfs/dev").mkdir()
+            state = json.dumps({"ociVersion": "1.0.2", "id": "bench", "status": "creating",
+                                "pid": sleeper.pid, "bundle": str(bundle)}).encode()
+            times.append(timed(hook, state, env))
+            assert "c 238:" in (cg / "devices.list").read_text()
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+            cg.rmdir()
+    f50, h50 = statistics.median(floor), statistics.median(times)
+    print(f"python -I -c pass:        p50 {f50 * 1e3:6.1f} ms  p99 {pct(floor, 99) * 1e3:6.1f} ms  ({runs} runs)")
+    print(f"capctl hook (1 MIG dev):  p50 {h50 * 1e3:6.1f} ms  p99 {pct(times, 99) * 1e3:6.1f} ms  "
+          f"({h50 / f50:.2f}x the floor; goal <= 2x)")
+
+
+def bench_runc(base: Path, n: int) -> None:
+    if not (shutil.which("runc") and Path("/bin/busybox").exists()):
+        print("runc or busybox-static missing: container start time not measured")
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.support.runc import RuncHarness
+    from tests.test_hook_e2e import World
+
+    with RuncHarness(base / "runc") as runc:
+        world = World(base / "runc", runc, "createRuntime")
+        mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
+        result: dict[str, list[float]] = {"without hook": [], "with hook": []}
+        for _ in range(n):
+            for label, hooks in (("without hook", {}), ("with hook", world.hook())):
+                b = runc.bundle(env={"NVIDIA_VISIBLE_DEVICES": mig}, hooks=hooks or None)
+                t0 = time.perf_counter()
+                ctr = runc.run_detached(b)
+                result[label].append(time.perf_counter() - t0)
+                runc.delete(ctr)
+        a, b2 = statistics.median(result["without hook"]), statistics.median(result["with hook"])
+        print(f"runc run --detach:        p50 {a * 1e3:6.1f} ms without the hook, {b2 * 1e3:6.1f} ms with it "
+              f"(+{(b2 - a) * 1e3:.1f} ms, {n} runs each)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--containers", type=int, default=10)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench_hook needs root")
+    base = Path(tempfile.mkdtemp(prefix="capctl-bench-"))
+    try:
+        bench_hook(base, args.runs)
+        bench_runc(base, args.containers)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -39,18 +39,17 @@ import os
 import pwd
 import re
 import stat
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from capctl import acl, caps, driver, sync, tomlwrite
+from capctl import acl, caps, driver, settings, sync, tomlwrite
 from capctl.caps import Capability, CapabilityFile
 from capctl.driver import DriverState
 from capctl.errors import ConfigError, DriverError, ParseError, os_error
-from capctl.host import Host, is_root_owned_safe
+from capctl.host import Host
 
 #: ``capctl grant mig-config`` means the driver's ``config`` capability (DESIGN.md).
 ALIASES = {"mig-config": "config", "mig-monitor": "monitor"}
@@ -214,33 +213,10 @@ def canonical_name(text: str) -> str:
 
 
 def load_document(path: Path) -> Document:
-    """Read and validate the config; an absent file is an empty policy."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW)
-    except FileNotFoundError:
+    """Read and validate the config (:func:`capctl.settings.read_table`); absent: empty."""
+    doc = settings.read_table(path)
+    if doc is None:
         return Document(Policy())
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot open: {err.strerror or err}") from err
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{path}: not a regular file")
-        # Configuration only from root: a config others can write would let them grant
-        # themselves any capability.  Checked on the open file, not the path (no TOCTOU).
-        if os.geteuid() == 0 and not is_root_owned_safe(st):
-            raise ConfigError(
-                f"{path}: not owned by root or writable by group/others; refusing it "
-                f"(chown root:root {path}; chmod 0644 {path})"
-            )
-        data = f.read(MAX_CONFIG + 1)
-    if len(data) > MAX_CONFIG:
-        raise ParseError(path, f"larger than {MAX_CONFIG} bytes; refusing")
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ParseError(
-            path, f"not valid TOML ({err}); fix or remove it, capctl will not overwrite it"
-        ) from err
     return parse_document(doc, str(path))
 
 

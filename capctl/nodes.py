@@ -56,8 +56,8 @@ class Change(NamedTuple):
     reason: str = ""
 
 
-def _kind(st: os.stat_result) -> str:
-    mode = st.st_mode
+def file_kind(mode: int) -> str:
+    """What ``st_mode`` is, for messages (\"a symlink\", \"a char device\", ...)."""
     if stat.S_ISLNK(mode):
         return "a symlink"
     if stat.S_ISREG(mode):
@@ -74,7 +74,7 @@ def _kind(st: os.stat_result) -> str:
 def diagnose(st: os.stat_result, spec: NodeSpec, acl: bytes | None = None) -> str | None:
     """Why the node ``lstat`` saw is not ``spec`` (None if it is).  Pure."""
     if not stat.S_ISCHR(st.st_mode):
-        return f"is {_kind(st)}"
+        return f"is {file_kind(st.st_mode)}"
     major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
     if (major, minor) != (spec.major, spec.minor):
         return f"is {major}:{minor}, want {spec.major}:{spec.minor}"

@@ -55,6 +55,7 @@ from capctl.devices import (
 from capctl.driver import DriverState
 from capctl.errors import DeviceError, DriverError, NodeError, TopologyError, os_error
 from capctl.host import Host
+from capctl.nodes import file_kind
 from capctl.topology import Gpu, MigDevice, Topology
 
 # Fixed minors of the driver's control and UVM nodes (open-gpu-kernel-modules:
@@ -160,18 +161,6 @@ class Plan:
 # --- host nodes -------------------------------------------------------------------------------
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symlink"
-    if stat.S_ISREG(mode):
-        return "a regular file"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    return "not a character device"
-
-
 def check_node(path: str, st: os.stat_result | None, major: int | None, minor: int,
                driver: str) -> DeviceNode | None:
     """The :class:`DeviceNode` for what ``lstat`` saw at ``path`` (None: no node).  Pure.
@@ -182,7 +171,7 @@ def check_node(path: str, st: os.stat_result | None, major: int | None, minor: i
     if st is None:
         return None
     if not stat.S_ISCHR(st.st_mode):
-        raise NodeError(path, f"is {_kind(st.st_mode)}, not the {driver} character device")
+        raise NodeError(path, f"is {file_kind(st.st_mode)}, not the {driver} character device")
     if major is None:
         raise NodeError(path, f"exists, but {driver!r} has no major in /proc/devices "
                               "(module not loaded?); refusing a stale node")

@@ -12,11 +12,12 @@ with a size bound, and a malformed file is an error naming it, never "defaults".
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capctl.errors import ConfigError
+from capctl.errors import ConfigError, ParseError
 from capctl.host import is_root_owned_safe
 
 MAX_CONFIG = 1 << 20
@@ -28,29 +29,39 @@ class Settings:
 
 
 def read_table(path: Path) -> dict[str, Any] | None:
-    """The whole config file as a TOML table; None if it does not exist."""
+    """The whole config file as a TOML table; None if it does not exist.
+
+    The one reader of the config file (settings here, grants in :mod:`capctl.grants`).
+    Checks are made on the open file, not the path (no TOCTOU): a regular file, root-owned
+    and not writable by others when capctl runs as root (a config others can write would let
+    them grant themselves any capability), at most ``MAX_CONFIG`` bytes, valid TOML.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
     except OSError as err:
-        raise ConfigError(f"{path}: cannot open: {err.strerror}") from err
+        raise ConfigError(f"{path}: cannot open: {err.strerror or err}") from err
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file")
         if os.geteuid() == 0 and not is_root_owned_safe(st):
             raise ConfigError(
-                f"{path}: not root-owned or writable by others; refusing "
+                f"{path}: not owned by root or writable by group/others; refusing it "
                 f"(chown root:root {path}; chmod 0644 {path})"
             )
         data = f.read(MAX_CONFIG + 1)
     if len(data) > MAX_CONFIG:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG} bytes; refusing")
+        raise ParseError(path, f"larger than {MAX_CONFIG} bytes; refusing")
     import tomllib
 
     try:
         return tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+        raise ParseError(
+            path, f"not valid TOML ({err}); fix or remove it, capctl will not overwrite it"
+        ) from err
 
 
 def load(path: Path) -> Settings:

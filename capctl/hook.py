@@ -128,9 +128,11 @@ def _open_dir(parent: int, name: str, made: Made, display: str) -> int:
 
 
 def _ensure(dir_fd: int, specs: list[NodeSpec], display: str, made: Made) -> list[str]:
-    changes = nodes.ensure_nodes(dir_fd, specs, display_dir=display)
+    # One spec at a time: when a later node fails, ensure_nodes raises without returning
+    # the changes it made, and the nodes made before it must still be rolled back.
     out: list[str] = []
-    for spec, change in zip(specs, changes, strict=True):
+    for spec in specs:
+        (change,) = nodes.ensure_nodes(dir_fd, [spec], display_dir=display)
         if change.action is not Action.UNCHANGED:
             made.nodes.append((dir_fd, spec.name))
             out.append(f"{change.action.value} {change.path}")

@@ -8,7 +8,6 @@ look at the real machine, as the hook would.
 from __future__ import annotations
 
 import glob
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -126,27 +125,23 @@ def check_nodes(host: Host) -> list[Finding]:
     return out
 
 
-def _cgroup_fstype(mountinfo: str) -> str | None:
-    for line in mountinfo.splitlines():
-        fields = line.split(" - ", 1)
-        left = fields[0].split()
-        if len(left) >= 5 and left[4] == "/sys/fs/cgroup" and len(fields) == 2:
-            return fields[1].split()[0]
-    return None
+def check_cgroups(
+    cgroup_root: Path = Path("/sys/fs/cgroup"), magic: Callable[[Path], int] | None = None
+) -> list[Finding]:
+    """The cgroup version, decided exactly as the hook decides it (:mod:`capctl.cgroup.paths`)."""
+    from capctl.cgroup import paths
 
-
-def check_cgroups(proc: Path = Path("/proc")) -> list[Finding]:
     try:
-        fstype = _cgroup_fstype((proc / "self/mountinfo").read_text())
-    except OSError as err:
-        return [Finding(Level.WARN, f"cannot read mountinfo: {err}")]
-    if fstype == "cgroup2":
+        unified = (magic or paths.fs_magic)(cgroup_root) == paths.CGROUP2_SUPER_MAGIC
+    except CapctlError as err:
+        return [Finding(Level.WARN, str(err))]
+    if unified:
         return [
             Finding(
                 Level.OK, "cgroup v2 (unified): containers get device access through eBPF programs"
             )
         ]
-    if os.path.exists("/sys/fs/cgroup/devices/devices.list"):
+    if (cgroup_root / "devices/devices.list").exists():
         return [Finding(Level.OK, "cgroup v1 (hybrid/legacy) with the devices controller")]
     return [
         Finding(

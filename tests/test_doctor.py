@@ -64,11 +64,17 @@ def test_unsafe_config_reported(sim_host: Host, tmp_path: Path) -> None:
     assert findings[0].level is doctor.Level.FAIL and "chmod 0644" in findings[0].fix
 
 
-def test_cgroup_fstype_from_mountinfo() -> None:
-    v2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n"
-    v1 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - tmpfs tmpfs rw\n"
-    assert doctor._cgroup_fstype(v2) == "cgroup2"
-    assert doctor._cgroup_fstype(v1) == "tmpfs"
+def test_cgroup_version_as_the_hook_sees_it(tmp_path: Path) -> None:
+    from capctl.cgroup.paths import CGROUP2_SUPER_MAGIC
+
+    v2 = doctor.check_cgroups(tmp_path, magic=lambda _p: CGROUP2_SUPER_MAGIC)
+    assert v2[0].level is doctor.Level.OK and "cgroup v2" in v2[0].what
+    none = doctor.check_cgroups(tmp_path, magic=lambda _p: 0x01021994)  # tmpfs, no devices
+    assert none[0].level is doctor.Level.FAIL
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices/devices.list").write_text("a *:* rwm\n")
+    v1 = doctor.check_cgroups(tmp_path, magic=lambda _p: 0x01021994)
+    assert v1[0].level is doctor.Level.OK and "cgroup v1" in v1[0].what
 
 
 def test_hook_detected(tmp_path: Path) -> None:

@@ -24,14 +24,19 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import syslog
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from capctl import nodes, oci, safefs
 from capctl.errors import CapctlError, HookError, NodeError
 from capctl.host import Host
 from capctl.nodes import Action, NodeSpec
+
+if TYPE_CHECKING:  # resolve is imported only once a request is known
+    from capctl.resolve import Plan
 
 #: Variables that change what a Python process loads before any capctl code runs.
 DANGEROUS_ENV_PREFIXES = ("LD_", "PYTHON")
@@ -54,19 +59,13 @@ class Log:
     def __init__(self, path: Path | None = None):
         self.path = path
         self.container = "-"
+        # A C module: cheap to import, and silent where there is no /dev/log.
+        syslog.openlog("capctl-hook", syslog.LOG_PID, syslog.LOG_DAEMON)
 
     def __call__(self, message: str) -> None:
         line = f"capctl-hook[{os.getpid()}]: container {self.container}: {message}"
-        try:
-            import syslog  # a C module: cheap, and silent where there is no /dev/log
-
-            syslog.openlog("capctl-hook", syslog.LOG_PID, syslog.LOG_DAEMON)
-            syslog.syslog(syslog.LOG_INFO, f"container {self.container}: {message}")
-        except OSError:
-            pass
+        syslog.syslog(syslog.LOG_INFO, f"container {self.container}: {message}")
         if self.path is not None:
-            import time
-
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             fd = os.open(
                 self.path,
@@ -140,12 +139,9 @@ def _ensure(dir_fd: int, specs: list[NodeSpec], display: str, made: Made) -> lis
 
 
 def make_container_nodes(
-    pid: int, rootfs: str, plan: object, made: Made, *, proc: Path = Path("/proc")
+    pid: int, rootfs: str, plan: Plan, made: Made, *, proc: Path = Path("/proc")
 ) -> list[str]:
     """Create the plan's nodes under the container's rootfs, in its mount namespace."""
-    from capctl.resolve import Plan
-
-    assert isinstance(plan, Plan)
     where = f"container rootfs {rootfs}"
     try:
         ns_root = os.open(f"{proc}/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple
 
 from capctl.errors import ParseError
+from capctl.record import init_fields, record
 
 #: The node directory and name pattern of a capability (root-relative, no leading slash).
 CAPS_DEV_DIR = "dev/nvidia-caps"
@@ -79,7 +78,7 @@ _CAPFILE_LINE = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MigRef:
     """The parsed parts of a MIG capability name."""
 
@@ -171,12 +170,16 @@ def default_mode(name: str) -> int:
     return CONFIG_MODE if name == "config" else DEFAULT_MODE
 
 
-class Capability(NamedTuple):
-    """One line of a ``*-minors`` file (a NamedTuple: 4322 are built on every ``sync``)."""
+@record
+class Capability:
+    """One line of a ``*-minors`` file (4322 are built on every ``sync``: a positional init)."""
 
     name: str
     minor: int
     source: Source
+
+    def __init__(self, name: str, minor: int, source: Source) -> None:
+        init_fields(self, name, minor, source)
 
     @property
     def ref(self) -> MigRef:
@@ -196,7 +199,7 @@ class Capability(NamedTuple):
         return "/" + self.node_relpath
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CapabilityFile:
     """The three fields of a capability's proc file."""
 
@@ -274,6 +277,41 @@ def parse_minors(text: str, path: str, source: Source) -> list[Capability]:
     return caps
 
 
+def find_mig_capability(text: str, path: str, name: str) -> Capability | None:
+    """The ``mig-minors`` line of one capability, without parsing the other 4321.  Pure.
+
+    For the OCI hook, which needs two lines of the file.  The line found is held to the same
+    rules as :func:`parse_minors` (a valid name, an in-range minor, the name and the minor
+    each on one line only); the rest of the file is not judged.  None if ``name`` is absent.
+    """
+    key = f"{name} "
+    if text.startswith(key):
+        start = 0
+    else:
+        start = text.find(f"\n{key}") + 1
+        if start == 0:
+            return None
+    end = text.find("\n", start)
+    line = text[start:] if end < 0 else text[start:end]
+
+    def fail(message: str) -> ParseError:
+        return ParseError(path, message, text.count("\n", 0, start) + 1)
+
+    m = _MIG_MINORS_LINE.fullmatch(line)
+    if m is None or m["name"] != name:
+        raise fail(f"malformed line {line[:80]!r} (want '<name> <minor>')")
+    minor = int(m["minor"])
+    if minor > MAX_MINOR:
+        raise fail(f"minor {minor} out of range")
+    if text.find(f"\n{key}", start) >= 0:
+        raise fail(f"{name!r} repeated")
+    # Names hold no blanks, so " <minor>" ending a line is that line's minor field.
+    tail = f" {minor}"
+    if text.count(f"{tail}\n") + text.endswith(tail) != 1:
+        raise fail(f"minor {minor} repeated")
+    return Capability(name, minor, Source.MIG)
+
+
 def merge_tables(parts: Mapping[Source, list[Capability]], where: str) -> CapabilityTable:
     """Join the minors files into one table; all share one major, so minors must not clash."""
     seen: dict[int, Capability] = {}
@@ -330,7 +368,7 @@ def format_capability_file(cf: CapabilityFile) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Majors:
     """The character majors of the NVIDIA drivers, from ``/proc/devices``."""
 

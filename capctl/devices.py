@@ -25,9 +25,9 @@ Nothing here knows about GPUs that exist: that is :mod:`capctl.resolve`'s job.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from capctl.errors import DeviceError
+from capctl.record import record
 
 #: Longest token accepted (``MIG-GPU-<36>/<gi>/<ci>`` is at most 52 characters).
 MAX_TOKEN = 64
@@ -51,14 +51,14 @@ _NOTHING = ("none", "void")
 _BLANKS = " \t"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MigByUuid:
     """``MIG-<uuid>``; ``uuid`` is the full token, lower-cased (``MIG-...``)."""
 
     uuid: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MigByInstance:
     """``MIG-GPU-<gpu uuid>/<gi>/<ci>``; ``gpu_uuid`` is ``GPU-...`` lower-cased."""
 
@@ -67,7 +67,7 @@ class MigByInstance:
     ci: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MigByIndex:
     """``<gpu index>:<mig index>`` (NVML indices, as ``nvidia-smi -L`` shows them)."""
 
@@ -75,14 +75,14 @@ class MigByIndex:
     mig: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GpuByUuid:
     """``GPU-<uuid>``: a whole GPU; ``uuid`` is the full token, lower-cased."""
 
     uuid: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GpuByIndex:
     """``<gpu index>``: a whole GPU by NVML index (not its device minor)."""
 
@@ -92,7 +92,7 @@ class GpuByIndex:
 DeviceRef = MigByUuid | MigByInstance | MigByIndex | GpuByUuid | GpuByIndex
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ref:
     """One parsed item and the token it came from (for error messages)."""
 
@@ -100,7 +100,7 @@ class Ref:
     device: DeviceRef
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Request:
     """A parsed ``NVIDIA_VISIBLE_DEVICES``: ``all``, nothing, or a list of references."""
 

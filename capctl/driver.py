@@ -9,25 +9,26 @@ never as "no capabilities".
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 
 from capctl import caps
 from capctl.caps import Capability, CapabilityFile, CapabilityTable, Majors, Source
 from capctl.errors import DriverError, ParseError
 from capctl.host import Host, read_bounded, read_optional
+from capctl.record import record
 
 #: A capability file holds three short lines.
 _MAX_CAPFILE = 4096
 
 
-@dataclass(frozen=True)
+@record
 class DriverState:
     """Everything ``list`` and ``sync`` need to know about the driver right now."""
 
     majors: Majors
     table: CapabilityTable
     #: Capabilities that exist now (have a proc file), with that file's fields.
-    existing: dict[str, CapabilityFile] = field(default_factory=dict)
+    existing: Mapping[str, CapabilityFile]
 
     @property
     def caps_major(self) -> int:
@@ -107,15 +108,7 @@ def read_capability_file(host: Host, cap: Capability) -> CapabilityFile | None:
     return cf
 
 
-def load(host: Host) -> DriverState:
-    """Read and cross-check the driver's majors, minors and capability files."""
-    majors = load_majors(host)
-    table = load_table(host)
-    if majors.caps is None:
-        raise DriverError(
-            f"{host.path('proc/devices')}: no 'nvidia-caps' character major; "
-            "the nvidia driver is not loaded"
-        )
+def _existing_files(host: Host, table: CapabilityTable) -> dict[str, CapabilityFile]:
     existing: dict[str, CapabilityFile] = {}
     for name in _existing_mig(host, table):
         cap = table.get(name)
@@ -123,4 +116,103 @@ def load(host: Host) -> DriverState:
         cf = read_capability_file(host, cap)
         if cf is not None:
             existing[name] = cf
+    return existing
+
+
+def load(host: Host, *, lazy: bool = False) -> DriverState:
+    """Read and cross-check the driver's majors, minors and capability files.
+
+    ``lazy`` (the OCI hook): read ``/proc/devices`` and the ``mig-minors`` text now, but look
+    up a MIG capability's line and proc file only when asked for it (:class:`LazyTable`,
+    :class:`LazyFiles`): two capabilities cost two line searches and two small reads instead
+    of parsing 4322 lines and every capability file.  Iterating either falls back to the
+    full load.
+    """
+    majors = load_majors(host)
+    if lazy:
+        path = host.path(f"{caps.MINORS_DIR}/{Source.MIG.value}")
+        text = read_optional(path)
+        if text is None:
+            load_table(host)  # raises the missing-driver error
+        assert text is not None
+        table: CapabilityTable = LazyTable(host, text, str(path))
+    else:
+        table = load_table(host)
+    if majors.caps is None:
+        raise DriverError(
+            f"{host.path('proc/devices')}: no 'nvidia-caps' character major; "
+            "the nvidia driver is not loaded"
+        )
+    existing = LazyFiles(host, table) if lazy else _existing_files(host, table)
     return DriverState(majors, table, existing)
+
+
+class LazyTable(CapabilityTable):
+    """A :class:`CapabilityTable` that finds MIG capabilities line by line in ``mig-minors``.
+
+    Anything beyond ``get``/``in`` for a MIG name (iteration, ``by_minor``, nvlink and sys
+    names) parses every minors file, once.
+    """
+
+    def __init__(self, host: Host, mig_text: str, mig_path: str):
+        self._host, self._text, self._path = host, mig_text, mig_path
+        self._found: dict[str, Capability | None] = {}
+        self._full: CapabilityTable | None = None
+
+    def _all(self) -> CapabilityTable:
+        if self._full is None:
+            self._full = load_table(self._host)
+        return self._full
+
+    def get(self, name: str) -> Capability | None:
+        if self._full is not None or caps.parse_mig_name(name) is None:
+            return self._all().get(name)
+        if name not in self._found:
+            self._found[name] = caps.find_mig_capability(self._text, self._path, name)
+        return self._found[name]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._all())
+
+    def by_minor(self, minor: int) -> Capability | None:
+        return self._all().by_minor(minor)
+
+    def names(self) -> list[str]:
+        return self._all().names()
+
+
+class LazyFiles(Mapping[str, CapabilityFile]):
+    """Capability proc files read (and cross-checked) when first looked up."""
+
+    def __init__(self, host: Host, table: CapabilityTable):
+        self._host, self._table = host, table
+        self._read: dict[str, CapabilityFile | None] = {}
+        self._all: dict[str, CapabilityFile] | None = None
+
+    def __getitem__(self, name: str) -> CapabilityFile:
+        if self._all is not None:
+            return self._all[name]
+        if name not in self._read:
+            cap = self._table.get(name)
+            self._read[name] = None if cap is None else read_capability_file(self._host, cap)
+        cf = self._read[name]
+        if cf is None:
+            raise KeyError(name)
+        return cf
+
+    def _everything(self) -> dict[str, CapabilityFile]:
+        if self._all is None:
+            self._all = _existing_files(self._host, self._table)
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._everything())
+
+    def __len__(self) -> int:
+        return len(self._everything())

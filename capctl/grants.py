@@ -45,7 +45,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from capctl import acl, caps, driver, settings, sync, tomlwrite
+from capctl import acl, caps, driver, record, settings, sync, tomlwrite
 from capctl.caps import Capability, CapabilityFile
 from capctl.driver import DriverState
 from capctl.errors import ConfigError, DriverError, ParseError, os_error
@@ -334,7 +334,7 @@ def write_modify(host: Host, cap: Capability, cf: CapabilityFile, modify: bool) 
     fields, by create-then-rename.  Kernel proc files report size 0 (seq_file), which is how
     the two are told apart.
     """
-    new = replace(cf, modify=modify)
+    new = record.replace(cf, modify=modify)
     if cf.modify == modify:
         return new
     path = host.path(cap.proc_relpath)
@@ -369,7 +369,9 @@ def _apply_one(host: Host, state: DriverState, cap: Capability, g: CapGrants) ->
         return False
     if g:
         cf = write_modify(host, cap, cf, False)  # first: keep nvidia-modprobe off the node
-    state = replace(state, existing={**state.existing, cap.name: replace(cf, modify=True)})
+    state = record.replace(
+        state, existing={**state.existing, cap.name: record.replace(cf, modify=True)}
+    )
     grants = {cap.name: g.ownership()} if g else {}
     full = sync.plan(state, everything=False, grants=grants)
     one = sync.SyncPlan(specs=[(c, s) for c, s in full.specs if c.name == cap.name])
@@ -464,7 +466,7 @@ def sync_host(host: Host, *, everything: bool = False, dry_run: bool = False) ->
                 cap = state.table.get(name)
                 if cf is not None and cap is not None and cf.modify:
                     existing[name] = write_modify(host, cap, cf, False)
-            state = replace(state, existing=existing)
+            state = record.replace(state, existing=existing)
         return sync.apply(host, state, sync.plan(state, everything=everything, grants=own),
                           dry_run=dry_run)
 

@@ -26,16 +26,17 @@ import os
 import sys
 import syslog
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
 
 from capctl import nodes, oci, safefs
 from capctl.errors import CapctlError, HookError, NodeError
 from capctl.host import Host
 from capctl.nodes import Action, NodeSpec
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # resolve is imported only once a request is known
+    from typing import BinaryIO
+
     from capctl.resolve import Plan
 
 #: Variables that change what a Python process loads before any capctl code runs.
@@ -78,13 +79,13 @@ class Log:
                 os.close(fd)
 
 
-@dataclass
 class Made:
     """What the hook made inside the container, for rollback."""
 
-    nodes: list[tuple[int, str]] = field(default_factory=list)  # (dir fd, name)
-    dirs: list[tuple[int, str]] = field(default_factory=list)
-    fds: list[int] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.nodes: list[tuple[int, str]] = []  # (dir fd, name)
+        self.dirs: list[tuple[int, str]] = []
+        self.fds: list[int] = []
 
     def rollback(self) -> None:
         for dir_fd, name in reversed(self.nodes):
@@ -201,7 +202,8 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: Path = Path("/proc")) ->
     from capctl import driver
     from capctl.topology import load_topology as _load_topology
 
-    dstate = driver.load(host)
+    # Lazy: a MIG request reads its own lines and files; MIG config/monitor reads them all.
+    dstate = driver.load(host, lazy=True)
     plan = (
         resolve.resolve(request, _load_topology(host), dstate, host)
         if not request.empty

@@ -9,10 +9,10 @@ root).  Cgroups and container processes are always the real ones and are not und
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from capctl.errors import DriverError, ParseError
+from capctl.record import record
 
 DEFAULT_CONFIG = Path("/etc/capctl/capctl.toml")
 
@@ -20,7 +20,7 @@ DEFAULT_CONFIG = Path("/etc/capctl/capctl.toml")
 MAX_DRIVER_FILE = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Host:
     """The roots capctl works under."""
 

@@ -16,17 +16,18 @@ import stat
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from enum import Enum
-from typing import NamedTuple
 
 from capctl import safefs
 from capctl.errors import NodeError, os_error
+from capctl.record import init_fields, record
 
 ACL_XATTR = "system.posix_acl_access"
 _CHR = stat.S_IFCHR
 
 
-class NodeSpec(NamedTuple):
-    """What a char device node must be (a NamedTuple: thousands are built per ``sync``)."""
+@record
+class NodeSpec:
+    """What a char device node must be (thousands are built per ``sync``: a positional init)."""
 
     name: str  # basename inside its directory
     major: int
@@ -36,6 +37,18 @@ class NodeSpec(NamedTuple):
     gid: int = 0
     #: Encoded POSIX access ACL (``system.posix_acl_access``) or None for "no ACL".
     acl: bytes | None = None
+
+    def __init__(
+        self,
+        name: str,
+        major: int,
+        minor: int,
+        mode: int,
+        uid: int = 0,
+        gid: int = 0,
+        acl: bytes | None = None,
+    ) -> None:
+        init_fields(self, name, major, minor, mode, uid, gid, acl)
 
     @property
     def rdev(self) -> int:
@@ -48,12 +61,16 @@ class Action(Enum):
     UNCHANGED = "unchanged"
 
 
-class Change(NamedTuple):
+@record
+class Change:
     """What ensure did (or, in a dry run, would do) to one path."""
 
     path: str
     action: Action
     reason: str = ""
+
+    def __init__(self, path: str, action: Action, reason: str = "") -> None:
+        init_fields(self, path, action, reason)
 
 
 def file_kind(mode: int) -> str:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from capctl.errors import HookError, ParseError
+from capctl.record import record
 from capctl.rules import DeviceRule, oci_device_rules
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: A state is a few hundred bytes; annotations can add some.
 MAX_STATE = 64 * 1024
@@ -34,7 +37,7 @@ _WANTED = (VISIBLE, MIG_CONFIG, MIG_MONITOR)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+:-]{0,1023}")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class State:
     id: str
     status: str
@@ -42,7 +45,7 @@ class State:
     bundle: str
 
 
-@dataclass(frozen=True)
+@record
 class Container:
     """What the hook needs from ``config.json``."""
 

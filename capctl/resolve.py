@@ -37,8 +37,6 @@ import enum
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any
 
 from capctl import caps
 from capctl import devices as devices  # re-exported: the hook calls resolve.devices
@@ -56,7 +54,12 @@ from capctl.driver import DriverState
 from capctl.errors import DeviceError, DriverError, NodeError, TopologyError, os_error
 from capctl.host import Host
 from capctl.nodes import file_kind
+from capctl.record import record, replace
 from capctl.topology import Gpu, MigDevice, Topology
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Fixed minors of the driver's control and UVM nodes (open-gpu-kernel-modules:
 # kernel-open/nvidia/nv.c NV_MINOR_DEVICE_NUMBER_CONTROL_DEVICE = 255;
@@ -76,7 +79,7 @@ def gpu_node_path(minor: int) -> str:
     return f"/dev/nvidia{minor}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CapGrant:
     """One capability to grant: a node ``/dev/nvidia-caps/nvidia-cap<minor>`` of the caps major."""
 
@@ -92,7 +95,7 @@ class CapGrant:
         return {"name": self.name, "minor": self.minor, "path": self.path}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeviceNode:
     """A host device node (not a capability) the container gets: char ``major:minor``."""
 
@@ -102,7 +105,7 @@ class DeviceNode:
     mode: int  # permission bits of the host's node
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ResolvedDevice:
     """One requested device, resolved.  ``gi``/``ci`` are None for a whole GPU."""
 
@@ -133,7 +136,7 @@ class ResolvedDevice:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Plan:
     """Everything a container needs for a request, deduplicated, in request order.
 

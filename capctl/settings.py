@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from capctl.errors import ConfigError, ParseError
 from capctl.host import is_root_owned_safe
+from capctl.record import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_CONFIG = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Settings:
     hook_log: Path | None = None
 

@@ -17,12 +17,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
 
 from capctl.errors import TopologyError
 from capctl.host import Host
+from capctl.record import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T")
 
 #: Largest snapshot read.  A 32-GPU host with 7 MIG devices each is about 40 KiB.
 MAX_SNAPSHOT = 1 << 20
@@ -47,10 +52,8 @@ MAX_GPU_MINOR = 253
 MAX_INSTANCE_ID = 63
 MAX_INDEX = 999
 
-_T = TypeVar("_T")
 
-
-@dataclass(frozen=True, slots=True)
+@record
 class MigDevice:
     """One MIG device (a compute instance inside a GPU instance)."""
 
@@ -61,7 +64,7 @@ class MigDevice:
     profile: str  # "1g.5gb", "1c.3g.20gb", ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Gpu:
     """One physical GPU."""
 
@@ -74,7 +77,7 @@ class Gpu:
     mig_devices: tuple[MigDevice, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Topology:
     """Every GPU and MIG device, as one source saw them; ``source`` names it for messages."""
 
@@ -118,12 +121,6 @@ class Topology:
                 if m.uuid == uuid:
                     return g, m
         return None
-
-
-class TopologySource(Protocol):
-    """Anything that can produce the current topology (a snapshot file, NVML, a test)."""
-
-    def __call__(self) -> Topology: ...
 
 
 # --- strict validation ---------------------------------------------------------------------

@@ -113,6 +113,57 @@ def test_other_minors_grammar() -> None:
         caps.parse_minors("gpu0/gi0/access 3\n", "f", Source.NVLINK)
 
 
+def test_find_agrees_with_full_parse_on_every_line() -> None:
+    text = simulated.mig_minors_text()
+    for cap in caps.parse_minors(text, "m", Source.MIG):
+        assert caps.find_mig_capability(text, "m", cap.name) == cap
+
+
+FIND_CASES = [
+    # (case, text, name, found minor or None)
+    ("first line", "config 1\nmonitor 2\n", "config", 1),
+    ("last line without newline", "config 1\nmonitor 2", "monitor", 2),
+    ("absent", "config 1\n", "monitor", None),
+    ("prefix of another name", "gpu0/gi1/access 3\ngpu0/gi10/access 4\n", "gpu0/gi10/access", 4),
+    ("suffix of another name", "xgpu0/gi1/access 3\ngpu0/gi1/access 4\n", "gpu0/gi1/access", 4),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "minor"), [c[1:] for c in FIND_CASES], ids=[c[0] for c in FIND_CASES]
+)
+def test_find_mig_capability(text: str, name: str, minor: int | None) -> None:
+    found = caps.find_mig_capability(text, "m", name)
+    assert (found.minor if found else None) == minor
+
+
+BAD_FIND = [
+    # (case, text, line, message): the line looked up fails closed as parse_minors would.
+    ("repeated name", "config 1\nmonitor 2\nconfig 3\n", 1, "'config' repeated"),
+    ("repeated minor", "config 1\nmonitor 1\n", 1, "minor 1 repeated"),
+    (
+        "minor repeated on the last line",
+        "monitor 2\nconfig 1\ngpu0/gi0/access 1",
+        2,
+        "minor 1 repeated",
+    ),
+    ("malformed minor", "monitor 2\nconfig 01\n", 2, "malformed line"),
+    ("trailing junk", "config 1 x\n", 1, "malformed line"),
+    ("carriage return", "config 1\r\n", 1, "malformed line"),
+    ("minor out of range", "config 9999999\n", 1, "out of range"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "msg"), [b[1:] for b in BAD_FIND], ids=[b[0] for b in BAD_FIND]
+)
+def test_find_mig_capability_fails_closed(text: str, line: int, msg: str) -> None:
+    with pytest.raises(ParseError) as exc:
+        caps.find_mig_capability(text, "/x/mig-minors", "config")
+    assert str(exc.value).startswith(f"/x/mig-minors:{line}:")
+    assert msg in str(exc.value)
+
+
 def test_merge_refuses_shared_minor() -> None:
     mig = caps.parse_minors("config 1\n", "m", Source.MIG)
     nvl = caps.parse_minors("fabric-mgmt 1\n", "n", Source.NVLINK)

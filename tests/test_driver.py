@@ -90,3 +90,45 @@ def test_nvlink_capability_exists(sim_host: Host, sim_root: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_text("DeviceFileMinor: 0\nDeviceFileMode: 256\nDeviceFileModify: 1\n")
     assert driver.load(sim_host).existing["fabric-mgmt"].minor == 0
+
+
+# --- lazy load (the hook) ------------------------------------------------------------------
+
+
+def test_lazy_load_answers_like_the_full_load(sim_host: Host) -> None:
+    full = driver.load(sim_host)
+    lazy = driver.load(sim_host, lazy=True)
+    for name in ("config", "gpu0/gi7/access", "gpu0/gi7/ci0/access", "gpu7/gi2/access"):
+        assert lazy.table.get(name) == full.table.get(name)
+        assert lazy.existing.get(name) == full.existing.get(name)
+    assert lazy.table.get("fabric-mgmt") == full.table.get("fabric-mgmt")  # nvlink: full parse
+    assert dict(lazy.existing) == dict(full.existing)  # iterating: full walk
+    assert len(lazy.table) == len(full.table)
+
+
+def test_lazy_load_reads_only_what_it_is_asked(sim_host: Host, sim_root: Path) -> None:
+    # A broken line elsewhere in mig-minors, and a broken capability file of another
+    # instance, do not concern a lookup of gpu0/gi7 (the full load refuses both).
+    minors = sim_root / "proc/driver/nvidia-caps/mig-minors"
+    minors.write_text(minors.read_text() + "gpu99/gi0/access x\n")
+    (sim_root / "proc/driver/nvidia/capabilities/mig/config").write_text("junk\n")
+    lazy = driver.load(sim_host, lazy=True)
+    cap = lazy.table.get("gpu0/gi7/access")
+    assert cap is not None and lazy.existing.get(cap.name) is not None
+    with pytest.raises(ParseError):
+        driver.load(sim_host)
+
+
+def test_lazy_load_still_cross_checks_what_it_reads(sim_host: Host, sim_root: Path) -> None:
+    path = sim_root / "proc/driver/nvidia/capabilities/gpu0/mig/gi7/access"
+    path.write_text("DeviceFileMinor: 4\nDeviceFileMode: 292\nDeviceFileModify: 1\n")
+    lazy = driver.load(sim_host, lazy=True)
+    with pytest.raises(ParseError, match="DeviceFileMinor 4 disagrees with mig-minors"):
+        lazy.existing.get("gpu0/gi7/access")
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_missing_mig_minors_either_way(sim_host: Host, sim_root: Path, lazy: bool) -> None:
+    (sim_root / "proc/driver/nvidia-caps/mig-minors").unlink()
+    with pytest.raises(DriverError, match="mig-minors: missing"):
+        driver.load(sim_host, lazy=lazy)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from capctl.caps import Capability, CapabilityFile, CapabilityTable, Source
 from capctl.devices import parse_request
 from capctl.errors import DeviceError, DriverError, NodeError, TopologyError
 from capctl.host import Host
+from capctl.record import replace
 from capctl.resolve import CapGrant, MigAdmin, Plan
 from capctl.topology import Topology
 

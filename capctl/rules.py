@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
 
 from capctl.errors import CgroupError, ParseError
+from capctl.record import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Set as AbstractSet
+    from typing import Any
 
 # Linux dev_t: 12-bit major, 20-bit minor (include/linux/kdev_t.h, MINORBITS = 20).
 MAJOR_MAX = (1 << 12) - 1
@@ -85,8 +89,10 @@ RW = Access("rw")
 RWM = Access("rwm")
 _ACCESS_RE = re.compile(r"[rwm]{1,3}")
 
+_set = object.__setattr__
 
-@dataclass(frozen=True)
+
+@record
 class DeviceRule:
     """One device cgroup rule: ``allow``/deny *access* to (type, major, minor).
 
@@ -100,18 +106,25 @@ class DeviceRule:
     access: Access
     allow: bool = True
 
-    def __post_init__(self) -> None:
-        if not self.access:
+    def __init__(
+        self,
+        type: DeviceType,
+        major: int | None,
+        minor: int | None,
+        access: Access,
+        allow: bool = True,
+    ):
+        _set(self, "type", type)
+        _set(self, "major", major)
+        _set(self, "minor", minor)
+        _set(self, "access", access)
+        _set(self, "allow", allow)
+        if not access:
             raise ValueError(f"rule {self.line()!r} has no access")
-        for name, value, top in (
-            ("major", self.major, MAJOR_MAX),
-            ("minor", self.minor, MINOR_MAX),
-        ):
+        for name, value, top in (("major", major, MAJOR_MAX), ("minor", minor, MINOR_MAX)):
             if value is not None and not 0 <= value <= top:
                 raise ValueError(f"{name} {value} out of range 0..{top}")
-        if self.type is DeviceType.ALL and not (
-            self.major is None and self.minor is None and self.access.is_full
-        ):
+        if type is DeviceType.ALL and not (major is None and minor is None and access.is_full):
             raise ValueError(f"type 'a' rules must be 'a *:* rwm', not {self.line()!r}")
 
     @property
@@ -284,16 +297,27 @@ def _sort_key(key: Key) -> tuple[str, int, int]:
     return (t.value, -1 if major is None else major, -1 if minor is None else minor)
 
 
-@dataclass
 class Emulator:
     """A model of one v1 devices cgroup: default policy plus exceptions.
 
     ``default_allow`` True is "blacklist" mode (``a *:* rwm`` in ``devices.list``);
-    exceptions then deny.  False is "whitelist" mode; exceptions allow.
+    exceptions then deny.  False is "whitelist" mode; exceptions allow.  Mutable; equal
+    when both fields are (unhashable).
     """
 
-    default_allow: bool = True
-    exceptions: dict[Key, Access] = field(default_factory=dict)
+    __slots__ = ("default_allow", "exceptions")
+
+    def __init__(self, default_allow: bool = True, exceptions: dict[Key, Access] | None = None):
+        self.default_allow = default_allow
+        self.exceptions: dict[Key, Access] = {} if exceptions is None else exceptions
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Emulator) or type(other) is not type(self):
+            return NotImplemented
+        return (self.default_allow, self.exceptions) == (other.default_allow, other.exceptions)
+
+    def __repr__(self) -> str:
+        return f"Emulator(default_allow={self.default_allow!r}, exceptions={self.exceptions!r})"
 
     @classmethod
     def from_rules(cls, rules: Iterable[DeviceRule], *, default_allow: bool = True) -> Emulator:

@@ -172,7 +172,7 @@ def test_unreadable_program_falls_back_to_the_spec(
         assert dev.program_ids() == ids and probe.open(n1) == "EPERM"
 
         spec = [DENY_ALL, char(238, 2, "r")]
-        with caplog.at_level(logging.WARNING, logger="capctl.cgroup.v2"):
+        with caplog.at_level(logging.WARNING, logger="capctl.cgroup"):
             undo = dev.grant([char(238, 1, "r")], spec_rules=spec)
         assert "rebuilding the whole filter" in caplog.text
         assert probe.open(n1) == "ENXIO"  # our grant

@@ -27,15 +27,15 @@ root cgroup.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Protocol
-
 from capctl.cgroup.paths import CGROUP_ROOT, PROC, Cgroup, Version, find_cgroup
 from capctl.cgroup.undo import Undo
-from capctl.cgroup.v1 import V1Devices
-from capctl.cgroup.v2 import V2Devices
-from capctl.rules import DeviceRule
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from pathlib import Path
+
+    from capctl.rules import DeviceRule
 
 __all__ = [
     "Cgroup",
@@ -51,20 +51,28 @@ __all__ = [
 ]
 
 
-class DeviceCgroup(Protocol):
-    """What both backends offer (see :class:`V1Devices`, :class:`V2Devices`)."""
+class DeviceCgroup:
+    """What both backends offer (see :class:`V1Devices`, :class:`V2Devices`).
+
+    Their base class rather than a ``typing.Protocol``, which would cost the hook ``typing``;
+    :func:`devices` imports each backend only for a cgroup of its version (v2 needs ctypes).
+    """
 
     path: Path
 
-    def allows_all(self) -> bool: ...
+    def allows_all(self) -> bool:
+        raise NotImplementedError
 
-    def allowed(self) -> list[DeviceRule]: ...
+    def allowed(self) -> list[DeviceRule]:
+        raise NotImplementedError
 
     def grant(
         self, rules: Iterable[DeviceRule], *, spec_rules: Sequence[DeviceRule] | None = None
-    ) -> Undo: ...
+    ) -> Undo:
+        raise NotImplementedError
 
-    def revoke(self, rules: Iterable[DeviceRule]) -> Undo: ...
+    def revoke(self, rules: Iterable[DeviceRule]) -> Undo:
+        raise NotImplementedError
 
 
 def detect(pid: int, *, proc: Path = PROC, cgroup_root: Path = CGROUP_ROOT) -> Cgroup:
@@ -80,7 +88,11 @@ def devices(
         target if isinstance(target, Cgroup) else detect(target, proc=proc, cgroup_root=cgroup_root)
     )
     if cg.version is Version.V2:
+        from capctl.cgroup.v2 import V2Devices
+
         return V2Devices(cg.path)
+    from capctl.cgroup.v1 import V1Devices
+
     return V1Devices(cg.path)
 
 

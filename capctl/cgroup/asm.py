@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+from capctl.record import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 # Instruction classes (bpf_common.h, bpf.h)
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
@@ -42,8 +46,10 @@ _SIZE_NAME = {W: "u32", H: "u16", B: "u8", DW: "u64"}
 # Byte order of the dst/src nibbles follows the C bitfield layout of the host.
 _LITTLE = sys.byteorder == "little"
 
+_set = object.__setattr__
 
-@dataclass(frozen=True)
+
+@record
 class Insn:
     """One 8-byte eBPF instruction."""
 
@@ -52,6 +58,14 @@ class Insn:
     src: int = 0
     off: int = 0
     imm: int = 0
+
+    def __init__(self, code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0):
+        # Programs run to thousands of instructions: set the fields directly (fastest).
+        _set(self, "code", code)
+        _set(self, "dst", dst)
+        _set(self, "src", src)
+        _set(self, "off", off)
+        _set(self, "imm", imm)
 
     @property
     def cls(self) -> int:

@@ -15,17 +15,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import logging
 import os
-import platform
 import re
 import resource
-from collections.abc import Iterator
-from dataclasses import dataclass
 
+from capctl.cgroup.undo import WARNING, log
 from capctl.errors import CgroupError
+from capctl.record import record
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # enum bpf_cmd
 BPF_PROG_LOAD = 5
@@ -138,7 +138,7 @@ class BpfError(CgroupError):
         super().__init__(f"{msg}: {detail}" if detail else msg)
 
 
-@dataclass(frozen=True)
+@record
 class Attached:
     """Programs attached to a cgroup for one attach type (``BPF_PROG_QUERY``)."""
 
@@ -146,7 +146,7 @@ class Attached:
     flags: int
 
 
-@dataclass(frozen=True)
+@record
 class ProgInfo:
     id: int
     type: int
@@ -155,7 +155,7 @@ class ProgInfo:
 
 
 def kernel_version(release: str | None = None) -> tuple[int, int]:
-    m = re.match(r"(\d+)\.(\d+)", release or platform.release())
+    m = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
     return (int(m[1]), int(m[2])) if m else (0, 0)
 
 
@@ -163,7 +163,7 @@ class Bpf:
     """Thin typed wrappers around the bpf(2) commands capctl uses."""
 
     def __init__(self) -> None:
-        machine = platform.machine()
+        machine = os.uname().machine
         if machine not in _SYSCALL_NR:
             raise CgroupError(f"bpf(2): unsupported architecture {machine!r}")
         self._nr = _SYSCALL_NR[machine]
@@ -295,7 +295,7 @@ def memlock_for_bpf(release: str | None = None) -> Iterator[None]:
         try:
             resource.setrlimit(resource.RLIMIT_MEMLOCK, (old[1], old[1]))
         except (ValueError, OSError) as err:
-            log.warning("cannot raise RLIMIT_MEMLOCK for bpf: %s", err)
+            log(WARNING, "cannot raise RLIMIT_MEMLOCK for bpf: %s", err)
             yield
             return
     try:

@@ -23,8 +23,6 @@ The program's context is ``struct bpf_cgroup_dev_ctx`` (include/uapi/linux/bpf.h
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 from capctl.cgroup.asm import (
     AND,
     JMP,
@@ -47,6 +45,10 @@ from capctl.cgroup.asm import (
 )
 from capctl.errors import CgroupError
 from capctl.rules import Access, DeviceRule, DeviceType, Emulator
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 # include/uapi/linux/bpf.h: enum bpf_devcg_... values.
 DEVCG_DEV_BLOCK, DEVCG_DEV_CHAR = 1, 2

@@ -7,22 +7,29 @@ controller (hybrid hosts put cgroup2 at ``/sys/fs/cgroup/unified``, which runc i
 A process lists v1 lines in ``/proc/<pid>/cgroup`` even when the runtime ran in unified mode
 in a private mount namespace, so the mount decides, never the lines.
 
+The hook asks the same question without ``statfs(2)``, which Python reaches only through
+ctypes (about 1.5 ms to import, on every container start): the device number ``stat(2)``
+gives for ``/sys/fs/cgroup`` names the file system (superblock) mounted there, and
+``mountinfo``, which :func:`find_cgroup` reads anyway, gives that device's file system type
+(see :func:`is_cgroup2`).  :func:`fs_magic` remains for callers that want the magic itself.
+
 Locations are arguments (``proc``, ``cgroup_root``), defaulting to the real ones: cgroups and
 processes are always the host's, never under capctl's ``--root``.  Parsing is pure and strict.
 """
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import os
-import platform
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from capctl.errors import CgroupError, ParseError
+from capctl.record import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CGROUP2_SUPER_MAGIC = 0x63677270  # include/uapi/linux/magic.h
 
@@ -35,7 +42,7 @@ class Version(enum.IntEnum):
     V2 = 2
 
 
-@dataclass(frozen=True)
+@record
 class Cgroup:
     """A device cgroup: its version and its directory (v1: in the ``devices`` hierarchy)."""
 
@@ -46,17 +53,22 @@ class Cgroup:
         return f"cgroup v{int(self.version)} {self.path}"
 
 
-@dataclass(frozen=True)
+@record
 class Mount:
-    """One line of ``/proc/<pid>/mountinfo`` (proc(5)), the fields capctl needs."""
+    """One line of ``/proc/<pid>/mountinfo`` (proc(5)), the fields capctl needs.
+
+    ``dev`` is the file system's device number (``major:minor``, as ``os.makedev`` makes
+    it): what ``os.stat().st_dev`` gives for a file on it.
+    """
 
     root: str
     mount_point: str
     fstype: str
     super_options: frozenset[str]
+    dev: int
 
 
-@dataclass(frozen=True)
+@record
 class CgroupLine:
     """One line of ``/proc/<pid>/cgroup``: ``hierarchy-ID:controller-list:path``."""
 
@@ -70,12 +82,13 @@ _MOUNTINFO_RE = re.compile(
     r"(?P<optional>(?: \S+)*) - (?P<fstype>\S+) (?P<source>\S+) (?P<super>\S+)"
 )
 _CGROUP_RE = re.compile(r"(?P<id>\d+):(?P<controllers>[^:]*):(?P<path>/.*)")
-_ESCAPE_RE = re.compile(r"\\([0-7]{3})")
 
 
 def _unescape(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo (fs/proc_namespace.c).
-    return _ESCAPE_RE.sub(lambda m: chr(int(m[1], 8)), field)
+    if "\\" not in field:  # nearly always: skip the substitution (and compiling it)
+        return field
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
 
 
 def parse_mountinfo(text: str, path: str = "mountinfo") -> list[Mount]:
@@ -84,12 +97,14 @@ def parse_mountinfo(text: str, path: str = "mountinfo") -> list[Mount]:
         m = _MOUNTINFO_RE.fullmatch(line)
         if m is None:
             raise ParseError(path, "malformed mountinfo line", lineno)
+        major, minor = m["dev"].split(":")
         mounts.append(
             Mount(
                 _unescape(m["root"]),
                 _unescape(m["mnt"]),
                 m["fstype"],
                 frozenset(m["super"].split(",")),
+                os.makedev(int(major), int(minor)),
             )
         )
     return mounts
@@ -108,14 +123,30 @@ def parse_proc_cgroup(text: str, path: str = "cgroup") -> list[CgroupLine]:
 
 def fs_magic(path: Path) -> int:
     """``statfs(2)`` f_type of *path* (os.statvfs does not expose it)."""
+    import ctypes  # only here: the hook decides the version with is_cgroup2 instead
+
     buf = ctypes.create_string_buffer(256)  # > sizeof(struct statfs) on every Linux arch
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.statfs(os.fsencode(path), buf) != 0:
         err = ctypes.get_errno()
         raise CgroupError(f"{path}: statfs: {os.strerror(err)}")
     # f_type is the first member: a long (__fsword_t), except s390x where it is unsigned int.
-    ctype = ctypes.c_uint if platform.machine() == "s390x" else ctypes.c_long
+    ctype = ctypes.c_uint if os.uname().machine == "s390x" else ctypes.c_long
     return int(ctype.from_buffer(buf).value) & 0xFFFFFFFF
+
+
+def is_cgroup2(path: Path, mounts: list[Mount]) -> bool:
+    """Whether *path* is on a cgroup2 file system: ``fs_magic(path) == CGROUP2_SUPER_MAGIC``.
+
+    Decided without statfs: ``stat(2)`` follows *path* to the file system mounted there (the
+    top one, where several are stacked), whose device number appears in *mounts* (our
+    ``mountinfo``) on every mount of that file system, with its type.
+    """
+    try:
+        dev = os.stat(path).st_dev
+    except OSError as err:
+        raise CgroupError(f"{path}: stat: {err.strerror}") from err
+    return any(m.dev == dev and m.fstype == "cgroup2" for m in mounts)
 
 
 def _relative(cg_path: str, mount_root: str, where: str) -> PurePosixPath:
@@ -175,14 +206,15 @@ def find_cgroup(
     *,
     proc: Path = PROC,
     cgroup_root: Path = CGROUP_ROOT,
-    magic: Callable[[Path], int] = fs_magic,
+    magic: Callable[[Path], int] | None = None,
 ) -> Cgroup:
     """The device cgroup of process *pid* as our mount namespace sees it.
 
-    *magic* is the statfs probe (a parameter so fake trees can say "cgroup2").
-    Raises :class:`CgroupError` for a root cgroup, a missing hierarchy or a vanished process.
+    *magic*, if given, is a statfs probe to use instead of :func:`is_cgroup2` (so fake trees
+    can say "cgroup2").  Raises :class:`CgroupError` for a root cgroup, a missing hierarchy
+    or a vanished process.
     """
-    version = Version.V2 if magic(cgroup_root) == CGROUP2_SUPER_MAGIC else Version.V1
+    unified = None if magic is None else magic(cgroup_root) == CGROUP2_SUPER_MAGIC
     cgroup_file = proc / str(pid) / "cgroup"
     mountinfo_file = proc / "self" / "mountinfo"
     try:
@@ -190,6 +222,9 @@ def find_cgroup(
         mounts = parse_mountinfo(mountinfo_file.read_text(), str(mountinfo_file))
     except OSError as err:
         raise CgroupError(f"{err.filename}: {err.strerror}") from err
+    if unified is None:
+        unified = is_cgroup2(cgroup_root, mounts)
+    version = Version.V2 if unified else Version.V1
     cg = resolve(lines, mounts, version, cgroup_root, str(cgroup_file))
     if not cg.path.is_dir():
         raise CgroupError(f"{cgroup_file}: cgroup directory {cg.path} does not exist")

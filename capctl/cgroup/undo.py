@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from types import TracebackType
-
 from capctl.errors import CgroupError
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+# logging levels, so callers need not import logging to name them
+INFO, WARNING, ERROR = 20, 30, 40
+
+
+def log(level: int, msg: str, *args: object) -> None:
+    """Log a rare event of the cgroup package (logger ``capctl.cgroup``).
+
+    ``logging`` costs the OCI hook about 3 ms to import, and a grant that goes well logs
+    nothing, so it is imported only here, when there is something to say.
+    """
+    import logging
+
+    logging.getLogger("capctl.cgroup").log(level, msg, *args)
 
 
 class Undo:
@@ -42,7 +55,7 @@ class Undo:
             raise CgroupError(f"{self.what}: already rolled back or released")
         try:
             if self._rollback is not None:
-                log.info("rolling back %s", self.what)
+                log(INFO, "rolling back %s", self.what)
                 self._rollback()
         finally:
             self.release()

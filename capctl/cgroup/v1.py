@@ -10,20 +10,21 @@ the emulator's expectation; on any failure it restores the previous state.
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Iterable
-from pathlib import Path
 
+from capctl.cgroup import DeviceCgroup
 from capctl.cgroup.paths import check_not_root
-from capctl.cgroup.undo import Undo
+from capctl.cgroup.undo import ERROR, Undo, log
 from capctl.errors import CgroupError
 from capctl.rules import Access, DeviceRule, Emulator
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
 
 
-class V1Devices:
+class V1Devices(DeviceCgroup):
     """The ``devices`` controller files of one (non-root) v1 cgroup."""
 
     def __init__(self, path: Path):
@@ -80,7 +81,6 @@ class V1Devices:
     def set(self, current: Emulator, target: Emulator) -> None:
         """Move from *current* to *target* with the minimal writes, then verify the list."""
         for rule in current.transition(target):
-            log.debug("%s: %s", self.path, rule)
             self._write(rule)
         now = self.read()
         if now != target:
@@ -103,7 +103,7 @@ class V1Devices:
         try:
             self.set(self.read(), previous)
         except CgroupError as err:
-            log.error("%s: cannot restore the previous device rules: %s", self.path, err)
+            log(ERROR, "%s: cannot restore the previous device rules: %s", self.path, err)
 
     def grant(self, rules: Iterable[DeviceRule], *, spec_rules: object = None) -> Undo:
         """Allow *rules* (allow rules for c/b devices) in addition to what is allowed now.

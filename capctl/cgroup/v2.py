@@ -29,13 +29,9 @@ Decisions, written down:
 from __future__ import annotations
 
 import errno
-import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from capctl.cgroup import asm, devfilter
+from capctl.cgroup import DeviceCgroup, asm, devfilter
 from capctl.cgroup.bpf import (
     BPF_F_ALLOW_MULTI,
     BPF_F_REPLACE,
@@ -46,29 +42,36 @@ from capctl.cgroup.bpf import (
     is_missing_replace,
 )
 from capctl.cgroup.paths import CGROUP2_SUPER_MAGIC, check_not_root, fs_magic
-from capctl.cgroup.undo import Undo
+from capctl.cgroup.undo import ERROR, INFO, WARNING, Undo, log
 from capctl.errors import CgroupError
 from capctl.rules import ALLOW_ALL, Access, DeviceRule
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from pathlib import Path
 
 PROG_NAME = "capctl_devices"
 
 
-@dataclass
 class _Prog:
-    id: int
-    fd: int
-    insns: list[asm.Insn]
-    unreadable: str | None  # why the image cannot be reused
+    __slots__ = ("fd", "id", "insns", "unreadable")
+
+    def __init__(self, id: int, fd: int, insns: list[asm.Insn], unreadable: str | None):
+        self.id = id
+        self.fd = fd
+        self.insns = insns
+        self.unreadable = unreadable  # why the image cannot be reused
 
 
-@dataclass
 class _State:
-    cgroup_fd: int
-    attached: Attached
-    effective: Attached
-    progs: list[_Prog] = field(default_factory=list)
+    __slots__ = ("attached", "cgroup_fd", "effective", "progs")
+
+    def __init__(self, cgroup_fd: int, attached: Attached, effective: Attached):
+        self.cgroup_fd = cgroup_fd
+        self.attached = attached
+        self.effective = effective
+        self.progs: list[_Prog] = []
 
     def close(self) -> None:
         for p in self.progs:
@@ -76,7 +79,7 @@ class _State:
         os.close(self.cgroup_fd)
 
 
-class V2Devices:
+class V2Devices(DeviceCgroup):
     """The device programs of one (non-root) cgroup2 cgroup."""
 
     def __init__(
@@ -241,14 +244,11 @@ class V2Devices:
                 new_fds.append(new_fd)
                 self._swap(state, prog.fd, new_fd)
                 swapped.append((prog.fd, new_fd))
-                log.debug(
-                    "%s: replaced device program %d (%d insns)", self.path, prog.id, len(insns)
-                )
         except BaseException as err:
             try:
                 swap_back()
             except CgroupError as undo_err:
-                log.error("%s: cannot restore device programs: %s", self.path, undo_err)
+                log(ERROR, "%s: cannot restore device programs: %s", self.path, undo_err)
             release()
             if isinstance(err, CgroupError):
                 raise CgroupError(f"{self.path}: {what}: {err}") from err
@@ -263,7 +263,7 @@ class V2Devices:
     ) -> list[tuple[_Prog, list[asm.Insn]]]:
         if not state.attached.ids:
             if not state.effective.ids:
-                log.info("%s: no device program in force, all devices allowed already", self.path)
+                log(INFO, "%s: no device program in force, all devices allowed already", self.path)
                 return []
             raise CgroupError(
                 f"{self.path}: device programs are attached only to ancestor cgroups;"
@@ -271,7 +271,8 @@ class V2Devices:
             )
         inherited = set(state.effective.ids) - set(state.attached.ids)
         if inherited:
-            log.warning(
+            log(
+                WARNING,
                 "%s: ancestor cgroups add device programs %s that may deny what capctl grants",
                 self.path,
                 sorted(inherited),
@@ -304,7 +305,8 @@ class V2Devices:
                 f"{self.path}: device program {prog.id} cannot be read back ({prog.unreadable})"
                 " and the container's device rules are not available to rebuild it"
             )
-        log.warning(
+        log(
+            WARNING,
             "%s: device program %d cannot be read back (%s); rebuilding the whole filter from"
             " the container's %d spec/default device rules",
             self.path,
@@ -330,7 +332,7 @@ class V2Devices:
         except BpfError as err:
             if not is_missing_replace(err):
                 raise
-            log.info("%s: BPF_F_REPLACE refused (%s); attaching, then detaching", self.path, err)
+            log(INFO, "%s: BPF_F_REPLACE refused (%s); attaching, then detaching", self.path, err)
         if len(self.bpf.prog_query(cgfd).ids) >= MAX_PROGS:
             raise CgroupError(f"{self.path}: {MAX_PROGS} device programs attached, no free slot")
         self.bpf.prog_attach(new_fd, cgfd, flags=BPF_F_ALLOW_MULTI)

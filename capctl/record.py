@@ -19,8 +19,11 @@ Mutable state holders stay ordinary classes.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TypeVar, dataclass_transform
 
     _T = TypeVar("_T")
@@ -55,7 +58,8 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def _values(self: Any) -> tuple[Any, ...]:
-    return tuple([getattr(self, name) for name in _fields(type(self))])
+    values: tuple[Any, ...] = type(self).__record_values__(self)
+    return values
 
 
 def _eq(self: object, other: object) -> bool:
@@ -83,10 +87,17 @@ def _make(cls: type) -> type:
     body = {k: v for k, v in cls.__dict__.items() if k not in names and k != "__dict__"}
     body.pop("__weakref__", None)
     defaults = {n: cls.__dict__[n] for n in names if n in cls.__dict__}
+    # One C-level call collects every field (an attrgetter of one name returns it bare).
+    getter: Callable[[object], tuple[object, ...]]
+    if len(names) > 1:
+        getter = attrgetter(*names)
+    else:
+        getter = lambda obj: tuple([getattr(obj, n) for n in names])  # noqa: E731
     body.update(
         __slots__=names,
         __record_fields__=names,
         __record_defaults__=defaults,
+        __record_values__=staticmethod(getter),
         __eq__=_eq,
         __hash__=_hash,
         __repr__=_repr,

@@ -200,22 +200,25 @@ def parse_devices_list(text: str, path: str = "devices.list") -> list[DeviceRule
 
 # --- OCI spec --------------------------------------------------------------------------------
 
-# runc's default allowed devices, appended after the spec's linux.resources.devices (runc
-# libcontainer/specconv/spec_linux.go, AllowedDevices; /dev/console was dropped from it in
-# runc 1.0).  Needed to rebuild a container's whole filter when its program cannot be read.
-RUNC_DEFAULT_RULES: tuple[DeviceRule, ...] = (
-    DeviceRule(DeviceType.CHAR, None, None, Access("m")),
-    DeviceRule(DeviceType.BLOCK, None, None, Access("m")),
-    char(1, 3, "rwm"),  # /dev/null
-    char(1, 8, "rwm"),  # /dev/random
-    char(1, 7, "rwm"),  # /dev/full
-    char(5, 0, "rwm"),  # /dev/tty
-    char(1, 5, "rwm"),  # /dev/zero
-    char(1, 9, "rwm"),  # /dev/urandom
-    char(136, None, "rwm"),  # /dev/pts/*
-    char(5, 2, "rwm"),  # /dev/ptmx
-    char(10, 200, "rwm"),  # /dev/net/tun
+# runc's default allowed devices (libcontainer/specconv/spec_linux.go, AllowedDevices), each
+# with the node path that makes runc leave it out when linux.devices names that path.  The
+# same in runc 1.1.x (Debian bookworm: 1.1.5) and >= 1.2.4; 1.2.0-1.2.3 lacked c 10:200
+# (PR #3468, restored by #4555); c 5:1 (/dev/console) went before 1.0.0 (PR #2391).  Needed
+# to rebuild a container's whole filter when its program cannot be read.
+_RUNC_DEFAULTS: tuple[tuple[str | None, DeviceRule], ...] = (
+    (None, DeviceRule(DeviceType.CHAR, None, None, Access("m"))),
+    (None, DeviceRule(DeviceType.BLOCK, None, None, Access("m"))),
+    ("/dev/null", char(1, 3, "rwm")),
+    ("/dev/random", char(1, 8, "rwm")),
+    ("/dev/full", char(1, 7, "rwm")),
+    ("/dev/tty", char(5, 0, "rwm")),
+    ("/dev/zero", char(1, 5, "rwm")),
+    ("/dev/urandom", char(1, 9, "rwm")),
+    (None, char(136, None, "rwm")),  # /dev/pts/*
+    (None, char(5, 2, "rwm")),  # /dev/ptmx
+    (None, char(10, 200, "rwm")),  # /dev/net/tun
 )
+RUNC_DEFAULT_RULES: tuple[DeviceRule, ...] = tuple(rule for _path, rule in _RUNC_DEFAULTS)
 
 
 def _spec_int(entry: Mapping[str, Any], key: str, where: str) -> int | None:
@@ -230,9 +233,12 @@ def _spec_int(entry: Mapping[str, Any], key: str, where: str) -> int | None:
 def oci_device_rules(config: Mapping[str, Any], where: str = "config.json") -> list[DeviceRule]:
     """The device cgroup rules a runc-like runtime derives from an OCI ``config.json``.
 
-    In runc's order: ``linux.resources.devices``, then the runtime defaults
-    (:data:`RUNC_DEFAULT_RULES`), then an ``rwm`` allow rule for every ``linux.devices``
-    node.  Fails closed (:class:`ParseError`) on anything malformed.
+    As runc builds them: ``linux.resources.devices``, then the runtime defaults
+    (:data:`RUNC_DEFAULT_RULES`) less those whose path ``linux.devices`` names.  The
+    ``linux.devices`` nodes themselves get no rule (runc only creates them; the spec allows
+    them in ``linux.resources.devices``, as Docker, containerd and podman do).  Fails closed
+    (:class:`ParseError`) on anything malformed, including an empty ``access``, which runc
+    refuses too.
     """
     linux = config.get("linux", {})
     if not isinstance(linux, Mapping):
@@ -249,7 +255,9 @@ def oci_device_rules(config: Mapping[str, Any], where: str = "config.json") -> l
         if not isinstance(allow, bool):
             raise ParseError(here, "allow must be true or false")
         type_text = entry.get("type", "a") or "a"
-        access_text = entry.get("access", "rwm") or "rwm"
+        access_text = entry.get("access")
+        if not isinstance(access_text, str) or not access_text:
+            raise ParseError(here, "access must be a non-empty string (runc refuses it too)")
         try:
             rules.append(
                 DeviceRule(
@@ -262,20 +270,21 @@ def oci_device_rules(config: Mapping[str, Any], where: str = "config.json") -> l
             )
         except ValueError as err:
             raise ParseError(here, str(err)) from err
-    rules.extend(RUNC_DEFAULT_RULES)
+    node_paths: set[str] = set()
     for i, entry in enumerate(_spec_list(linux.get("devices"), where, "linux.devices")):
         here = f"{where}: linux.devices[{i}]"
         type_text = entry.get("type")
-        if type_text not in ("c", "b", "u"):
-            raise ParseError(here, f"type must be c, b or u, not {type_text!r}")
-        major, minor = _spec_int(entry, "major", here), _spec_int(entry, "minor", here)
-        if major is None or minor is None:
-            raise ParseError(here, "a device node needs a major and a minor")
-        dtype = DeviceType.BLOCK if type_text == "b" else DeviceType.CHAR
-        try:
-            rules.append(DeviceRule(dtype, major, minor, RWM, True))
-        except ValueError as err:
-            raise ParseError(here, str(err)) from err
+        if type_text not in ("c", "b", "u", "p"):
+            raise ParseError(here, f"type must be c, b, u or p, not {type_text!r}")
+        path = entry.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ParseError(here, "path must be an absolute path")
+        if type_text != "p":
+            major, minor = _spec_int(entry, "major", here), _spec_int(entry, "minor", here)
+            if major is None or minor is None:
+                raise ParseError(here, "a device node needs a major and a minor")
+        node_paths.add(path)
+    rules.extend(rule for path, rule in _RUNC_DEFAULTS if path is None or path not in node_paths)
     return rules
 
 

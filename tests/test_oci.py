@@ -297,7 +297,7 @@ CONFIG_ERRORS: list[tuple[str, bytes, list[str]]] = [
     (
         "devices-bad-type",
         json.dumps(
-            config(linux={"resources": {"devices": [{"allow": True, "type": "x"}]}})
+            config(linux={"resources": {"devices": [{"allow": True, "type": "x", "access": "rwm"}]}})
         ).encode(),
         ["linux.resources.devices[0]"],
     ),
@@ -305,7 +305,10 @@ CONFIG_ERRORS: list[tuple[str, bytes, list[str]]] = [
         "devices-major-string",
         json.dumps(
             config(
-                linux={"resources": {"devices": [{"allow": False}, {"allow": True, "major": "1"}]}}
+                linux={"resources": {"devices": [
+                    {"allow": False, "access": "rwm"},
+                    {"allow": True, "major": "1", "access": "rwm"},
+                ]}}
             )
         ).encode(),
         ["linux.resources.devices[1]", "major"],
@@ -319,7 +322,9 @@ CONFIG_ERRORS: list[tuple[str, bytes, list[str]]] = [
     ),
     (
         "linux-devices-bad-type",
-        json.dumps(config(linux={"devices": [{"type": "p", "major": 1, "minor": 3}]})).encode(),
+        json.dumps(
+            config(linux={"devices": [{"path": "/dev/x", "type": "s", "major": 1, "minor": 3}]})
+        ).encode(),
         ["linux.devices[0]", "type"],
     ),
 ]

@@ -118,23 +118,38 @@ def test_oci_device_rules_in_runc_order() -> None:
             "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}],
         }
     }
+    # linux.devices nodes get no rule of their own: runc only creates them.
+    assert oci_device_rules(config) == [DENY_ALL, char(195, None, "rw"), *RUNC_DEFAULT_RULES]
+
+
+def test_a_spec_node_replaces_the_default_rule_of_its_path() -> None:
+    # runc drops a default whose path linux.devices names (its own entry decides then).
+    config = {
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "devices": [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}],
+        }
+    }
     rules = oci_device_rules(config)
-    assert rules[:2] == [DENY_ALL, char(195, None, "rw")]
-    assert rules[2 : 2 + len(RUNC_DEFAULT_RULES)] == list(RUNC_DEFAULT_RULES)
-    assert rules[-1] == char(10, 229, "rwm")
+    assert char(1, 3, "rwm") not in rules
+    assert rules == [DENY_ALL, *(r for r in RUNC_DEFAULT_RULES if r != char(1, 3, "rwm"))]
 
 
 @pytest.mark.parametrize(
     "config",
     [
         {"linux": {"resources": {"devices": [{"access": "rwm"}]}}},
-        {"linux": {"resources": {"devices": [{"allow": True, "type": "x"}]}}},
-        {"linux": {"resources": {"devices": [{"allow": True, "major": "195"}]}}},
+        {"linux": {"resources": {"devices": [{"allow": True, "type": "x", "access": "rwm"}]}}},
+        {"linux": {"resources": {"devices": [{"allow": True, "major": "195", "access": "rwm"}]}}},
         {"linux": {"resources": {"devices": {"allow": True}}}},
-        {"linux": {"devices": [{"type": "c", "major": 1}]}},
+        {"linux": {"devices": [{"path": "/dev/x", "type": "c", "major": 1}]}},
+        {"linux": {"devices": [{"type": "c", "major": 1, "minor": 1}]}},
+        {"linux": {"resources": {"devices": [{"allow": True}]}}},
+        {"linux": {"resources": {"devices": [{"allow": True, "access": ""}]}}},
         {"linux": []},
     ],
-    ids=["no-allow", "bad-type", "string-major", "not-a-list", "node-without-minor", "linux-list"],
+    ids=["no-allow", "bad-type", "string-major", "not-a-list", "node-without-minor",
+         "node-without-path", "no-access", "empty-access", "linux-list"],
 )
 def test_oci_device_rules_fail_closed(config: dict[str, object]) -> None:
     with pytest.raises(ParseError):

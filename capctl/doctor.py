@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from capctl import caps, driver, sync
-from capctl.errors import CapctlError
+from capctl.errors import CapctlError, CgroupError
 from capctl.host import Host, is_root_owned_safe
 from capctl.nodes import Action
 
@@ -128,11 +128,21 @@ def check_nodes(host: Host) -> list[Finding]:
 def check_cgroups(
     cgroup_root: Path = Path("/sys/fs/cgroup"), magic: Callable[[Path], int] | None = None
 ) -> list[Finding]:
-    """The cgroup version, decided exactly as the hook decides it (:mod:`capctl.cgroup.paths`)."""
+    """The cgroup version, decided exactly as the hook decides it (:mod:`capctl.cgroup.paths`:
+    the file system type of ``cgroup_root`` from our ``mountinfo``); ``magic`` is a statfs
+    stand-in for fake trees."""
     from capctl.cgroup import paths
 
     try:
-        unified = (magic or paths.fs_magic)(cgroup_root) == paths.CGROUP2_SUPER_MAGIC
+        if magic is not None:
+            unified = magic(cgroup_root) == paths.CGROUP2_SUPER_MAGIC
+        else:
+            mountinfo = paths.PROC / "self/mountinfo"
+            try:
+                text = mountinfo.read_text()
+            except OSError as err:
+                raise CgroupError(f"{mountinfo}: {err.strerror}") from err
+            unified = paths.is_cgroup2(cgroup_root, paths.parse_mountinfo(text, str(mountinfo)))
     except CapctlError as err:
         return [Finding(Level.WARN, str(err))]
     if unified:

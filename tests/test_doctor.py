@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from capctl import doctor
@@ -83,3 +84,14 @@ def test_hook_detected(tmp_path: Path) -> None:
     assert any(f.level is doctor.Level.OK and "OCI hook installed" in f.what for f in findings)
     findings = doctor.check_runtimes([str(tmp_path / "none")])
     assert any(f.level is doctor.Level.WARN for f in findings)
+
+
+@pytest.mark.skipif(
+    not Path("/sys/fs/cgroup/unified/cgroup.procs").exists()
+    or not Path("/sys/fs/cgroup/devices/devices.list").exists(),
+    reason="needs a hybrid cgroup host (v1 devices + cgroup2 at /sys/fs/cgroup/unified)",
+)
+def test_cgroup_version_on_the_real_hybrid_host() -> None:
+    # No stand-in: the type of the file system mounted there, from our mountinfo.
+    assert "cgroup v1" in doctor.check_cgroups(Path("/sys/fs/cgroup"))[0].what
+    assert "cgroup v2" in doctor.check_cgroups(Path("/sys/fs/cgroup/unified"))[0].what

@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping
 from enum import Enum
 
 from capctl.errors import ParseError
-from capctl.record import init_fields, record
+from capctl.record import record
+
+_set = object.__setattr__  # a record's own __init__ sets its frozen fields (see record.py)
 
 #: The node directory and name pattern of a capability (root-relative, no leading slash).
 CAPS_DEV_DIR = "dev/nvidia-caps"
@@ -72,6 +74,20 @@ _MINOR = r"(?P<minor>0|[1-9][0-9]{0,6})"
 _MINORS_LINE = re.compile(r"(?P<name>\S+) " + _MINOR)
 #: A whole mig-minors line in one match (the file has 4322 of them; one regex per line).
 _MIG_MINORS_LINE = re.compile(r"(?P<name>" + _MIG_NAME.pattern + r") " + _MINOR)
+
+
+#: The same line grammars for a whole file at once (``re.M``, for :func:`_parse_minors_fast`),
+#: capturing only the name and the minor (``findall`` then yields plain pairs).
+_MIG_MINORS_ALL = re.compile(
+    "^"
+    + _MIG_MINORS_LINE.pattern.replace("(?P<fixed>", "(?:")
+    .replace("(?P<gpu>", "(?:")
+    .replace("(?P<gi>", "(?:")
+    .replace("(?P<ci>", "(?:")
+    + "$",
+    re.M,
+)
+_OTHER_MINORS_ALL = re.compile(r"^(?P<name>" + _OTHER_NAME.pattern + r") " + _MINOR + "$", re.M)
 _DEVICES_ENTRY = re.compile(r" *(?P<major>[0-9]{1,4}) (?P<name>\S+)")
 _CAPFILE_LINE = re.compile(
     r"(?P<key>DeviceFileMinor|DeviceFileMode|DeviceFileModify): (?P<value>[0-9]{1,7})"
@@ -179,7 +195,9 @@ class Capability:
     source: Source
 
     def __init__(self, name: str, minor: int, source: Source) -> None:
-        init_fields(self, name, minor, source)
+        _set(self, "name", name)
+        _set(self, "minor", minor)
+        _set(self, "source", source)
 
     @property
     def ref(self) -> MigRef:
@@ -214,9 +232,22 @@ class CapabilityTable:
     def __init__(self, caps: Iterable[Capability]):
         self._by_name: dict[str, Capability] = {}
         self._by_minor: dict[int, Capability] = {}
+        self._parts: Mapping[Source, list[Capability]] | None = None
         for cap in caps:
             self._by_name[cap.name] = cap
             self._by_minor[cap.minor] = cap
+
+    @classmethod
+    def of(
+        cls,
+        by_name: dict[str, Capability],
+        by_minor: dict[int, Capability],
+        parts: Mapping[Source, list[Capability]],
+    ) -> CapabilityTable:
+        """A table over dicts already built (and checked) by :func:`merge_tables`."""
+        table = cls.__new__(cls)
+        table._by_name, table._by_minor, table._parts = by_name, by_minor, parts
+        return table
 
     def __len__(self) -> int:
         return len(self._by_name)
@@ -236,6 +267,12 @@ class CapabilityTable:
     def names(self) -> list[str]:
         return list(self._by_name)
 
+    def of_source(self, source: Source) -> list[Capability]:
+        """The capabilities from one ``*-minors`` file, in file order."""
+        if self._parts is not None:
+            return list(self._parts.get(source, ()))
+        return [cap for cap in self._by_name.values() if cap.source is source]
+
 
 def parse_minors(text: str, path: str, source: Source) -> list[Capability]:
     """Parse a ``*-minors`` file: one ``<name> <minor>`` per line.
@@ -243,6 +280,34 @@ def parse_minors(text: str, path: str, source: Source) -> list[Capability]:
     Fails closed on a malformed line, a name that is not a capability name of this file's kind,
     an out-of-range minor and a repeated name or minor.
     """
+    fast = _parse_minors_fast(text, source)
+    return fast if fast is not None else _parse_minors_lines(text, path, source)
+
+
+def _parse_minors_fast(text: str, source: Source) -> list[Capability] | None:
+    """:func:`parse_minors` for a well-formed file in a few C-level passes; None if in doubt.
+
+    ``sync`` parses the 4322 lines of ``mig-minors`` on every run.  One ``findall`` of the
+    line grammar over the whole text finds the lines that are fine; if they are all the lines
+    (each match lies within one line and a line holds at most one), no name and no minor
+    repeats and every minor is in range, the file is accepted exactly as the line parser would
+    accept it.  Anything else (a bad line, a blank line, a repeat) returns None and the line
+    parser decides, with the file and line at fault.
+    """
+    pattern = _MIG_MINORS_ALL if source is Source.MIG else _OTHER_MINORS_ALL
+    pairs: list[tuple[str, str]] = pattern.findall(text)
+    lines = text.count("\n") + (not text.endswith("\n") and text != "")
+    if len(pairs) != lines or not pairs:
+        return None
+    names, minor_texts = zip(*pairs, strict=True)
+    minors = list(map(int, minor_texts))
+    if len(set(names)) != lines or len(set(minors)) != lines or max(minors) > MAX_MINOR:
+        return None
+    return list(map(Capability, names, minors, [source] * lines))
+
+
+def _parse_minors_lines(text: str, path: str, source: Source) -> list[Capability]:
+    """:func:`parse_minors` line by line: the reference, and every error's file and line."""
     caps: list[Capability] = []
     line_re = _MIG_MINORS_LINE if source is Source.MIG else _MINORS_LINE
     names: dict[str, int] = {}
@@ -314,6 +379,19 @@ def find_mig_capability(text: str, path: str, name: str) -> Capability | None:
 
 def merge_tables(parts: Mapping[Source, list[Capability]], where: str) -> CapabilityTable:
     """Join the minors files into one table; all share one major, so minors must not clash."""
+    by_name: dict[str, Capability] = {}
+    by_minor: dict[int, Capability] = {}
+    for caps in parts.values():
+        these = {cap.minor: cap for cap in caps}
+        if len(these) != len(caps) or not by_minor.keys().isdisjoint(these):
+            _refuse_shared_minor(parts, where)
+        by_minor.update(these)
+        by_name.update({cap.name: cap for cap in caps})
+    return CapabilityTable.of(by_name, by_minor, dict(parts))
+
+
+def _refuse_shared_minor(parts: Mapping[Source, list[Capability]], where: str) -> None:
+    """Raise naming the first two capabilities, in file order, that share a minor."""
     seen: dict[int, Capability] = {}
     for caps in parts.values():
         for cap in caps:
@@ -325,7 +403,7 @@ def merge_tables(parts: Mapping[Source, list[Capability]], where: str) -> Capabi
                     f"and {cap.name!r} ({cap.source.value})",
                 )
             seen[cap.minor] = cap
-    return CapabilityTable(c for caps in parts.values() for c in caps)
+    raise AssertionError("no shared minor")  # pragma: no cover: called only on a clash
 
 
 def parse_capability_file(text: str, path: str) -> CapabilityFile:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from capctl import caps
 from capctl.caps import Capability, CapabilityFile, CapabilityTable, Majors, Source
@@ -67,34 +68,54 @@ def load_table(host: Host) -> CapabilityTable:
 def _existing_mig(host: Host, table: CapabilityTable) -> dict[str, str]:
     """Map capability name -> proc file path for every capability file present now.
 
-    Walks the capabilities tree once (far fewer syscalls than a stat per ``mig-minors`` line).
-    A file that names a MIG capability missing from ``mig-minors`` is an inconsistency: fail.
+    Walks the capabilities tree once (far fewer syscalls than a stat per ``mig-minors`` line),
+    like ``os.walk``: symlinks to directories are not entered.  A file that names a MIG
+    capability missing from ``mig-minors`` is an inconsistency: fail.
     """
     found: dict[str, str] = {}
-    base = host.path(caps.CAPABILITIES_DIR)
-    for dirpath, _dirs, files in os.walk(base):
-        for fname in files:
-            full = os.path.join(dirpath, fname)
-            rel = os.path.relpath(full, host.root)
+    prefix = caps.CAPABILITIES_DIR + "/"
+    # (directory, its root-relative path), depth first, each directory's files before its
+    # subdirectories (the order os.walk gives).
+    todo = [(str(host.path(caps.CAPABILITIES_DIR)), caps.CAPABILITIES_DIR)]
+    while todo:
+        dirpath, reldir = todo.pop()
+        try:
+            with os.scandir(dirpath) as it:
+                entries = list(it)
+        except FileNotFoundError:
+            continue  # no capabilities directory (yet), or one vanished while walking
+        except OSError as err:
+            raise DriverError(f"{dirpath}: cannot read: {err.strerror or err}") from err
+        subdirs = []
+        for entry in entries:
+            rel = f"{reldir}/{entry.name}"
+            if entry.is_dir():
+                if not entry.is_symlink():
+                    subdirs.append((entry.path, rel))
+                continue
             name = caps.name_from_proc_relpath(rel)
             if name is None:
                 # Not a MIG capability: an nvlink/sys one if the table knows its path.
-                name = rel[len(caps.CAPABILITIES_DIR) + 1 :]
+                name = rel[len(prefix) :]
                 cap = table.get(name)
                 if cap is None or cap.proc_relpath != rel:
                     continue  # some other driver file; not ours to judge
             elif name not in table:
-                raise ParseError(full, f"capability {name!r} is not listed in mig-minors")
-            found[name] = full
-    for cap in table:
-        if cap.source is Source.NVLINK and os.path.exists(host.path(cap.proc_relpath)):
+                raise ParseError(entry.path, f"capability {name!r} is not listed in mig-minors")
+            found[name] = entry.path
+        todo.extend(reversed(subdirs))
+    for cap in table.of_source(Source.NVLINK):
+        if os.path.exists(host.path(cap.proc_relpath)):
             found[cap.name] = host.display(cap.proc_relpath)
     return found
 
 
 def read_capability_file(host: Host, cap: Capability) -> CapabilityFile | None:
     """The parsed proc file of ``cap``, None if absent; its minor must match the table."""
-    path = host.path(cap.proc_relpath)
+    return _read_capability_file(host.path(cap.proc_relpath), cap)
+
+
+def _read_capability_file(path: Path, cap: Capability) -> CapabilityFile | None:
     text = read_optional(path, _MAX_CAPFILE)
     if text is None:
         return None
@@ -110,10 +131,10 @@ def read_capability_file(host: Host, cap: Capability) -> CapabilityFile | None:
 
 def _existing_files(host: Host, table: CapabilityTable) -> dict[str, CapabilityFile]:
     existing: dict[str, CapabilityFile] = {}
-    for name in _existing_mig(host, table):
+    for name, path in _existing_mig(host, table).items():
         cap = table.get(name)
         assert cap is not None
-        cf = read_capability_file(host, cap)
+        cf = _read_capability_file(Path(path), cap)
         if cf is not None:
             existing[name] = cf
     return existing
@@ -185,6 +206,9 @@ class LazyTable(CapabilityTable):
 
     def names(self) -> list[str]:
         return self._all().names()
+
+    def of_source(self, source: Source) -> list[Capability]:
+        return self._all().of_source(source)
 
 
 class LazyFiles(Mapping[str, CapabilityFile]):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from collections.abc import Iterator
 
 from capctl.errors import NodeError, UnsafePathError, os_error
@@ -109,6 +110,13 @@ def exact_umask() -> Iterator[None]:
         os.umask(old)
 
 
+def new_node_owner(dir_fd: int) -> tuple[int, int]:
+    """The owner a node made in ``dir_fd`` gets: the effective uid, and the effective gid or,
+    in a set-group-ID directory, the directory's group (``inode_init_owner``, fs/inode.c)."""
+    st = os.fstat(dir_fd)
+    return os.geteuid(), st.st_gid if st.st_mode & stat.S_ISGID else os.getegid()
+
+
 def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
     """``lstat`` of ``name`` in ``dir_fd``; None if absent."""
     try:
@@ -146,7 +154,7 @@ def replace_with_node(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
         os.mknod(tmp, 0o020000 | mode, rdev, dir_fd=dir_fd)
-        if uid != os.geteuid() or gid != os.getegid():
+        if (uid, gid) != new_node_owner(dir_fd):
             os.chown(tmp, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as err:
@@ -163,7 +171,7 @@ def make_node(
     """Create a char node where nothing is (the fast path of a first ``sync``)."""
     try:
         os.mknod(name, 0o020000 | mode, rdev, dir_fd=dir_fd)
-        if uid != os.geteuid() or gid != os.getegid():
+        if (uid, gid) != new_node_owner(dir_fd):
             os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
     except FileExistsError:
         # Appeared since we looked (another writer without our lock): replace atomically.

@@ -16,7 +16,7 @@ from capctl import caps, nodes, safefs
 from capctl.caps import Capability
 from capctl.driver import DriverState
 from capctl.host import Host
-from capctl.nodes import Action, Change, NodeSpec
+from capctl.nodes import Action, Changes, NodeSpec
 
 CHAR_DIR = "dev/char"
 
@@ -45,13 +45,14 @@ class SyncPlan:
 
 @dataclass
 class SyncReport:
-    changes: list[Change] = field(default_factory=list)
-    link_changes: list[Change] = field(default_factory=list)
+    changes: Changes = field(default_factory=lambda: Changes("", [], []))
+    link_changes: Changes = field(default_factory=lambda: Changes("", [], []))
     skipped: list[Skip] = field(default_factory=list)
     dry_run: bool = False
 
     def count(self, action: Action) -> int:
-        return sum(1 for c in self.changes if c.action is action)
+        """How many nodes got ``action`` (links not counted)."""
+        return self.changes.tally(action)
 
 
 def plan(
@@ -65,28 +66,29 @@ def plan(
     """
     grants = grants or {}
     out = SyncPlan()
+    append = out.specs.append
+    existing = state.existing
+    major = state.caps_major
     for cap in state.table:
-        cf = state.existing.get(cap.name)
-        if cf is None and not everything:
-            continue
-        grant = grants.get(cap.name)
-        if cf is not None and not cf.modify and grant is None:
-            out.skipped.append(Skip(cap.name, "DeviceFileModify: 0 (managed by someone else)"))
-            continue
-        mode = cf.mode if cf is not None else caps.default_mode(cap.name)
+        name, minor = cap.name, cap.minor
+        cf = existing.get(name)
+        if cf is None:
+            if not everything:
+                continue
+            mode = caps.CONFIG_MODE if name == "config" else caps.DEFAULT_MODE  # default_mode
+        else:
+            mode = cf.mode
+        grant = grants.get(name) if grants else None
         if grant is not None:
             spec = NodeSpec(
-                caps.node_name(cap.minor),
-                state.caps_major,
-                cap.minor,
-                grant.mode,
-                grant.uid,
-                grant.gid,
-                grant.acl,
+                f"nvidia-cap{minor}", major, minor, grant.mode, grant.uid, grant.gid, grant.acl
             )
+        elif cf is not None and not cf.modify:
+            out.skipped.append(Skip(name, "DeviceFileModify: 0 (managed by someone else)"))
+            continue
         else:
-            spec = NodeSpec(caps.node_name(cap.minor), state.caps_major, cap.minor, mode)
-        out.specs.append((cap, spec))
+            spec = NodeSpec(f"nvidia-cap{minor}", major, minor, mode)  # caps.node_name
+        append((cap, spec))
     return out
 
 
@@ -96,10 +98,9 @@ def apply(host: Host, state: DriverState, p: SyncPlan, *, dry_run: bool = False)
     root_fd = safefs.open_root(str(host.root))
     try:
         if dry_run and not os.path.isdir(host.path(caps.CAPS_DEV_DIR)):
-            report.changes = [
-                Change(host.display(caps.node_relpath(spec.minor)), Action.CREATED, "missing")
-                for _cap, spec in p.specs
-            ]
+            report.changes = Changes.missing(
+                host.display(caps.CAPS_DEV_DIR), [spec.name for _cap, spec in p.specs]
+            )
             return report
         dir_fd = safefs.open_dir(
             root_fd, caps.CAPS_DEV_DIR, create=not dry_run, mode=0o755, display=str(host.root)
@@ -130,20 +131,21 @@ def _fix_dir_mode(dir_fd: int, dry_run: bool) -> None:
 
 def _ensure_char_links(
     host: Host, root_fd: int, state: DriverState, p: SyncPlan, dry_run: bool
-) -> list[Change]:
+) -> Changes:
     """``/dev/char/<major>:<minor>`` -> ``../nvidia-caps/nvidia-capN``.
 
     systemd's ``DeviceAllow=`` resolves nodes through these links, and nvidia-modprobe makes
     them too; udev would, but it does not know about nodes it did not create.
     """
+    major = state.caps_major
+    # bytes: what readlink(2) returns, compared without decoding (see nodes.ensure_links);
+    # spec.name is caps.node_name(minor).
     links = [
-        (f"{state.caps_major}:{spec.minor}", f"../nvidia-caps/{spec.name}") for _c, spec in p.specs
+        (b"%d:%d" % (major, spec.minor), b"../nvidia-caps/nvidia-cap%d" % spec.minor)
+        for _c, spec in p.specs
     ]
     if dry_run and not os.path.isdir(host.path(CHAR_DIR)):
-        return [
-            nodes.Change(f"{host.display(CHAR_DIR)}/{n}", Action.CREATED, "missing")
-            for n, _ in links
-        ]
+        return Changes.missing(host.display(CHAR_DIR), [n for n, _ in links])
     char_fd = safefs.open_dir(
         root_fd, CHAR_DIR, create=not dry_run, mode=0o755, display=str(host.root)
     )

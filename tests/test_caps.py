@@ -107,6 +107,114 @@ def test_blank_lines_are_allowed() -> None:
     assert len(caps.parse_minors("config 1\n\nmonitor 2\n", "f", Source.MIG)) == 2
 
 
+# The whole-file parser (one findall) must accept exactly what the line parser accepts, and
+# leave every error, with its line, to the line parser.  Each case is a full mig-minors with
+# one change; the line is the 1-based line the error names.
+FULL = simulated.mig_minors_text()
+MID = FULL.count("\n") // 2  # a line in the middle (its 0-based index)
+
+
+def _edit_line(index: int, line: str) -> str:
+    lines = FULL.splitlines(keepends=True)
+    lines[index] = line
+    return "".join(lines)
+
+
+BAD_IN_FULL = [
+    ("malformed-middle", _edit_line(MID, "gpu15/gi7/access  2000\n"), MID + 1, "malformed"),
+    ("junk-middle", _edit_line(MID, "hello\n"), MID + 1, "malformed"),
+    (
+        "unknown-name-middle",
+        _edit_line(MID, "gpu1/gi2/cx3/access 5000\n"),
+        MID + 1,
+        "capability name",
+    ),
+    (
+        "repeated-name-middle",
+        _edit_line(MID, "config 5000\n"),
+        MID + 1,
+        "'config' repeated (first on line 1)",
+    ),
+    ("repeated-minor-middle", _edit_line(MID, "gpu99/gi0/access 2\n"), MID + 1, "minor 2 repeated"),
+    (
+        "out-of-range-last",
+        FULL + "gpu99/gi0/access 1048576\n",
+        FULL.count("\n") + 1,
+        "out of range",
+    ),
+    ("cr-line-ending-first", "config 1\r\n" + FULL.split("\n", 1)[1], 1, None),
+    ("tab-last-line", FULL + "gpu99/gi0/access\t5000", FULL.count("\n") + 1, "malformed"),
+    ("nul-middle", _edit_line(MID, "gpu99/gi0/access 5000\0\n"), MID + 1, "malformed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "msg"), [b[1:] for b in BAD_IN_FULL], ids=[b[0] for b in BAD_IN_FULL]
+)
+def test_bad_line_in_full_file_names_its_line(text: str, line: int, msg: str | None) -> None:
+    assert caps._parse_minors_fast(text, Source.MIG) is None  # left to the line parser
+    if msg is None:  # a line the line parser accepts: both must still agree
+        assert caps.parse_minors(text, "f", Source.MIG) == caps._parse_minors_lines(
+            text, "f", Source.MIG
+        )
+        return
+    with pytest.raises(ParseError) as exc:
+        caps.parse_minors(text, "/x/mig-minors", Source.MIG)
+    assert exc.value.line == line
+    assert msg in str(exc.value)
+
+
+GOOD_VARIANTS = [
+    # (case, text, whether the whole-file parser takes it)
+    ("full", FULL, True),
+    ("no-final-newline", FULL.rstrip("\n"), True),
+    ("single-line", "config 1\n", True),
+    ("empty", "", False),
+    ("blank-line-middle", _edit_line(MID, "\n"), False),
+    ("spaces-line-middle", _edit_line(MID, "   \n"), False),
+    ("blank-line-last", FULL + "\n", False),
+    ("cr-separated", "config 1\rmonitor 2\r", False),
+    ("max-minor", "config 1048575\n", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "fast"), [g[1:] for g in GOOD_VARIANTS], ids=[g[0] for g in GOOD_VARIANTS]
+)
+def test_whole_file_parser_agrees_with_line_parser(text: str, fast: bool) -> None:
+    want = caps._parse_minors_lines(text, "f", Source.MIG)
+    got = caps._parse_minors_fast(text, Source.MIG)
+    assert (got is not None) == fast
+    if got is not None:
+        assert got == want
+    assert caps.parse_minors(text, "f", Source.MIG) == want
+
+
+@pytest.mark.parametrize(
+    ("source", "text"),
+    [
+        (Source.NVLINK, "fabric-mgmt 0\n"),
+        (Source.SYS, "fabric-imex-mgmt 4323\nfabric-imex-other 4324"),
+        (Source.NVLINK, "Fabric-mgmt 0\n"),
+        (Source.NVLINK, "gpu0/gi0/access 3\n"),
+        (Source.SYS, "fabric-mgmt 0\nfabric-mgmt 1\n"),
+    ],
+    ids=["nvlink", "sys-two", "nvlink-capital", "nvlink-mig-name", "sys-repeated"],
+)
+def test_whole_file_parser_other_sources(source: Source, text: str) -> None:
+    try:
+        want: list[caps.Capability] | str = caps._parse_minors_lines(text, "f", source)
+    except ParseError as err:
+        want = str(err)
+    got = caps._parse_minors_fast(text, source)
+    if isinstance(want, str):
+        assert got is None
+        with pytest.raises(ParseError):
+            caps.parse_minors(text, "f", source)
+    else:
+        assert got == want
+
+
 def test_other_minors_grammar() -> None:
     assert caps.parse_minors("fabric-mgmt 0\n", "f", Source.NVLINK)[0].name == "fabric-mgmt"
     with pytest.raises(ParseError):
@@ -162,6 +270,22 @@ def test_find_mig_capability_fails_closed(text: str, line: int, msg: str) -> Non
         caps.find_mig_capability(text, "/x/mig-minors", "config")
     assert str(exc.value).startswith(f"/x/mig-minors:{line}:")
     assert msg in str(exc.value)
+
+
+def test_merge_keeps_each_source() -> None:
+    mig = caps.parse_minors("config 1\nmonitor 2\n", "m", Source.MIG)
+    nvl = caps.parse_minors("fabric-mgmt 0\n", "n", Source.NVLINK)
+    table = caps.merge_tables({Source.MIG: mig, Source.NVLINK: nvl}, "minors")
+    assert table.of_source(Source.NVLINK) == nvl and table.of_source(Source.SYS) == []
+    assert caps.CapabilityTable(mig + nvl).of_source(Source.MIG) == mig
+    assert [c.name for c in table] == ["config", "monitor", "fabric-mgmt"]
+    assert table.by_minor(0) == nvl[0] and table.get("monitor") == mig[1]
+
+
+def test_merge_refuses_shared_minor_within_one_list() -> None:
+    twice = [caps.Capability("config", 1, Source.MIG), caps.Capability("monitor", 1, Source.MIG)]
+    with pytest.raises(ParseError, match="minor 1 given to both 'config'"):
+        caps.merge_tables({Source.MIG: twice}, "minors")
 
 
 def test_merge_refuses_shared_minor() -> None:

@@ -17,7 +17,7 @@ from capctl import caps, driver, simulated, sync
 from capctl.cli import cli
 from capctl.errors import NodeError, UnsafePathError
 from capctl.host import Host
-from capctl.nodes import Action
+from capctl.nodes import Action, Change
 
 from .conftest import needs_root
 
@@ -280,3 +280,179 @@ def test_cli_error_is_one_line(tmp_path: Path) -> None:
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("capctl: error: ") and "proc/devices" in lines[0]
     assert "Traceback" not in res.output
+
+
+# --- the fast paths of ensure (first run, re-run, partly populated) -------------------------
+
+
+def test_first_run_ignores_umask(sim_host: Host, sim_root: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        run_sync(sim_host, everything=True)
+    finally:
+        os.umask(old)
+    st = os.lstat(node(sim_root, "config"))
+    assert stat.S_IMODE(st.st_mode) == 0o400 and (st.st_uid, st.st_gid) == (0, 0)
+    st = os.lstat(node(sim_root, "gpu31/gi14/ci7/access"))
+    assert stat.S_IMODE(st.st_mode) == 0o444 and (st.st_uid, st.st_gid) == (0, 0)
+    assert stat.S_IMODE(os.stat(sim_root / CAPS).st_mode) == 0o755
+
+
+def test_partly_populated_directories(sim_host: Host, sim_root: Path) -> None:
+    """Nodes and links present up to some name, missing after: looked up, then listed."""
+    run_sync(sim_host)  # the existing capabilities only: config, monitor, ...
+    gone = node(sim_root, "gpu0/gi7/ci0/access")
+    gone.unlink()
+    (sim_root / "dev/char" / f"238:{simulated.minor_of(GI7)}").unlink()
+    report = run_sync(sim_host, everything=True)
+    n_existing = len(simulated.capability_names())
+    assert report.count(Action.CREATED) == 4324 - n_existing + 1
+    assert report.count(Action.UNCHANGED) == n_existing - 1
+    links = {c.path.rsplit("/", 1)[1]: c.action for c in report.link_changes}
+    assert links[f"238:{simulated.minor_of(GI7)}"] is Action.CREATED
+    assert links["238:1"] is Action.UNCHANGED
+    assert stat.S_ISCHR(os.lstat(gone).st_mode)
+    assert run_sync(sim_host, everything=True).count(Action.UNCHANGED) == 4324
+
+
+def test_last_node_missing_on_rerun(sim_host: Host, sim_root: Path) -> None:
+    run_sync(sim_host, everything=True)
+    last = node(sim_root, "gpu31/gi14/ci7/access")
+    last.unlink()
+    (sim_root / "dev/char/238:4322").unlink()
+    report = run_sync(sim_host, everything=True)
+    assert [c.path for c in report.changes if c.action is Action.CREATED] == [str(last)]
+    assert [c.path for c in report.link_changes if c.action is Action.CREATED] == [
+        str(sim_root / "dev/char/238:4322")
+    ]
+    assert os.readlink(sim_root / "dev/char/238:4322") == "../nvidia-caps/nvidia-cap4322"
+
+
+def test_setgid_directory_new_nodes_still_root_group(tmp_path: Path) -> None:
+    """A node made in a set-group-ID directory takes its group: capctl chowns it back."""
+    from capctl import nodes, safefs
+
+    d = tmp_path / "caps"
+    d.mkdir()
+    os.chown(d, 0, 1234)
+    os.chmod(d, 0o2755)
+    fd = safefs.open_root(str(d))
+    try:
+        assert safefs.new_node_owner(fd) == (0, 1234)
+        specs = [nodes.NodeSpec("a", 238, 1, 0o444), nodes.NodeSpec("b", 238, 2, 0o440, 0, 1234)]
+        changes = nodes.ensure_nodes(fd, specs, display_dir=str(d))
+        assert changes.tally(Action.CREATED) == 2
+        assert (os.lstat(d / "a").st_uid, os.lstat(d / "a").st_gid) == (0, 0)
+        assert (os.lstat(d / "b").st_uid, os.lstat(d / "b").st_gid) == (0, 1234)
+        assert nodes.ensure_nodes(fd, specs, display_dir=str(d)).tally(Action.UNCHANGED) == 2
+    finally:
+        os.close(fd)
+
+
+def _link(root: Path) -> Path:
+    return root / "dev/char" / f"238:{simulated.minor_of(GI7)}"
+
+
+def _relink(target: str) -> Callable[[Path], None]:
+    def make(p: Path) -> None:
+        p.unlink()
+        p.symlink_to(target)
+
+    return make
+
+
+LINK_REPAIRS: list[tuple[str, Callable[[Path], None], Action, str]] = [
+    (
+        "points-elsewhere",
+        _relink("../nvidia-caps/nvidia-cap1"),
+        Action.REPAIRED,
+        "points elsewhere",
+    ),
+    (
+        "absolute-target",
+        _relink("/dev/nvidia-caps/nvidia-cap21"),
+        Action.REPAIRED,
+        "points elsewhere",
+    ),
+    ("dangling", _relink("/nonexistent/capctl-test"), Action.REPAIRED, "points elsewhere"),
+    ("regular-file", _regular, Action.REPAIRED, "not a symlink"),
+    ("char-node", _mknod(stat.S_IFCHR | 0o444), Action.REPAIRED, "not a symlink"),
+    ("missing", lambda p: p.unlink(), Action.CREATED, "missing"),
+]
+
+
+@pytest.mark.parametrize(
+    ("damage", "action", "reason"),
+    [r[1:] for r in LINK_REPAIRS],
+    ids=[r[0] for r in LINK_REPAIRS],
+)
+def test_link_repairs(
+    sim_host: Host, sim_root: Path, damage: Callable[[Path], None], action: Action, reason: str
+) -> None:
+    run_sync(sim_host)
+    link = _link(sim_root)
+    inode = os.lstat(link).st_ino
+    damage(link)
+    dry = run_sync(sim_host, dry_run=True)
+    assert [
+        (c.path, c.action, c.reason) for c in dry.link_changes if c.action is not Action.UNCHANGED
+    ] == [(str(link), action, reason)]
+    report = run_sync(sim_host)
+    changed = [c for c in report.link_changes if c.action is not Action.UNCHANGED]
+    assert [(c.path, c.action, c.reason) for c in changed] == [(str(link), action, reason)]
+    assert os.readlink(link) == f"../nvidia-caps/nvidia-cap{simulated.minor_of(GI7)}"
+    assert os.lstat(link).st_ino != inode or action is Action.CREATED
+    assert all(c.action is Action.UNCHANGED for c in run_sync(sim_host).link_changes)
+
+
+def test_directory_at_link_path_refused(sim_host: Host, sim_root: Path) -> None:
+    run_sync(sim_host)
+    link = _link(sim_root)
+    link.unlink()
+    link.mkdir()
+    with pytest.raises(NodeError, match=r"238:\d+: is a directory"):
+        run_sync(sim_host)
+    assert link.is_dir()
+
+
+def test_report_changes_read_like_lists(sim_host: Host, sim_root: Path) -> None:
+    report = run_sync(sim_host)
+    n = len(simulated.capability_names())
+    assert len(report.changes) == len(report.link_changes) == n
+    both = report.changes + report.link_changes
+    assert isinstance(both, list) and len(both) == 2 * n
+    first = next(iter(report.changes))
+    assert first == Change(str(node(sim_root, "config")), Action.CREATED, "missing")
+    assert report.changes == list(report.changes) and report.changes != list(report.changes)[1:]
+    assert report.changes.tally(Action.CREATED) == report.count(Action.CREATED) == n
+    assert "nvidia-cap1" in repr(report.changes)
+
+
+def test_cli_sync_json_and_text(sim_root: Path) -> None:
+    import json
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["--root", str(sim_root), "sync", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    n = len(simulated.capability_names())
+    assert out["dry_run"] is False and out["skipped"] == []
+    assert out["nodes"][0] == {
+        "path": str(sim_root / CAPS / "nvidia-cap1"),
+        "action": "created",
+        "reason": "missing",
+    }
+    assert out["links"][0] == {
+        "path": str(sim_root / "dev/char/238:1"),
+        "action": "created",
+        "reason": "missing",
+    }
+    assert len(out["nodes"]) == len(out["links"]) == n
+    os.chmod(node(sim_root, GI7), 0o666)
+    res = runner.invoke(cli, ["--root", str(sim_root), "sync"])
+    assert res.output.splitlines() == [
+        f"repaired: {node(sim_root, GI7)} (mode 0666, want 0444)",
+        f"0 created, 1 repaired, {n - 1} unchanged, 0 skipped",
+    ]
+    res = runner.invoke(cli, ["--root", str(sim_root), "sync", "-v"])
+    assert f"unchanged: {sim_root / 'dev/char/238:1'}" in res.output.splitlines()

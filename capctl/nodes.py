@@ -330,9 +330,15 @@ def _create(dir_fd: int, specs: Sequence[NodeSpec], display_dir: str) -> None:
 
 
 def ensure_links(
-    dir_fd: int, links: Sequence[tuple[bytes, bytes]], *, display_dir: str, dry_run: bool = False
+    dir_fd: int,
+    names: Sequence[bytes],
+    targets: Sequence[bytes],
+    *,
+    display_dir: str,
+    dry_run: bool = False,
 ) -> Changes:
-    """Make each ``name`` in ``dir_fd`` a symlink to ``target`` (``/dev/char/M:m`` links).
+    """Make each of ``names`` in ``dir_fd`` a symlink to the same place in ``targets``
+    (``/dev/char/M:m`` links).
 
     Names and targets are bytes, as ``readlink(2)`` gives them (nothing to decode per link).
     A correct link costs one ``readlink``, a missing one a ``symlink`` (see :func:`_names_in`);
@@ -343,7 +349,7 @@ def ensure_links(
     append = outcomes.append
     readlink, symlink = os.readlink, os.symlink
     listing: set[bytes] | None = None
-    for name, target in links:
+    for name, target in zip(names, targets, strict=True):
         current: bytes | None = None  # None: nothing at the name; b"": not a symlink
         if listing is None or name in listing:
             try:
@@ -382,7 +388,7 @@ def ensure_links(
                     display=f"{display_dir}/{os.fsdecode(name)}",
                 )
         append(_MISSING)
-    return Changes(display_dir, [name for name, _target in links], outcomes)
+    return Changes(display_dir, names, outcomes)
 
 
 @contextmanager

@@ -137,21 +137,20 @@ def _ensure_char_links(
     systemd's ``DeviceAllow=`` resolves nodes through these links, and nvidia-modprobe makes
     them too; udev would, but it does not know about nodes it did not create.
     """
-    major = state.caps_major
-    # bytes: what readlink(2) returns, compared without decoding (see nodes.ensure_links);
-    # spec.name is caps.node_name(minor).
-    links = [
-        (b"%d:%d" % (major, spec.minor), b"../nvidia-caps/nvidia-cap%d" % spec.minor)
-        for _c, spec in p.specs
-    ]
+    # bytes: what readlink(2) returns, compared undecoded (nodes.ensure_links); the node's
+    # name is caps.node_name(minor).
+    minors = [spec.minor for _c, spec in p.specs]
+    prefix = b"%d:" % state.caps_major
+    names = [prefix + b"%d" % minor for minor in minors]
     if dry_run and not os.path.isdir(host.path(CHAR_DIR)):
-        return Changes.missing(host.display(CHAR_DIR), [n for n, _ in links])
+        return Changes.missing(host.display(CHAR_DIR), names)
+    targets = [b"../nvidia-caps/nvidia-cap%d" % minor for minor in minors]
     char_fd = safefs.open_dir(
         root_fd, CHAR_DIR, create=not dry_run, mode=0o755, display=str(host.root)
     )
     try:
         return nodes.ensure_links(
-            char_fd, links, display_dir=host.display(CHAR_DIR), dry_run=dry_run
+            char_fd, names, targets, display_dir=host.display(CHAR_DIR), dry_run=dry_run
         )
     finally:
         os.close(char_fd)

@@ -4,6 +4,12 @@ Goals (issue 2): first run within 2x of the raw mknod floor; a no-change re-run 
 faster than the first run.  Runs on tmpfs (/dev/shm, like a real /dev).  Needs root.
 
     python -m bench.bench_sync [--rounds N]
+
+Prints the medians of N rounds: the raw ``os.mknod`` loop (the floor of the goal), then
+``capctl sync --all`` run first and again (parsing, plan, lock, nodes and /dev/char links),
+then, for scale, the bare system calls each run cannot do without, as Python loops under
+directory fds: ``mknod`` + ``symlink`` per capability for the first run, ``lstat`` +
+``readlink`` for the re-run.
 """
 
 from __future__ import annotations
@@ -36,13 +42,39 @@ def capctl_sync(host: Host) -> float:
     return time.perf_counter() - t0
 
 
+def bare_syscalls(base: Path, minors: list[int], major: int) -> tuple[float, float]:
+    """Seconds for the first run's mknod+symlink and the re-run's lstat+readlink, bare."""
+    (base / "nvidia-caps").mkdir()
+    (base / "char").mkdir()
+    nodes_fd = os.open(base / "nvidia-caps", os.O_RDONLY | os.O_DIRECTORY)
+    links_fd = os.open(base / "char", os.O_RDONLY | os.O_DIRECTORY)
+    names = [f"nvidia-cap{m}" for m in minors]
+    links = [b"%d:%d" % (major, m) for m in minors]
+    targets = [b"../nvidia-caps/nvidia-cap%d" % m for m in minors]
+    try:
+        t0 = time.perf_counter()
+        for name, m in zip(names, minors, strict=True):
+            os.mknod(name, 0o020444, os.makedev(major, m), dir_fd=nodes_fd)
+        for link, target in zip(links, targets, strict=True):
+            os.symlink(target, link, dir_fd=links_fd)
+        t1 = time.perf_counter()
+        for name in names:
+            os.lstat(name, dir_fd=nodes_fd)
+        for link in links:
+            os.readlink(link, dir_fd=links_fd)
+        return t1 - t0, time.perf_counter() - t1
+    finally:
+        os.close(nodes_fd)
+        os.close(links_fd)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     try:
-        raw, first, again = [], [], []
+        raw, first, again, bare_first, bare_again = [], [], [], [], []
         for i in range(args.rounds):
             root = base / f"r{i}"
             simulated.build(root, dev_nodes=False)
@@ -51,8 +83,13 @@ def main() -> None:
             raw.append(raw_mknod(base / f"raw{i}", minors, simulated.CAPS_MAJOR))
             first.append(capctl_sync(host))
             again.append(capctl_sync(host))
+            (base / f"bare{i}").mkdir()
+            b1, b2 = bare_syscalls(base / f"bare{i}", minors, simulated.CAPS_MAJOR)
+            bare_first.append(b1)
+            bare_again.append(b2)
         n = len(minors)
         r, f, a = statistics.median(raw), statistics.median(first), statistics.median(again)
+        bf, ba = statistics.median(bare_first), statistics.median(bare_again)
         print(f"nodes: {n} (median of {args.rounds} rounds, on {base.parent})")
         print(f"raw os.mknod loop:          {r * 1e3:8.1f} ms  ({r / n * 1e6:.1f} us/node)")
         print(
@@ -61,6 +98,14 @@ def main() -> None:
         )
         print(
             f"capctl sync --all (again):  {a * 1e3:8.1f} ms  ({f / a:.1f}x faster than first; goal >= 3x)"
+        )
+        print(
+            f"bare mknod+symlink loops:   {bf * 1e3:8.1f} ms  ({bf / r:.2f}x the floor: what a first run"
+            " cannot go below)"
+        )
+        print(
+            f"bare lstat+readlink loops:  {ba * 1e3:8.1f} ms  ({bf / ba:.1f}x faster than the bare"
+            " first run: what a re-run cannot go below)"
         )
     finally:
         shutil.rmtree(base)

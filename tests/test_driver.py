@@ -132,3 +132,48 @@ def test_missing_mig_minors_either_way(sim_host: Host, sim_root: Path, lazy: boo
     (sim_root / "proc/driver/nvidia-caps/mig-minors").unlink()
     with pytest.raises(DriverError, match="mig-minors: missing"):
         driver.load(sim_host, lazy=lazy)
+
+
+# --- the capabilities tree walk --------------------------------------------------------------
+
+
+def test_symlinked_capability_directory_is_not_entered(
+    sim_host: Host, sim_root: Path, tmp_path: Path
+) -> None:
+    # Like os.walk: a link to a directory is not followed (its files are not capabilities).
+    elsewhere = tmp_path / "elsewhere/mig/gi9"
+    elsewhere.mkdir(parents=True)
+    minor = simulated.minor_of("gpu20/gi9/access")
+    (elsewhere / "access").write_text(
+        f"DeviceFileMinor: {minor}\nDeviceFileMode: 292\nDeviceFileModify: 1\n"
+    )
+    (sim_root / "proc/driver/nvidia/capabilities/gpu20").symlink_to(tmp_path / "elsewhere")
+    assert "gpu20/gi9/access" not in driver.load(sim_host).existing
+    (sim_root / "proc/driver/nvidia/capabilities/gpu20").unlink()
+    (tmp_path / "elsewhere").rename(sim_root / "proc/driver/nvidia/capabilities/gpu20")
+    assert "gpu20/gi9/access" in driver.load(sim_host).existing
+
+
+def test_capabilities_tree_walk_finds_every_file(sim_host: Host, sim_root: Path) -> None:
+    base = sim_root / "proc/driver/nvidia/capabilities"
+    on_disk = {str(p) for p in base.rglob("*") if p.is_file()}
+    found = driver._existing_mig(sim_host, driver.load_table(sim_host))
+    assert set(found.values()) == on_disk
+    assert found["gpu0/gi7/ci0/access"] == str(base / "gpu0/mig/gi7/ci0/access")
+
+
+def test_no_capabilities_directory_means_none_exist(sim_host: Host, sim_root: Path) -> None:
+    import shutil
+
+    shutil.rmtree(sim_root / "proc/driver/nvidia/capabilities")
+    assert dict(driver.load(sim_host).existing) == {}
+
+
+def test_capabilities_path_not_a_directory_is_an_error(sim_host: Host, sim_root: Path) -> None:
+    import shutil
+
+    base = sim_root / "proc/driver/nvidia/capabilities"
+    shutil.rmtree(base)
+    base.write_text("not a directory\n")
+    with pytest.raises(DriverError, match="capabilities: cannot read"):
+        driver.load(sim_host)

@@ -121,7 +121,8 @@ class Changes:
     def __iter__(self) -> Iterator[Change]:
         where = self._dir
         for name, (action, reason) in zip(self._names, self._outcomes, strict=True):
-            yield Change(f"{where}/{os.fsdecode(name)}", action, reason)
+            text = name if isinstance(name, str) else os.fsdecode(name)
+            yield Change(f"{where}/{text}", action, reason)
 
     def __add__(self, other: Iterable[Change]) -> list[Change]:
         return [*self, *other]

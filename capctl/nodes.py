@@ -20,11 +20,10 @@ from enum import Enum
 
 from capctl import safefs
 from capctl.errors import NodeError, os_error
-from capctl.record import record
+from capctl.record import record, set_field
 
 ACL_XATTR = "system.posix_acl_access"
 _CHR = stat.S_IFCHR
-_set = object.__setattr__  # a record's own __init__ sets its frozen fields (see record.py)
 
 
 TYPE_CHECKING = False
@@ -78,9 +77,9 @@ class Change:
     reason: str = ""
 
     def __init__(self, path: str, action: Action, reason: str = "") -> None:
-        _set(self, "path", path)
-        _set(self, "action", action)
-        _set(self, "reason", reason)
+        set_field(self, "path", path)
+        set_field(self, "action", action)
+        set_field(self, "reason", reason)
 
 
 #: What ensure did to one name: an action and its reason, shared between names where equal.
@@ -256,13 +255,14 @@ def ensure_nodes(
     create: list[NodeSpec] = []
     lstat, makedev = os.lstat, os.makedev
     listing: set[str] | None = None
-    for spec in specs:
+    last = len(specs) - 1
+    for i, spec in enumerate(specs):
         name, major, minor, mode, uid, gid, acl = spec
         if listing is None or name in listing:
             try:
                 st = lstat(name, dir_fd=dir_fd)
             except FileNotFoundError:
-                if listing is None:
+                if listing is None and i < last:  # the hook ensures one node per call
                     listing = _names_in(dir_fd)
                 st = None
         else:

@@ -13,7 +13,7 @@ from methods shared by every record.  Type checkers see it as a frozen dataclass
         frontend: int | None = None
 
 A class that defines its own ``__init__`` keeps it (the hot records of ``sync`` do, for
-speed) and must set every field with ``object.__setattr__`` or :func:`init_fields`.
+speed) and must set every field with :data:`set_field` or :func:`init_fields`.
 Mutable state holders stay ordinary classes.
 """
 
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     _T = TypeVar("_T")
 
 _MISSING = object()
-_set = object.__setattr__
+#: How a record's own fast ``__init__`` sets a (frozen) field: ``set_field(self, "x", x)``.
+set_field = _set = object.__setattr__
 
 
 def _fields(cls: type) -> tuple[str, ...]:

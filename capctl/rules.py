@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 from capctl.errors import CgroupError, ParseError
 from capctl.record import record
+from capctl.record import set_field as _set
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -89,7 +90,6 @@ RW = Access("rw")
 RWM = Access("rwm")
 _ACCESS_RE = re.compile(r"[rwm]{1,3}")
 
-_set = object.__setattr__
 
 
 @record

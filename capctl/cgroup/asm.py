@@ -11,6 +11,7 @@ import struct
 import sys
 
 from capctl.record import record
+from capctl.record import set_field as _set
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ _SIZE_NAME = {W: "u32", H: "u16", B: "u8", DW: "u64"}
 # Byte order of the dst/src nibbles follows the C bitfield layout of the host.
 _LITTLE = sys.byteorder == "little"
 
-_set = object.__setattr__
 
 
 @record

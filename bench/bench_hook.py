@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 
 from capctl import simulated
+from capctl.main import HOOK_INTERPRETER_ARGS
 
 V1 = Path("/sys/fs/cgroup/devices")
 
@@ -71,7 +72,7 @@ def bench_hook(base: Path, runs: int, python: str) -> None:
     variants = (("capctl hook (1 MIG dev):", base / "none.toml"),
                 ("  ... with a config file:", config_file))
     for label, cfg in variants:
-        hook = [python, "-I", "-m", "capctl", "--root", str(host), "--topology",
+        hook = [python, *HOOK_INTERPRETER_ARGS, "--root", str(host), "--topology",
                 str(host / "topology.json"), "--config", str(cfg), "hook"]
         times = hook_times(hook, bundle, env, runs)
         h50 = statistics.median(times)

@@ -337,7 +337,7 @@ def revoke_cmd(host: Host, capability: str, user: str | None, group: str | None)
     out = grants.revoke(host, capability, kind, who)
     for p in out.principals:
         click.echo(f"revoked: {out.capability} from {p}")
-    if out.applied and not grants.load_policy(host.config).get(out.capability):
+    if out.applied and not grants.load_policy(Path(host.config)).get(out.capability):
         click.echo(f"{out.capability}: no grants left; driver defaults restored")
 
 

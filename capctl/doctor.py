@@ -8,6 +8,7 @@ look at the real machine, as the hook would.
 from __future__ import annotations
 
 import glob
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -59,13 +60,13 @@ def check_driver(host: Host) -> list[Finding]:
         )
     mig_minors = host.path(f"{caps.MINORS_DIR}/mig-minors")
     capdir = host.path(caps.CAPABILITIES_DIR)
-    if mig_minors.exists() and majors.caps is not None:
+    if os.path.exists(mig_minors) and majors.caps is not None:
         out.append(
             Finding(
                 Level.OK, f"capabilities use the /dev interface (nvidia-caps major {majors.caps})"
             )
         )
-    elif capdir.exists():
+    elif os.path.exists(capdir):
         out.append(
             Finding(
                 Level.FAIL,
@@ -191,7 +192,7 @@ def check_runtimes(hook_dirs: Iterable[str] = HOOK_DIRS) -> list[Finding]:
 
 def check_config(host: Host) -> list[Finding]:
     try:
-        st = host.config.stat()
+        st = os.stat(host.config)
     except FileNotFoundError:
         return [Finding(Level.OK, f"{host.config} absent: no grants (created by 'capctl grant')")]
     if not is_root_owned_safe(st):

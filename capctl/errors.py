@@ -9,7 +9,6 @@ happen, with ``raise ... from err`` so the cause survives for debugging.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 
 class CapctlError(Exception):
@@ -71,6 +70,6 @@ class HookError(CapctlError):
     """The OCI hook input (state, bundle config, request) is malformed or refused."""
 
 
-def os_error(path: str | os.PathLike[str] | Path, err: OSError, doing: str) -> NodeError:
+def os_error(path: str | os.PathLike[str], err: OSError, doing: str) -> NodeError:
     """Translate an :class:`OSError` on *path* into a :class:`NodeError` naming both."""
     return NodeError(path, f"{doing}: {err.strerror or err}")

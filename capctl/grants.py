@@ -337,7 +337,7 @@ def write_modify(host: Host, cap: Capability, cf: CapabilityFile, modify: bool) 
     new = record.replace(cf, modify=modify)
     if cf.modify == modify:
         return new
-    path = host.path(cap.proc_relpath)
+    path = Path(host.path(cap.proc_relpath))
     try:
         st = os.stat(path)
         if stat.S_ISREG(st.st_mode) and st.st_size > 0:
@@ -402,13 +402,13 @@ def grant(host: Host, cap_text: str, kind: Kind, who: str) -> Outcome:
             "(use mig-config, mig-monitor or a name from 'capctl list')"
         )
     principal = resolve(kind, who)
-    with locked(host.config):
-        doc = load_document(host.config)
+    with locked(Path(host.config)):
+        doc = load_document(Path(host.config))
         before = doc.policy.get(name)
         after = before.with_(principal)
         changed = after != before
         if changed:
-            save_document(host.config, replace(doc, policy=doc.policy.set(name, after)))
+            save_document(Path(host.config), replace(doc, policy=doc.policy.set(name, after)))
         applied = _apply_one(host, state, cap, after)
     return Outcome(name, (principal,), changed, applied)
 
@@ -418,8 +418,8 @@ def revoke(host: Host, cap_text: str, kind: Kind | None = None, who: str | None 
     name = canonical_name(cap_text)
     if not caps.is_valid_name(name):
         raise ConfigError(f"unknown capability {cap_text!r}")
-    with locked(host.config):
-        doc = load_document(host.config)
+    with locked(Path(host.config)):
+        doc = load_document(Path(host.config))
         before = doc.policy.get(name)
         if not before:
             raise ConfigError(f"{host.config}: no grants for {name!r}")
@@ -435,7 +435,7 @@ def revoke(host: Host, cap_text: str, kind: Kind | None = None, who: str | None 
         after = before
         for p in gone:
             after = after.without(p)
-        save_document(host.config, replace(doc, policy=doc.policy.set(name, after)))
+        save_document(Path(host.config), replace(doc, policy=doc.policy.set(name, after)))
         try:
             state: DriverState | None = driver.load(host)
         except DriverError:
@@ -447,16 +447,16 @@ def revoke(host: Host, cap_text: str, kind: Kind | None = None, who: str | None 
 
 def ownership(host: Host) -> dict[str, sync.Ownership]:
     """Node ownership every grant demands, for ``sync``, ``list`` and the doctor."""
-    return load_policy(host.config).ownership()
+    return load_policy(Path(host.config)).ownership()
 
 
 def sync_host(host: Host, *, everything: bool = False, dry_run: bool = False) -> sync.SyncReport:
     """``capctl sync`` with grants: re-pin the proc files of granted capabilities that exist
     (a driver reload resets ``DeviceFileModify`` to 1), then create or repair every node."""
-    lock = contextlib.nullcontext() if dry_run or not host.config.parent.is_dir() else \
-        locked(host.config, shared=True)
+    lock = contextlib.nullcontext() if dry_run or not Path(host.config).parent.is_dir() else \
+        locked(Path(host.config), shared=True)
     with lock:
-        policy = load_policy(host.config)
+        policy = load_policy(Path(host.config))
         state = driver.load(host)
         own = policy.ownership()
         if not dry_run:
@@ -491,5 +491,5 @@ class GrantView:
 
 
 def describe(host: Host) -> list[GrantView]:
-    return [GrantView(name, g) for name, g in load_policy(host.config).grants.items()]
+    return [GrantView(name, g) for name, g in load_policy(Path(host.config)).grants.items()]
 

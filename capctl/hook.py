@@ -21,12 +21,10 @@ a runtime passing the container's environment to hooks would hand us (CVE-2025-2
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import syslog
 import time
-from pathlib import Path
 
 from capctl import nodes, oci, safefs
 from capctl.errors import CapctlError, HookError, NodeError
@@ -57,7 +55,7 @@ class Log:
     Quiet on stdout: runtimes may treat hook output as an error or drop it.
     """
 
-    def __init__(self, path: Path | None = None):
+    def __init__(self, path: str | None = None):
         self.path = path
         self.container = "-"
         # A C module: cheap to import, and silent where there is no /dev/log.
@@ -89,11 +87,12 @@ class Made:
 
     def rollback(self) -> None:
         for dir_fd, name in reversed(self.nodes):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=dir_fd)
+            safefs.unlink_if_present(dir_fd, name)
         for dir_fd, name in reversed(self.dirs):
-            with contextlib.suppress(OSError):
+            try:
                 os.rmdir(name, dir_fd=dir_fd)
+            except OSError:
+                pass
 
     def close(self) -> None:
         for fd in self.fds:
@@ -140,7 +139,7 @@ def _ensure(dir_fd: int, specs: list[NodeSpec], display: str, made: Made) -> lis
 
 
 def make_container_nodes(
-    pid: int, rootfs: str, plan: Plan, made: Made, *, proc: Path = Path("/proc")
+    pid: int, rootfs: str, plan: Plan, made: Made, *, proc: str = "/proc"
 ) -> list[str]:
     """Create the plan's nodes under the container's rootfs, in its mount namespace."""
     where = f"container rootfs {rootfs}"
@@ -174,7 +173,7 @@ def make_container_nodes(
     return did
 
 
-def run(host: Host, stdin: BinaryIO, log: Log, *, proc: Path = Path("/proc")) -> None:
+def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
     """The whole hook; raises :class:`CapctlError` on any refusal or failure."""
     state = oci.parse_state(read_limited(stdin, oci.MAX_STATE, "container state (stdin)"))
     log.container = state.id
@@ -273,12 +272,14 @@ def main(host: Host, *, stdin: BinaryIO | None = None) -> int:
 
 
 def _report(log: Log, message: str) -> None:
-    with contextlib.suppress(OSError):
+    try:
         log(f"error: {message}")
+    except OSError:
+        pass
     sys.stderr.write(f"capctl: error: {message}\n")
 
 
-def _log_path(host: Host) -> Path | None:
+def _log_path(host: Host) -> str | None:
     from capctl import settings
 
     return settings.load(host.config).hook_log

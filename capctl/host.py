@@ -9,35 +9,54 @@ root).  Cgroups and container processes are always the real ones and are not und
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from capctl.errors import DriverError, ParseError
-from capctl.record import record
+from capctl.record import record, set_field
 
-DEFAULT_CONFIG = Path("/etc/capctl/capctl.toml")
+DEFAULT_CONFIG = "/etc/capctl/capctl.toml"
 
 #: Largest driver file capctl reads.  A full ``mig-minors`` is about 100 KiB.
 MAX_DRIVER_FILE = 1 << 20
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    StrPath: TypeAlias = str | os.PathLike[str]
+
 
 @record
 class Host:
-    """The roots capctl works under."""
+    """The roots capctl works under, as ``str`` paths (the hook does not import pathlib).
 
-    root: Path = Path("/")
-    config: Path = DEFAULT_CONFIG
-    topology: Path | None = None
+    The constructor also takes :class:`os.PathLike` objects (a ``Path``) and stores their
+    string.
+    """
 
-    def path(self, relpath: str) -> Path:
+    root: str = "/"
+    config: str = DEFAULT_CONFIG
+    topology: str | None = None
+
+    def __init__(
+        self,
+        root: StrPath = "/",
+        config: StrPath = DEFAULT_CONFIG,
+        topology: StrPath | None = None,
+    ) -> None:
+        set_field(self, "root", os.fspath(root))
+        set_field(self, "config", os.fspath(config))
+        set_field(self, "topology", None if topology is None else os.fspath(topology))
+
+    def path(self, relpath: str) -> str:
         """A root-relative path (``proc/devices``) as a real path under the root."""
-        return self.root / relpath
+        return os.path.join(self.root, relpath)
 
     def display(self, relpath: str) -> str:
         """How to name a root-relative path in messages: the real path."""
-        return str(self.path(relpath))
+        return self.path(relpath)
 
 
-def read_bounded(path: Path, limit: int = MAX_DRIVER_FILE) -> str:
+def read_bounded(path: StrPath, limit: int = MAX_DRIVER_FILE) -> str:
     """Read a text file of at most ``limit`` bytes; larger is an error, not a truncation."""
     try:
         with open(path, "rb") as f:
@@ -54,7 +73,7 @@ def read_bounded(path: Path, limit: int = MAX_DRIVER_FILE) -> str:
         raise ParseError(path, f"not ASCII text (byte {err.start})") from err
 
 
-def read_optional(path: Path, limit: int = MAX_DRIVER_FILE) -> str | None:
+def read_optional(path: StrPath, limit: int = MAX_DRIVER_FILE) -> str | None:
     """:func:`read_bounded`, or None if the file does not exist."""
     try:
         return read_bounded(path, limit)

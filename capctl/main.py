@@ -2,16 +2,22 @@
 
 ``capctl [--root R] [--topology T] [--config C] hook`` runs on every container start, so it
 skips click (about 13 ms of imports) and goes straight to :mod:`capctl.hook` with options
-taken from the arguments only, never from the environment.  Every other command line,
+taken from the arguments only, never from the environment.  Nothing on that path imports
+re, enum, pathlib, json, contextlib or typing (``tests/test_hook_imports.py``).  Every other command line,
 including malformed hook invocations and ``hook --help``, goes to the click CLI.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 _OPTIONS = ("--root", "--topology", "--config")
+
+#: How runtimes start the hook: ``<python> -I -c "..." [options] hook`` (see ``hooks/``).
+#: ``-I`` isolates the interpreter from the environment a runtime may pass through
+#: (``PYTHONPATH``, user site-packages).  ``-c``, not ``-m capctl``: ``-m`` imports runpy
+#: (about 3 ms of every container start, issue 5) and pip's console script imports ``re``.
+HOOK_INTERPRETER_ARGS = ("-I", "-c", "from capctl.main import main; main()")
 
 
 def hook_options(argv: list[str]) -> dict[str, str] | None:
@@ -43,11 +49,10 @@ def main() -> None:
         from capctl.hook import main as hook_main
         from capctl.host import DEFAULT_CONFIG, Host
 
-        topology = opts.get("--topology")
         host = Host(
-            root=Path(opts.get("--root", "/")),
-            config=Path(opts.get("--config", str(DEFAULT_CONFIG))),
-            topology=Path(topology) if topology else None,
+            root=opts.get("--root", "/"),
+            config=opts.get("--config", DEFAULT_CONFIG),
+            topology=opts.get("--topology"),
         )
         sys.exit(hook_main(host))
     from capctl.cli import main as cli_main

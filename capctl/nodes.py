@@ -13,13 +13,11 @@ import errno
 import fcntl
 import os
 import stat
-from collections import namedtuple
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from enum import Enum
+from _operator import itemgetter
 
 from capctl import safefs
 from capctl.errors import NodeError, os_error
+from capctl.litenum import Enum
 from capctl.record import record, set_field
 
 ACL_XATTR = "system.posix_acl_access"
@@ -28,6 +26,7 @@ _CHR = stat.S_IFCHR
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
     from typing import NamedTuple
 
     class _NodeFields(NamedTuple):
@@ -40,10 +39,28 @@ if TYPE_CHECKING:
         acl: bytes | None = None
 
 else:
-    # collections.namedtuple, not typing.NamedTuple: the hook does not import typing.
-    _NodeFields = namedtuple(
-        "_NodeFields", "name major minor mode uid gid acl", defaults=(0, 0, None)
-    )
+    # Written out, not collections.namedtuple: the hook imports neither typing nor collections.
+    class _NodeFields(tuple):
+        __slots__ = ()
+        _names = ("name", "major", "minor", "mode", "uid", "gid", "acl")
+
+        def __new__(cls, name, major, minor, mode, uid=0, gid=0, acl=None):
+            return tuple.__new__(cls, (name, major, minor, mode, uid, gid, acl))
+
+        def __getnewargs__(self):
+            return tuple(self)
+
+        def __repr__(self):
+            fields = ", ".join(f"{n}={v!r}" for n, v in zip(self._names, self, strict=True))
+            return f"{type(self).__name__}({fields})"
+
+        name = property(itemgetter(0))
+        major = property(itemgetter(1))
+        minor = property(itemgetter(2))
+        mode = property(itemgetter(3))
+        uid = property(itemgetter(4))
+        gid = property(itemgetter(5))
+        acl = property(itemgetter(6))
 
 
 class NodeSpec(_NodeFields):
@@ -218,8 +235,7 @@ def _write(dir_fd: int, spec: NodeSpec, display: str, *, replace: bool) -> None:
         _set_acl(dir_fd, tmp, spec.acl, display)
         os.rename(tmp, spec.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
+        safefs.unlink_quietly(dir_fd, tmp)
         raise
 
 
@@ -392,14 +408,18 @@ def ensure_links(
     return Changes(display_dir, names, outcomes)
 
 
-@contextmanager
-def locked(dir_fd: int, display: str) -> Iterator[None]:
+class locked:
     """Hold an exclusive ``flock`` on a directory for the duration (serialises ``sync``)."""
-    try:
-        fcntl.flock(dir_fd, fcntl.LOCK_EX)
-    except OSError as err:
-        raise os_error(display, err, "cannot lock") from err
-    try:
-        yield
-    finally:
-        fcntl.flock(dir_fd, fcntl.LOCK_UN)
+
+    def __init__(self, dir_fd: int, display: str) -> None:
+        self.dir_fd = dir_fd
+        self.display = display
+
+    def __enter__(self) -> None:
+        try:
+            fcntl.flock(self.dir_fd, fcntl.LOCK_EX)
+        except OSError as err:
+            raise os_error(self.display, err, "cannot lock") from err
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.dir_fd, fcntl.LOCK_UN)

@@ -33,10 +33,8 @@ holds CAP_SYS_ADMIN in its bounding set is the hook's job, not this module's.
 
 from __future__ import annotations
 
-import enum
 import os
 import stat
-from collections.abc import Iterable, Mapping
 
 from capctl import caps
 from capctl import devices as devices  # re-exported: the hook calls resolve.devices
@@ -53,12 +51,14 @@ from capctl.devices import (
 from capctl.driver import DriverState
 from capctl.errors import DeviceError, DriverError, NodeError, TopologyError, os_error
 from capctl.host import Host
+from capctl.litenum import Enum
 from capctl.nodes import file_kind
 from capctl.record import record, replace
 from capctl.topology import Gpu, MigDevice, Topology
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from typing import Any
 
 # Fixed minors of the driver's control and UVM nodes (open-gpu-kernel-modules:
@@ -358,7 +358,7 @@ def resolve_visible_devices(value: str | None, host: Host, *,
 # --- NVIDIA_MIG_CONFIG_DEVICES / NVIDIA_MIG_MONITOR_DEVICES -----------------------------------
 
 
-class MigAdmin(enum.Enum):
+class MigAdmin(Enum):
     """The two MIG administration capabilities a container may ask for with ``=all``."""
 
     CONFIG = "config"  # NVIDIA_MIG_CONFIG_DEVICES

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from capctl.errors import ConfigError, ParseError
 from capctl.host import is_root_owned_safe
@@ -23,15 +22,17 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from capctl.host import StrPath
+
 MAX_CONFIG = 1 << 20
 
 
 @record
 class Settings:
-    hook_log: Path | None = None
+    hook_log: str | None = None
 
 
-def read_table(path: Path) -> dict[str, Any] | None:
+def read_table(path: StrPath) -> dict[str, Any] | None:
     """The whole config file as a TOML table; None if it does not exist.
 
     The one reader of the config file (settings here, grants in :mod:`capctl.grants`).
@@ -67,7 +68,7 @@ def read_table(path: Path) -> dict[str, Any] | None:
         ) from err
 
 
-def load(path: Path) -> Settings:
+def load(path: StrPath) -> Settings:
     table = read_table(path)
     if table is None:
         return Settings()
@@ -82,4 +83,4 @@ def load(path: Path) -> Settings:
         return Settings()
     if not isinstance(log_file, str) or not log_file.startswith("/"):
         raise ConfigError(f"{path}: [hook] log_file must be an absolute path")
-    return Settings(hook_log=Path(log_file))
+    return Settings(hook_log=log_file)

@@ -149,7 +149,7 @@ def test_grant_applies_acl_and_pins_proc_file(sim_host: Host, sim_root: Path) ->
     # The config file: root-owned 0644, our schema.
     cst = os.stat(sim_host.config)
     assert (stat.S_IMODE(cst.st_mode), cst.st_uid) == (0o644, 0)
-    assert tomllib.loads(sim_host.config.read_text())["grants"]["config"] == {
+    assert tomllib.loads(Path(sim_host.config).read_text())["grants"]["config"] == {
         "users": [{"name": "nobody", "uid": NOBODY}], "groups": [{"name": "daemon", "gid": 1}],
     }
     # Granting again changes nothing.
@@ -188,18 +188,18 @@ def test_revoke_one_then_last_restores_defaults(sim_host: Host, sim_root: Path) 
     assert proc(sim_root, GI7).read_text() == (
         f"DeviceFileMinor: {simulated.minor_of(GI7)}\nDeviceFileMode: 292\nDeviceFileModify: 1\n"
     )
-    assert "grants" not in tomllib.loads(sim_host.config.read_text())
+    assert "grants" not in tomllib.loads(Path(sim_host.config).read_text())
 
 
 @needs_root
 def test_revoke_by_uid_and_unknown_principal(sim_host: Host) -> None:
     run(sim_host, "grant", "config", "--user", "nobody")
-    before = sim_host.config.read_bytes()
+    before = Path(sim_host.config).read_bytes()
     r = run(sim_host, "revoke", "config", "--user", "bin")
     assert r.exit_code == 1 and "user 'bin' holds no grant for 'config'" in r.output
     r = run(sim_host, "revoke", "monitor")
     assert r.exit_code == 1 and "no grants for 'monitor'" in r.output
-    assert sim_host.config.read_bytes() == before
+    assert Path(sim_host.config).read_bytes() == before
     r = run(sim_host, "revoke", "config", "--user", str(NOBODY))
     assert r.exit_code == 0, r.output
 
@@ -220,12 +220,12 @@ def test_unknown_names_write_nothing(
     sim_host: Host, sim_root: Path, args: list[str], msg: str
 ) -> None:
     run(sim_host, "grant", "monitor", "--user", "nobody")
-    before = sim_host.config.read_bytes()
+    before = Path(sim_host.config).read_bytes()
     proc_before = proc(sim_root, "config").read_bytes()
     r = run(sim_host, *args)
     assert r.exit_code == 1
     assert r.output.startswith("capctl: error: ") and msg in r.output, r.output
-    assert sim_host.config.read_bytes() == before
+    assert Path(sim_host.config).read_bytes() == before
     assert proc(sim_root, "config").read_bytes() == proc_before
 
 
@@ -241,34 +241,34 @@ def test_usage_errors(sim_host: Host, args: list[str]) -> None:
 
 @needs_root
 def test_corrupt_config_is_an_error_and_kept(sim_host: Host) -> None:
-    sim_host.config.write_text("[grants.config\nusers = 1\n")
-    before = sim_host.config.read_bytes()
+    Path(sim_host.config).write_text("[grants.config\nusers = 1\n")
+    before = Path(sim_host.config).read_bytes()
     for args in (["grant", "config", "--user", "nobody"], ["sync"], ["grants"], ["list"]):
         r = run(sim_host, *args)
         assert r.exit_code == 1, (args, r.output)
         assert f"capctl: error: {sim_host.config}: not valid TOML" in r.output
-    assert sim_host.config.read_bytes() == before
+    assert Path(sim_host.config).read_bytes() == before
 
 
 @needs_root
 @pytest.mark.parametrize(("mode", "uid"), [(0o664, 0), (0o646, 0), (0o644, NOBODY)],
                          ids=["group-writable", "world-writable", "not-root-owned"])
 def test_unsafe_config_refused(sim_host: Host, mode: int, uid: int) -> None:
-    sim_host.config.write_text("")
+    Path(sim_host.config).write_text("")
     os.chmod(sim_host.config, mode)
     os.chown(sim_host.config, uid, 0)
     with pytest.raises(ConfigError, match="refusing"):
-        grants.load_document(sim_host.config)
+        grants.load_document(Path(sim_host.config))
     r = run(sim_host, "grant", "config", "--user", "nobody")
     assert r.exit_code == 1 and "refusing" in r.output
 
 
 @needs_root
 def test_other_tables_survive_a_grant(sim_host: Host) -> None:
-    sim_host.config.write_text('[hook]\nlog_file = "/var/log/capctl-hook.log"\n')
+    Path(sim_host.config).write_text('[hook]\nlog_file = "/var/log/capctl-hook.log"\n')
     os.chmod(sim_host.config, 0o644)
     assert run(sim_host, "grant", "config", "--user", "nobody").exit_code == 0
-    doc = tomllib.loads(sim_host.config.read_text())
+    doc = tomllib.loads(Path(sim_host.config).read_text())
     assert doc["hook"] == {"log_file": "/var/log/capctl-hook.log"}
 
 
@@ -312,10 +312,10 @@ def test_grants_listing(sim_host: Host) -> None:
     run(sim_host, "grant", "config", "--user", "nobody")
     run(sim_host, "grant", "config", "--group", "daemon")
     # A grant whose stored name no longer matches its uid (renamed or deleted user).
-    doc = grants.load_document(sim_host.config)
+    doc = grants.load_document(Path(sim_host.config))
     stale = grants.Principal(Kind.USER, 3999999, "gone")
     doc = grants.Document(doc.policy.set("monitor", grants.CapGrants(users=(stale,))), doc.other)
-    grants.save_document(sim_host.config, doc)
+    grants.save_document(Path(sim_host.config), doc)
     r = run(sim_host, "grants", "--json")
     assert r.exit_code == 0, r.output
     import json
@@ -354,8 +354,8 @@ def test_concurrent_grants_lose_nothing(sim_host: Host) -> None:
     for p in procs:
         _out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
-    g = grants.load_policy(sim_host.config).get("config")
+    g = grants.load_policy(Path(sim_host.config)).get("config")
     assert len(g.users) == 5 and len(g.groups) == 5
     own = g.ownership()
-    assert xattr(node(sim_host.root, "config")) == own.acl
-    assert not list(sim_host.config.parent.glob(".*.tmp-*"))  # no temp files left behind
+    assert xattr(node(Path(sim_host.root), "config")) == own.acl
+    assert not list(Path(sim_host.config).parent.glob(".*.tmp-*"))  # no temp files left behind

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from capctl import simulated
+from capctl.main import HOOK_INTERPRETER_ARGS
 from tests.support.runc import BindMount, Bundle, RuncHarness
 
 from .conftest import needs_runc
@@ -63,9 +64,7 @@ class World:
     def hook(self, extra_env: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         args = [
             sys.executable,
-            "-I",
-            "-m",
-            "capctl",
+            *HOOK_INTERPRETER_ARGS,
             "--root",
             str(self.root),
             "--topology",

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from capctl.main import HOOK_INTERPRETER_ARGS
+
 HOOKS = Path(__file__).resolve().parent.parent / "hooks"
 
 
@@ -37,6 +39,6 @@ def test_there_are_hook_files() -> None:
 def test_hook_is_isolated_with_explicit_env(name: str, hook: dict[str, object]) -> None:
     args = hook["args"]
     assert isinstance(args, list) and str(hook["path"]).startswith("/")
-    assert args[1:] == ["-I", "-m", "capctl", "hook"], "isolated interpreter, options as arguments"
+    assert args[1:] == [*HOOK_INTERPRETER_ARGS, "hook"], "isolated interpreter, options as arguments"
     env = hook["env"]
     assert isinstance(env, list) and env and all(str(e).startswith("PATH=") for e in env)

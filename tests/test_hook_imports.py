@@ -1,8 +1,12 @@
 """The hook imports only what a container start needs (issue 5: "check python -X importtime").
 
-A real hook run (cgroup v1 grant, nodes made) under ``-X importtime``: the modules it adds to
-the interpreter's own start must not include the heavy ones capctl avoids on this path.  A
-structural check, not a timing: timings live in ``bench/bench_hook.py``.
+A real hook run (cgroup v1 grant, nodes made) under ``-X importtime``, started as the shipped
+hook definitions start it (``HOOK_INTERPRETER_ARGS``), but with ``-S``: this repository's
+editable install makes ``site`` import pathlib, re and more, which a regular install does not,
+and would hide them.  Every module the hook adds must be capctl's own or on the short list
+below: ``re``, ``enum``, ``pathlib``, ``json``, ``contextlib``, ``collections``, ``typing``
+and the like cost the hook most of its time budget (see ``bench/bench_hook.py``).  A
+structural check, not a timing.
 """
 
 from __future__ import annotations
@@ -15,27 +19,31 @@ from pathlib import Path
 import pytest
 
 from capctl import simulated
+from capctl.main import HOOK_INTERPRETER_ARGS
 from tests.support.cgroups import V1_DEVICES, child_cgroup
 
 from .conftest import needs_root
 
-#: Never on the hook's v1 path: dataclasses/typing/inspect (records instead), logging
-#: (failure paths only), ctypes/platform (bpf: cgroup v2 only), the CLI and its libraries,
-#: NVML (a snapshot is given), tomllib (no config file), and capctl's other commands.
-FORBIDDEN = frozenset({
-    "dataclasses", "typing", "inspect", "ast", "logging", "ctypes", "platform", "threading",
-    "subprocess", "tomllib", "click", "pynvml", "pyroute2", "cgroupspy",
-    "capctl.cli", "capctl.nvml", "capctl.sync", "capctl.grants", "capctl.doctor",
-    "capctl.cgroup.v2", "capctl.cgroup.bpf", "capctl.cgroup.asm",
+ROOT = Path(__file__).resolve().parent.parent
+
+#: What ``site`` imports in a regular install (the interpreter floor pays for these too).
+SITE = frozenset({
+    "site", "_sitebuiltins", "os", "os.path", "posixpath", "genericpath", "stat", "_stat",
+    "_collections_abc", "_distutils_hack", "sitecustomize", "encodings.latin_1",
 })
+#: The standard modules the hook may import: C modules and small pure ones.
+HOOK_STDLIB = frozenset({"__future__", "errno", "fcntl", "syslog", "_json", "_operator"})
 
 ENV = {"PATH": "/usr/bin:/bin"}
 
 
 def imported(argv: list[str], stdin: bytes = b"") -> set[str]:
+    """Modules a run imports, with ``site`` off (``-S``) and capctl found in this checkout."""
+    assert HOOK_INTERPRETER_ARGS[:2] == ("-I", "-c")
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); {HOOK_INTERPRETER_ARGS[2]}"
     res = subprocess.run(
-        [sys.executable, "-I", "-X", "importtime", *argv], input=stdin, capture_output=True,
-        env=ENV,
+        [sys.executable, "-I", "-S", "-X", "importtime", "-c", code, *argv], input=stdin,
+        capture_output=True, env=ENV,
     )
     err = res.stderr.decode()
     assert res.returncode == 0, err[-2000:]
@@ -46,15 +54,18 @@ def imported(argv: list[str], stdin: bytes = b"") -> set[str]:
     }
 
 
-@needs_root
-@pytest.mark.skipif(not (V1_DEVICES / "devices.list").exists(), reason="needs cgroup v1 devices")
-def test_hook_imports_only_what_it_uses(sim_root: Path, tmp_path: Path) -> None:
-    mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
+def not_allowed(modules: set[str]) -> list[str]:
+    return sorted(
+        m for m in modules if m != "capctl" and not m.startswith("capctl.")
+        and m not in SITE | HOOK_STDLIB
+    )
+
+
+def run_hook(sim_root: Path, tmp_path: Path, config: Path, env: list[str]) -> set[str]:
     bundle = tmp_path / "bundle"
     (bundle / "rootfs/dev").mkdir(parents=True)
-    config = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
-              "process": {"env": [f"NVIDIA_VISIBLE_DEVICES={mig}"]}}
-    (bundle / "config.json").write_text(json.dumps(config))
+    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"env": env}}
+    (bundle / "config.json").write_text(json.dumps(doc))
     with child_cgroup(V1_DEVICES) as cg:
         sleeper = subprocess.Popen(["sleep", "60"])
         try:
@@ -62,17 +73,67 @@ def test_hook_imports_only_what_it_uses(sim_root: Path, tmp_path: Path) -> None:
             (cg / "devices.deny").write_text("a")
             state = {"ociVersion": "1.0.2", "id": "imports", "status": "creating",
                      "pid": sleeper.pid, "bundle": str(bundle)}
-            hook = imported(
-                ["-m", "capctl", "--root", str(sim_root), "--topology",
-                 str(sim_root / "topology.json"), "--config", str(tmp_path / "none.toml"),
-                 "hook"],
+            mods = imported(
+                ["--root", str(sim_root), "--topology", str(sim_root / "topology.json"),
+                 "--config", str(config), "hook"],
                 json.dumps(state).encode(),
             )
-            assert "c 238:" in (cg / "devices.list").read_text()  # it did the whole job
+            if env:
+                assert "c 238:" in (cg / "devices.list").read_text()  # it did the whole job
         finally:
             sleeper.kill()
             sleeper.wait()
-    assert (bundle / "rootfs/dev/nvidia-caps").is_dir()
-    added = hook - imported(["-c", "pass"])
-    assert "capctl.hook" in added and "capctl.cgroup.v1" in added
-    assert sorted(added & FORBIDDEN) == []
+    return mods
+
+
+needs_v1 = pytest.mark.skipif(
+    not (V1_DEVICES / "devices.list").exists(), reason="needs cgroup v1 devices"
+)
+
+
+@needs_root
+@needs_v1
+def test_hook_imports_only_what_it_uses(sim_root: Path, tmp_path: Path) -> None:
+    mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
+    mods = run_hook(sim_root, tmp_path, tmp_path / "none.toml", [f"NVIDIA_VISIBLE_DEVICES={mig}"])
+    assert (tmp_path / "bundle/rootfs/dev/nvidia-caps").is_dir()
+    assert {"capctl.hook", "capctl.resolve", "capctl.cgroup.v1"} <= mods
+    assert not_allowed(mods) == []
+    assert not {"capctl.cli", "capctl.sync", "capctl.nvml", "capctl.cgroup.v2"} & mods
+
+
+@needs_root
+@needs_v1
+def test_hook_with_config_file_adds_only_tomllib(sim_root: Path, tmp_path: Path) -> None:
+    config = tmp_path / "capctl.toml"
+    config.write_text(f'[hook]\nlog_file = "{tmp_path}/hook.log"\n')
+    config.chmod(0o644)
+    mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
+    mods = run_hook(sim_root, tmp_path, config, [f"NVIDIA_VISIBLE_DEVICES={mig}"])
+    assert "devices MIG-" in (tmp_path / "hook.log").read_text()
+    assert "tomllib" in mods
+    extra = set(not_allowed(mods))
+    assert all(m == "tomllib" or m.startswith("tomllib.") or m in TOMLLIB_DEPS for m in extra), extra
+
+
+#: What ``tomllib`` itself imports (only when a config file exists).
+TOMLLIB_DEPS = frozenset({
+    "re", "re._casefix", "re._compiler", "re._constants", "re._parser", "_sre", "enum",
+    "functools", "_functools", "collections", "_collections", "itertools", "keyword",
+    "operator", "reprlib", "types", "copyreg", "string", "_string", "typing", "collections.abc",
+    "contextlib", "datetime", "_datetime", "math", "warnings", "_typing",
+})
+
+
+@needs_root
+@needs_v1
+def test_no_request_imports_little(sim_root: Path, tmp_path: Path) -> None:
+    mods = run_hook(sim_root, tmp_path, tmp_path / "none.toml", [])
+    assert not_allowed(mods) == []
+    assert not {"capctl.resolve", "capctl.driver", "capctl.cgroup"} & mods
+
+
+def test_allow_list_catches_heavy_modules() -> None:
+    assert not_allowed({"capctl.hook", "os", "_json", "re", "pathlib", "enum", "json"}) == [
+        "enum", "json", "pathlib", "re"
+    ]

@@ -180,7 +180,7 @@ def test_json_shape(bare_host: Host) -> None:
 
 def test_stale_snapshot(bare_host: Host) -> None:
     # The instance gpu7/gi2 (index 6, MIG device 1) was destroyed after the snapshot was taken.
-    (bare_host.root / caps.proc_relpath("gpu7/gi2/ci0/access", Source.MIG)).unlink()
+    (Path(bare_host.root) / caps.proc_relpath("gpu7/gi2/ci0/access", Source.MIG)).unlink()
     with pytest.raises(TopologyError, match=r"stale topology .*'6:1' needs capability "
                                             r"'gpu7/gi2/ci0/access'"):
         run(bare_host, "6:0,6:1")
@@ -198,7 +198,7 @@ def test_snapshot_naming_instance_beyond_mig_minors(bare_host: Host) -> None:
 
 def test_minors_come_from_the_table_not_a_formula(bare_host: Host) -> None:
     # A driver whose mig-minors numbers differently: capctl must use the table's minors.
-    topo = topology.load_snapshot(bare_host.root / "topology.json")
+    topo = topology.load_snapshot(Path(bare_host.root) / "topology.json")
     state = driver.load(bare_host)
     odd = {"gpu7/gi1/access": 5000, "gpu7/gi1/ci0/access": 4000}
     table = CapabilityTable(Capability(c.name, odd.get(c.name, c.minor), c.source)
@@ -213,7 +213,7 @@ def test_minors_come_from_the_table_not_a_formula(bare_host: Host) -> None:
 def test_no_frontend_major(bare_host: Host) -> None:
     state = driver.load(bare_host)
     state = replace(state, majors=replace(state.majors, frontend=None))
-    topo = topology.load_snapshot(bare_host.root / "topology.json")
+    topo = topology.load_snapshot(Path(bare_host.root) / "topology.json")
     with pytest.raises(DriverError, match="nvidia-frontend"):
         resolve.resolve(parse_request("0"), topo, state, bare_host)
 
@@ -258,7 +258,7 @@ def test_check_node(st: os.stat_result | None, major: int | None, want: str | No
 
 
 def test_fake_regular_file_node_refused(bare_host: Host) -> None:
-    (bare_host.root / "dev/nvidia7").write_text("")
+    (Path(bare_host.root) / "dev/nvidia7").write_text("")
     with pytest.raises(NodeError, match="dev/nvidia7: is a regular file"):
         run(bare_host, "6:0")
 
@@ -281,14 +281,14 @@ def test_device_nodes_on_host(sim_host: Host) -> None:
 
 @needs_root
 def test_only_existing_nodes(sim_host: Host) -> None:
-    (sim_host.root / "dev/nvidia-uvm-tools").unlink()
+    (Path(sim_host.root) / "dev/nvidia-uvm-tools").unlink()
     (dev,) = run(sim_host, "3").devices
     assert dev.device_nodes == ("/dev/nvidia3", "/dev/nvidiactl", "/dev/nvidia-uvm")
 
 
 @needs_root
 def test_host_node_with_wrong_minor_refused(sim_host: Host) -> None:
-    node = sim_host.root / "dev/nvidia7"
+    node = Path(sim_host.root) / "dev/nvidia7"
     node.unlink()
     os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(simulated.FRONTEND_MAJOR, 6))
     with pytest.raises(NodeError, match="is c 195:6"):

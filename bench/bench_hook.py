@@ -103,6 +103,8 @@ def hook_times(hook: list[str], bundle: Path, env: dict[str, str], runs: int) ->
 
 
 def bench_runc(base: Path, n: int) -> None:
+    if n <= 0:
+        return
     if not (shutil.which("runc") and Path("/bin/busybox").exists()):
         print("runc or busybox-static missing: container start time not measured")
         return

@@ -13,7 +13,11 @@ import errno
 import fcntl
 import os
 import stat
-from _operator import itemgetter
+
+try:  # the C module (``operator`` is a Python module over it): see record.py
+    from _operator import itemgetter
+except ImportError:  # not CPython
+    from operator import itemgetter
 
 from capctl import safefs
 from capctl.errors import NodeError, os_error

@@ -19,7 +19,10 @@ Mutable state holders stay ordinary classes.
 
 from __future__ import annotations
 
-from operator import attrgetter
+try:  # the C module: ``operator`` is a Python module on top of it, imported for nothing
+    from _operator import attrgetter
+except ImportError:  # not CPython
+    from operator import attrgetter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

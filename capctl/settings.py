@@ -32,13 +32,13 @@ class Settings:
     hook_log: str | None = None
 
 
-def read_table(path: StrPath) -> dict[str, Any] | None:
-    """The whole config file as a TOML table; None if it does not exist.
+def read_config(path: StrPath) -> bytes | None:
+    """The config file's bytes, checked; None if it does not exist.
 
     The one reader of the config file (settings here, grants in :mod:`capctl.grants`).
     Checks are made on the open file, not the path (no TOCTOU): a regular file, root-owned
     and not writable by others when capctl runs as root (a config others can write would let
-    them grant themselves any capability), at most ``MAX_CONFIG`` bytes, valid TOML.
+    them grant themselves any capability), at most ``MAX_CONFIG`` bytes.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW)
@@ -58,7 +58,12 @@ def read_table(path: StrPath) -> dict[str, Any] | None:
         data = f.read(MAX_CONFIG + 1)
     if len(data) > MAX_CONFIG:
         raise ParseError(path, f"larger than {MAX_CONFIG} bytes; refusing")
-    import tomllib
+    return data
+
+
+def parse_config(path: StrPath, data: bytes) -> dict[str, Any]:
+    """The config's TOML table; a malformed file is an error naming it, never "defaults"."""
+    import tomllib  # about 6 ms (re, typing, datetime): only when the config must be parsed
 
     try:
         return tomllib.loads(data.decode("utf-8"))
@@ -68,10 +73,31 @@ def read_table(path: StrPath) -> dict[str, Any] | None:
         ) from err
 
 
+def read_table(path: StrPath) -> dict[str, Any] | None:
+    """The whole config file as a TOML table; None if it does not exist."""
+    data = read_config(path)
+    return None if data is None else parse_config(path, data)
+
+
 def load(path: StrPath) -> Settings:
-    table = read_table(path)
-    if table is None:
+    """The settings in the config file at ``path`` (defaults if there is none).
+
+    Parsing TOML costs the hook more than the rest of its imports, so the settings parsed
+    from a config are kept in a cache file beside it (:func:`cache_path`) together with the
+    config's exact bytes; they are used only while the config still has those bytes.
+    """
+    data = read_config(path)
+    if data is None:
         return Settings()
+    cached = _cache_read(path, data)
+    if cached is not None:
+        return cached
+    settings = from_table(path, parse_config(path, data))
+    _cache_write(path, data, settings)
+    return settings
+
+
+def from_table(path: StrPath, table: dict[str, Any]) -> Settings:
     hook = table.get("hook", {})
     if not isinstance(hook, dict):
         raise ConfigError(f"{path}: [hook] must be a table")
@@ -84,3 +110,68 @@ def load(path: StrPath) -> Settings:
     if not isinstance(log_file, str) or not log_file.startswith("/"):
         raise ConfigError(f"{path}: [hook] log_file must be an absolute path")
     return Settings(hook_log=log_file)
+
+
+# The cache: a header line, a line per setting (its UTF-8 bytes in hex, "-" for unset), then
+# the config's bytes.  Root-owned and written atomically, like the config; anything unexpected
+# (absent, foreign owner, another format, other bytes) means "parse the config".
+_CACHE_MAGIC = b"capctl settings cache 1\n"
+
+
+def cache_path(path: StrPath) -> str:
+    """Where the settings parsed from the config at ``path`` are cached: ``.NAME.cache``."""
+    head, name = os.path.split(os.fspath(path))
+    return os.path.join(head, f".{name}.cache")
+
+
+def _cache_bytes(data: bytes, settings: Settings) -> bytes:
+    log = "-" if settings.hook_log is None else settings.hook_log.encode().hex()
+    return _CACHE_MAGIC + f"hook_log {log}\n".encode() + data
+
+
+def _cache_read(path: StrPath, data: bytes) -> Settings | None:
+    try:
+        fd = os.open(cache_path(path), os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    if stat.S_ISDIR(os.fstat(fd).st_mode):  # fdopen refuses a directory
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (os.geteuid() == 0 and not is_root_owned_safe(st)):
+            return None
+        blob = f.read(len(data) + 1024)
+    if not blob.startswith(_CACHE_MAGIC):
+        return None
+    line, sep, rest = blob[len(_CACHE_MAGIC) :].partition(b"\n")
+    key, _, value = line.partition(b" ")
+    if not sep or key != b"hook_log" or rest != data:
+        return None
+    if value == b"-":
+        return Settings()
+    try:
+        log = bytes.fromhex(value.decode("ascii")).decode()
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return Settings(hook_log=log) if log.startswith("/") else None
+
+
+def _cache_write(path: StrPath, data: bytes, settings: Settings) -> None:
+    """Best effort: a read-only config directory just means parsing every time."""
+    final = cache_path(path)
+    tmp = f"{final}.{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     0o644)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_cache_bytes(data, settings))
+        os.rename(tmp, final)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

@@ -9,40 +9,90 @@ device grants from this data, so it fails closed.
 
 :func:`load_topology` is the one way in: the snapshot when ``host.topology`` is set, NVML
 otherwise.  :mod:`capctl.nvml` (and with it ``pynvml``) is imported only on that branch, so
-importing this module stays cheap for the OCI hook.
+importing this module stays cheap for the OCI hook: the snapshot is decoded by
+:mod:`capctl.jsonload` and checked by the plain string functions below (``re``, ``json`` and
+``pathlib`` are about 15 ms of imports the hook does not pay, issue 5).
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable, Mapping
-from pathlib import Path
+import os
 
+from capctl import jsonload
 from capctl.errors import TopologyError
-from capctl.host import Host
 from capctl.record import record
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # collections.abc imports collections (about 1 ms at every hook start)
+    from collections.abc import Callable, Mapping
     from typing import Any, TypeVar
+
+    from capctl.host import Host
 
     _T = TypeVar("_T")
 
 #: Largest snapshot read.  A 32-GPU host with 7 MIG devices each is about 40 KiB.
 MAX_SNAPSHOT = 1 << 20
 
-_HEX_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-GPU_UUID_RE = re.compile(rf"GPU-{_HEX_UUID}")
-MIG_UUID_RE = re.compile(rf"MIG-{_HEX_UUID}")
-# NVML's bus id: 8-hex-digit domain (nvmlPciInfo_t.busId); 4 digits as sysfs prints it.
-PCI_BUS_ID_RE = re.compile(
-    r"(?:[0-9A-Fa-f]{4}|[0-9A-Fa-f]{8}):[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7]"
-)
-# Product names are printable ASCII (NVML_DEVICE_NAME_V2_BUFFER_SIZE is 96 bytes).
-NAME_RE = re.compile(r"[ -~]{1,96}")
-# MIG profile names: "1g.5gb", "1c.3g.20gb", "1g.10gb+me", ...; "unknown" when NVML gives none.
-PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,31}")
+# --- field syntax ---------------------------------------------------------------------------
+# Each function accepts exactly the language of the regular expression in its docstring.
+
+_LOWER_HEX = frozenset("0123456789abcdef")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_PROFILE_CHARS = _ALNUM | frozenset(".+-")
+_PRINTABLE_ASCII = frozenset(map(chr, range(0x20, 0x7F)))  # " " .. "~"
+#: NVML_DEVICE_NAME_V2_BUFFER_SIZE is 96 bytes.
+MAX_NAME = 96
+MAX_PROFILE = 32
+
+
+def _is_lower_uuid(text: str) -> bool:
+    """``[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`` (as NVML prints it)."""
+    return (
+        len(text) == 36
+        and text.count("-") == 4
+        and text[8] == text[13] == text[18] == text[23] == "-"
+        and _LOWER_HEX.issuperset(text.replace("-", ""))
+    )
+
+
+def is_gpu_uuid(text: str) -> bool:
+    """``GPU-<lower-case uuid>``."""
+    return text.startswith("GPU-") and _is_lower_uuid(text.removeprefix("GPU-"))
+
+
+def is_mig_uuid(text: str) -> bool:
+    """``MIG-<lower-case uuid>`` (R470+; not the older ``MIG-GPU-<uuid>/<gi>/<ci>``)."""
+    return text.startswith("MIG-") and _is_lower_uuid(text.removeprefix("MIG-"))
+
+
+def is_pci_bus_id(text: str) -> bool:
+    """``(?:[0-9A-Fa-f]{4}|[0-9A-Fa-f]{8}):[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\\.[0-7]``: NVML's bus id
+    has an 8-hex-digit domain (``nvmlPciInfo_t.busId``); sysfs prints 4 digits."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        return False
+    domain, bus, slot = parts
+    return (
+        len(domain) in (4, 8)
+        and len(bus) == 2
+        and len(slot) == 4
+        and slot[2] == "."
+        and slot[3] in "01234567"
+        and _HEX.issuperset(domain + bus + slot[:2])
+    )
+
+
+def is_product_name(text: str) -> bool:
+    """``[ -~]{1,96}``: printable ASCII, as NVML's name buffer holds it."""
+    return 0 < len(text) <= MAX_NAME and _PRINTABLE_ASCII.issuperset(text)
+
+
+def is_profile(text: str) -> bool:
+    """``[A-Za-z0-9][A-Za-z0-9.+-]{0,31}``: MIG profile names (``1g.5gb``, ``1c.3g.20gb``,
+    ``1g.10gb+me``, ...; ``unknown`` when NVML gives none)."""
+    return 0 < len(text) <= MAX_PROFILE and text[0] in _ALNUM and _PROFILE_CHARS.issuperset(text)
 
 #: GPU device minors 0..253: the nvidia frontend uses 254 for nvidia-modeset and 255 for
 #: nvidiactl (see capctl.simulated and the driver's nv.c).
@@ -107,6 +157,8 @@ class Topology:
 
     def to_json(self) -> str:
         """The snapshot as text; :func:`parse_snapshot` accepts it back unchanged."""
+        import json  # off the hook's path: only the CLI writes snapshots
+
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def gpu_by_index(self, index: int) -> Gpu | None:
@@ -157,10 +209,10 @@ class _Checker:
             raise self.fail(where, f"{value} out of range 0..{limit}")
         return value
 
-    def str_(self, value: object, where: str, pattern: re.Pattern[str], want: str) -> str:
+    def str_(self, value: object, where: str, valid: Callable[[str], bool], want: str) -> str:
         if not isinstance(value, str):
             raise self.fail(where, f"expected a string, got {_kind(value)}")
-        if pattern.fullmatch(value) is None:
+        if not valid(value):
             raise self.fail(where, f"{value[:80]!r} is not {want}")
         return value
 
@@ -182,10 +234,10 @@ def _mig(c: _Checker, value: object, where: str) -> MigDevice:
     d = c.obj(value, where, _MIG_KEYS)
     return MigDevice(
         index=c.int_(d["index"], f"{where}.index", MAX_INDEX),
-        uuid=c.str_(d["uuid"], f"{where}.uuid", MIG_UUID_RE, "a MIG UUID (MIG-<lower-case uuid>)"),
+        uuid=c.str_(d["uuid"], f"{where}.uuid", is_mig_uuid, "a MIG UUID (MIG-<lower-case uuid>)"),
         gi=c.int_(d["gi"], f"{where}.gi", MAX_INSTANCE_ID),
         ci=c.int_(d["ci"], f"{where}.ci", MAX_INSTANCE_ID),
-        profile=c.str_(d["profile"], f"{where}.profile", PROFILE_RE, "a MIG profile name"),
+        profile=c.str_(d["profile"], f"{where}.profile", is_profile, "a MIG profile name"),
     )
 
 
@@ -203,9 +255,9 @@ def _gpu(c: _Checker, value: object, where: str) -> Gpu:
     return Gpu(
         index=c.int_(d["index"], f"{where}.index", MAX_INDEX),
         minor=c.int_(d["minor"], f"{where}.minor", MAX_GPU_MINOR),
-        uuid=c.str_(d["uuid"], f"{where}.uuid", GPU_UUID_RE, "a GPU UUID (GPU-<lower-case uuid>)"),
-        name=c.str_(d["name"], f"{where}.name", NAME_RE, "a printable product name"),
-        pci_bus_id=c.str_(d["pci_bus_id"], f"{where}.pci_bus_id", PCI_BUS_ID_RE,
+        uuid=c.str_(d["uuid"], f"{where}.uuid", is_gpu_uuid, "a GPU UUID (GPU-<lower-case uuid>)"),
+        name=c.str_(d["name"], f"{where}.name", is_product_name, "a printable product name"),
+        pci_bus_id=c.str_(d["pci_bus_id"], f"{where}.pci_bus_id", is_pci_bus_id,
                           "a PCI bus id (00000000:07:00.0)"),
         mig_enabled=mig_enabled,
         mig_devices=devices,
@@ -241,30 +293,16 @@ def from_dict(data: object, source: str) -> Topology:
     return Topology(gpus, source)
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_snapshot(text: str, source: str) -> Topology:
     """Parse and validate snapshot text; ``source`` names it in errors."""
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicate_keys,
-                          parse_constant=_no_constants)
-    except ValueError as err:  # json.JSONDecodeError is a ValueError
+        data = jsonload.loads(text)  # a repeated key or a NaN is an error there
+    except jsonload.JSONError as err:
         raise TopologyError(f"{source}: not a valid JSON snapshot: {err}") from err
     return from_dict(data, source)
 
 
-def load_snapshot(path: Path, limit: int = MAX_SNAPSHOT) -> Topology:
+def load_snapshot(path: str | os.PathLike[str], limit: int = MAX_SNAPSHOT) -> Topology:
     """Read (at most ``limit`` bytes) and validate a snapshot file."""
     try:
         with open(path, "rb") as f:
@@ -279,7 +317,7 @@ def load_snapshot(path: Path, limit: int = MAX_SNAPSHOT) -> Topology:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise TopologyError(f"{path}: not UTF-8 text (byte {err.start})") from err
-    return parse_snapshot(text, str(path))
+    return parse_snapshot(text, os.fspath(path))
 
 
 def load_topology(host: Host) -> Topology:

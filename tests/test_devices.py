@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import re
+from collections.abc import Callable
+
 import pytest
 
 from capctl.devices import (
     MAX_TOKEN,
+    DeviceRef,
     GpuByIndex,
     GpuByUuid,
     MigByIndex,
@@ -13,6 +18,7 @@ from capctl.devices import (
     MigByUuid,
     Request,
     parse_request,
+    parse_token,
 )
 from capctl.errors import DeviceError
 
@@ -118,3 +124,147 @@ def test_path_like_message() -> None:
 def test_overlong_value() -> None:
     with pytest.raises(DeviceError, match="longer than"):
         parse_request(",".join(["0"] * 5000))
+
+
+# --- the string parsers against the regular expressions they replaced -----------------------
+# devices.py parses tokens with string methods (``re`` costs 5 ms of every hook start); these
+# are the expressions it used before, kept as the oracle: same language, same results.
+
+_HEX_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_INDEX = r"0|[1-9][0-9]{0,2}"
+ORACLE_FORMS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], DeviceRef]]] = [
+    (re.compile(rf"MIG-(?P<uuid>{_HEX_UUID})"),
+     lambda m: MigByUuid("MIG-" + m["uuid"].lower())),
+    (re.compile(rf"MIG-GPU-(?P<uuid>{_HEX_UUID})/(?P<gi>{_INDEX})/(?P<ci>{_INDEX})"),
+     lambda m: MigByInstance("GPU-" + m["uuid"].lower(), int(m["gi"]), int(m["ci"]))),
+    (re.compile(rf"(?P<gpu>{_INDEX}):(?P<mig>{_INDEX})"),
+     lambda m: MigByIndex(int(m["gpu"]), int(m["mig"]))),
+    (re.compile(rf"GPU-(?P<uuid>{_HEX_UUID})"),
+     lambda m: GpuByUuid("GPU-" + m["uuid"].lower())),
+    (re.compile(rf"(?P<gpu>{_INDEX})"), lambda m: GpuByIndex(int(m["gpu"]))),
+]
+
+
+def oracle_device(token: str) -> DeviceRef | None:
+    for pattern, build in ORACLE_FORMS:
+        if m := pattern.fullmatch(token):
+            return build(m)
+    return None
+
+
+def outcome(token: str) -> tuple[str, object]:
+    try:
+        return "ok", parse_token(token)
+    except DeviceError as err:
+        return "error", (err.device, str(err))
+
+
+#: Characters a careless parser lets through: superscript two, Arabic-Indic three,
+#: full-width three and A, a long s, a dotted capital I, control characters, blanks.
+ODD = "\u00b2\u0663\uff13\uff21\u017f\u0130é\x00\n\t \x7f"
+
+
+def variants(samples: list[str], alphabet: str, seed: int, count: int = 4000) -> list[str]:
+    """``samples`` and random mutations of them (delete, insert, replace, upper-case a
+    tail, repeat a character), with a fixed seed."""
+    rng = random.Random(seed)
+    chars = alphabet + ODD
+    out = list(samples)
+    for _ in range(count):
+        s = rng.choice(samples)
+        for _ in range(rng.randrange(1, 4)):
+            i = rng.randrange(len(s) + 1)
+            c = rng.choice(chars)
+            op = rng.randrange(5)
+            if op == 0:
+                s = s[:i] + s[i + 1:]
+            elif op == 1:
+                s = s[:i] + c + s[i:]
+            elif op == 2:
+                s = s[:i] + c + s[i + 1:]
+            elif op == 3:
+                s = s[:i] + s[i:].upper()
+            else:
+                s = s[:i] + s[i - 1:i] * rng.randrange(1, 40) + s[i:]
+        out.append(s)
+    return out
+
+
+TOKENS = [
+    f"MIG-{U}", f"MIG-{U.upper()}", f"MIG-{U[:9]}{U[9:].upper()}", f"MIG-GPU-{U}/7/0",
+    f"MIG-GPU-{U2.upper()}/13/7", f"MIG-GPU-{U}/0/0", f"MIG-GPU-{U}/999/999",
+    f"MIG-GPU-{U}/1000/0", f"MIG-GPU-{U}/01/0", f"MIG-GPU-{U}/1/", f"MIG-GPU-{U}//1",
+    f"MIG-GPU-{U}/1/0/", f"MIG-GPU-{U}", f"MIG-GPU-MIG-{U}/1/0", f"GPU-{U}", f"GPU-{U2}",
+    f"GPU-{U}-", f"GPU-{U[:-1]}", f"GPU-{U}0", f"GPU-{U.replace('-', '')}",
+    f"GPU-{U[:8]}{U[9:13]}-{U[13:]}-0", f"mig-{U}", f"MIG-{U}\n", f"GPU--{U[1:]}",
+    "0", "1", "9", "10", "99", "100", "999", "1000", "01", "00", "000", "007", "-0", "+1",
+    "0:0", "1:2", "12:10", "999:999", "1000:0", "0:1000", "01:1", "1:01", "0:", ":0", "0::0",
+    "0:1:2", " 0", "0 ", "\u00b2", "\u0663", "\uff13", "1\u00b2", "1:\u0663", "0x1", "1e2", "1_0", "", "all", "none",
+    "void", "..", "/dev/nvidia0", "nvidia0",
+]
+
+
+def test_token_parser_is_the_regular_expressions() -> None:
+    alphabet = "0123456789abcdefABCDEFGgMIUP-:/_."
+    tokens = variants(TOKENS, alphabet, seed=17)
+    accepted = 0
+    for token in tokens:
+        got = outcome(token)
+        want = oracle_device(token)
+        if want is not None and len(token) <= MAX_TOKEN:
+            assert got == ("ok", want), token
+            accepted += 1
+        else:
+            assert got[0] == "error", (token, got)
+    assert accepted > 200  # both sides of the grammar are exercised
+
+
+#: Every ASCII character and the odd ones above.
+CHARS = [chr(c) for c in range(128)] + list(ODD)
+
+
+def check_tokens(tokens: list[str]) -> None:
+    for token in tokens:
+        want = oracle_device(token)
+        if want is None:
+            assert outcome(token)[0] == "error", token
+        else:
+            assert outcome(token) == ("ok", want), token
+
+
+@pytest.mark.parametrize("form", [f"MIG-{U}", f"GPU-{U}", f"MIG-GPU-{U}/1/0"],
+                         ids=["mig uuid", "gpu uuid", "mig triple"])
+def test_every_single_substitution_in_a_uuid_token(form: str) -> None:
+    # Each character of the token replaced by each of CHARS, and deleted, and doubled.
+    tokens = [form[:i] + c + form[i + 1:] for i in range(len(form)) for c in CHARS]
+    tokens += [form[:i] + form[i + 1:] for i in range(len(form))]
+    tokens += [form[:i] + form[i] + form[i:] for i in range(len(form))]
+    check_tokens(tokens)
+
+
+def test_every_short_index_token() -> None:
+    # All strings of up to four characters over digits, the index separators and look-alikes.
+    alphabet = "019:/\u00b2\u0663\uff13 +-"
+    level, tokens = [""], []
+    for _ in range(4):
+        level = [t + c for t in level for c in alphabet]
+        tokens += level
+    assert len(tokens) == 11 + 11**2 + 11**3 + 11**4
+    check_tokens(tokens)
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0663", "\uff13", "1\u00b2", "\u0663:0", "0:\uff13", "\uff11"],
+                         ids=["superscript", "arabic-indic", "fullwidth", "digit-superscript",
+                              "arabic-indic-mig", "fullwidth-mig", "fullwidth-one"])
+def test_non_ascii_digits_refused(text: str) -> None:
+    assert text[-1].isdigit() or text[0].isdigit()  # str.isdigit would have taken them
+    with pytest.raises(DeviceError, match="not a device"):
+        parse_request(text)
+
+
+def test_index_bounds() -> None:
+    assert [parse_token(str(i)) for i in (0, 7, 999)] == [
+        GpuByIndex(0), GpuByIndex(7), GpuByIndex(999)]
+    for text in ("1000", "01", "00", "-1", "+0"):
+        with pytest.raises(DeviceError):
+            parse_token(text)

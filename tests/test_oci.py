@@ -7,6 +7,8 @@ user's): every malformed case is a :class:`HookError` whose message names the fi
 from __future__ import annotations
 
 import json
+import random
+import re
 from typing import Any
 
 import pytest
@@ -340,3 +342,114 @@ def test_config_refused(data: bytes, needles: list[str]) -> None:
     for needle in needles:
         assert needle in message, message
     assert "\n" not in message
+
+
+# --- strict JSON ----------------------------------------------------------------------------
+# The runtime's own parser (Go's encoding/json in runc; yajl in crun) may read a repeated key,
+# a NaN or a UTF-16 document differently or not at all: capctl refuses them.
+
+GOOD_STATE_TEXT = json.dumps(GOOD_STATE)
+
+STRICT_JSON: list[tuple[str, bytes, str]] = [
+    ("duplicate-id", GOOD_STATE_TEXT.replace('"id": ', '"id": "other", "id": ').encode(),
+     "duplicate key 'id'"),
+    ("duplicate-pid-same-value", GOOD_STATE_TEXT.replace('"pid": ', '"pid": 4242, "pid": ')
+     .encode(), "duplicate key 'pid'"),
+    ("duplicate-annotation", GOOD_STATE_TEXT.replace('"io.example/x": "y"',
+                                                     '"a": "1", "a": "2"').encode(),
+     "duplicate key 'a'"),
+    ("nan", GOOD_STATE_TEXT.replace('"y"', "NaN").encode(), "NaN is not JSON"),
+    ("infinity", GOOD_STATE_TEXT.replace('"y"', "-Infinity").encode(), "Infinity is not JSON"),
+    ("utf8-bom", b"\xef\xbb\xbf" + GOOD_STATE_TEXT.encode(), "BOM"),
+    ("utf16", GOOD_STATE_TEXT.encode("utf-16"), "not UTF-8"),
+    # Valid UTF-8 as bytes (ASCII and NULs): refused as JSON, as Go's decoder refuses it.
+    ("utf32-le", GOOD_STATE_TEXT.encode("utf-32-le"), "(char 1)"),
+    ("encoded-surrogate", GOOD_STATE_TEXT.replace('"y"', '"\\ud800"').encode()
+     .replace(b"\\ud800", b"\xed\xa0\x80"), "not UTF-8"),
+    ("trailing-data", GOOD_STATE_TEXT.encode() + b" {}", "Extra data"),
+    ("too-deep", GOOD_STATE_TEXT.replace('"y"', "[" * 30_000 + "]" * 30_000).encode(),
+     "nested too deeply"),
+]
+
+
+@pytest.mark.parametrize(("data", "needle"), [c[1:] for c in STRICT_JSON],
+                         ids=[c[0] for c in STRICT_JSON])
+def test_state_strict_json(data: bytes, needle: str) -> None:
+    with pytest.raises(HookError) as exc:
+        oci.parse_state(data)
+    message = str(exc.value)
+    assert message.startswith("container state (stdin): not valid JSON ("), message
+    assert needle in message, message
+    assert "\n" not in message
+
+
+def test_state_whitespace_around_is_json() -> None:
+    assert oci.parse_state(b" \r\n\t" + state() + b"\n").id == GOOD_STATE["id"]
+
+
+def test_config_duplicate_key_refused() -> None:
+    # Which env would the runtime give the container, the first or the second?
+    text = json.dumps(config(env=["NVIDIA_VISIBLE_DEVICES=0"]))
+    text = text.replace('"env": ', '"env": ["NVIDIA_VISIBLE_DEVICES=all"], "env": ')
+    with pytest.raises(HookError, match=r"not valid JSON.*duplicate key 'env'"):
+        oci.parse_config(text.encode(), BUNDLE, f"{BUNDLE}/config.json")
+
+
+# --- the container id check against the regular expression it replaced ----------------------
+
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+:-]{0,1023}")
+
+#: Superscript two, Arabic-Indic three, full-width three and A, a long s, a dotted capital I,
+#: a Kelvin sign, control characters and blanks: none is in an ASCII class.
+ODD = "\u00b2\u0663\uff13\uff21\u017f\u0130\u212aé\x00\n\t \x7f"
+
+IDS = [
+    "", "a", "Z", "0", "ctr-1_a.b+c:d", "a" * 1023, "a" * 1024, "a" * 1025, "0" + "-" * 1023,
+    "-x", "_x", ".x", "+x", ":x", "../etc", "a/b", "a\\b", "a b", "a\n", "\na", "a\0", "a,b",
+    "a;b", "a@b", "a=b", "a~b", "a*b", "\u00b2", "\u0663", "\uff13", "\uff21", "a\u017f", "\u212a", "é", "a" * 64 + "é",
+    "4f1c2d" * 10 + "ab12",
+]
+
+
+def variants(samples: list[str], alphabet: str, seed: int, count: int = 4000) -> list[str]:
+    """``samples`` and random mutations of them, with a fixed seed."""
+    rng = random.Random(seed)
+    chars = alphabet + ODD
+    out = list(samples)
+    for _ in range(count):
+        s = rng.choice(samples)
+        for _ in range(rng.randrange(1, 4)):
+            i = rng.randrange(len(s) + 1)
+            c = rng.choice(chars)
+            op = rng.randrange(4)
+            if op == 0:
+                s = s[:i] + s[i + 1:]
+            elif op == 1:
+                s = s[:i] + c + s[i:]
+            elif op == 2:
+                s = s[:i] + c + s[i + 1:]
+            else:
+                s = s[:i] + s[i - 1:i] * rng.randrange(1, 600) + s[i:]
+        out.append(s)
+    return out
+
+
+def test_container_id_is_the_regular_expression() -> None:
+    ids = variants(IDS, "aZ09_.+:-/\\,@", seed=23)
+    accepted = 0
+    for cid in ids:
+        want = ID_RE.fullmatch(cid) is not None
+        assert oci.is_container_id(cid) is want, (cid[:80], len(cid))
+        accepted += want
+    assert 500 < accepted < len(ids) - 500
+
+
+@pytest.mark.parametrize("cid", ["a" * 1024, "ctr-1_a.b+c:d", "Z", "9"])
+def test_container_id_accepted(cid: str) -> None:
+    assert oci.parse_state(state(id=cid)).id == cid
+
+
+@pytest.mark.parametrize("cid", ["\u00b2", "\u0663x", "a\uff13", "\uff21", "a\u017f", "\u212a", "a" * 1025, "a\u200b"])
+def test_container_id_refused(cid: str) -> None:
+    with pytest.raises(HookError, match="not a container id"):
+        oci.parse_state(state(id=cid))

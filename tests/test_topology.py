@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import random
+import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,7 @@ def _dup_mig_uuid_across_gpus(doc: Doc) -> None:
 M = ("gpus", 0, "mig_devices", 0)
 
 MALFORMED: list[tuple[str, Callable[[Doc], None], str]] = [
-    ("top not object", lambda d: d.clear() or d.update({"gpus": 1}), "gpus: expected a list"),
+    ("top not object", _set(("gpus",), 1), "gpus: expected a list"),
     ("top unknown key", _set(("extra",), 1), "extra: unknown field"),
     ("top missing gpus", _delete(("gpus",)), "gpus: missing"),
     ("gpu not object", _set(("gpus", 0), []), "gpus[0]: expected an object"),
@@ -202,3 +205,131 @@ def test_import_is_cheap() -> None:
             "print(sorted(m for m in sys.modules if 'nvml' in m or 'schema' in m))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- field syntax against the regular expressions it replaced -------------------------------
+# topology.py checks fields with string code (``re`` costs 5 ms of every hook start); these
+# are the expressions it used before, kept as the oracle.
+
+_HEX_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+ORACLES: dict[str, tuple[re.Pattern[str], Callable[[str], bool]]] = {
+    "gpu uuid": (re.compile(rf"GPU-{_HEX_UUID}"), topology.is_gpu_uuid),
+    "mig uuid": (re.compile(rf"MIG-{_HEX_UUID}"), topology.is_mig_uuid),
+    "pci bus id": (
+        re.compile(r"(?:[0-9A-Fa-f]{4}|[0-9A-Fa-f]{8}):[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7]"),
+        topology.is_pci_bus_id,
+    ),
+    "name": (re.compile(r"[ -~]{1,96}"), topology.is_product_name),
+    "profile": (re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,31}"), topology.is_profile),
+}
+
+U = "6f1c2a52-7d3e-4a0b-9c55-2c6f0e7b1a00"
+SAMPLES: dict[str, list[str]] = {
+    "gpu uuid": [f"GPU-{U}", f"GPU-{U.upper()}", f"GPU-{U[:-1]}A", f"MIG-{U}", f"gpu-{U}",
+                 f"GPU-{U}\n", f"GPU-{U[:-1]}", f"GPU-{U}0", f"GPU-{U.replace('-', '')}",
+                 f"GPU-{U[:8]}{U[9:13]}-{U[13:]}-0", "GPU-", "", f"GPU-{U[:-1]}\u0663"],
+    "mig uuid": [f"MIG-{U}", f"MIG-{U.upper()}", f"GPU-{U}", f"MIG-GPU-{U}/1/0", f"MIG-{U} ",
+                 f"MIG--{U[1:]}", "MIG-", ""],
+    "pci bus id": ["00000000:07:00.0", "0000:07:00.0", "0000:FF:1f.7", "0000:07:00.8",
+                   "000:07:00.0", "00000:07:00.0", "0000000:07:00.0", "000000000:07:00.0",
+                   "0000:7:00.0", "0000:07:0.0", "0000:07:00", "0000:07:00.", "0000:07:00.00",
+                   "0000:07:00:0", "0000:07.00.0", "07:00.0", "0000:g7:00.0", "0000:07:00.0\n",
+                   "0000:07:00.\u0663", "0000:0\uff17:00.0", "0000:07:00.0.0", "", "abcdABCD:ef:EF.1"],
+    "name": ["NVIDIA A100-SXM4-40GB", "x", " ", "~", "a" * 96, "a" * 97, "", "A100\n", "\t",
+             "\x7f", "\x1f", "é", "\uff21100", "\x00", "NVIDIA H100 80GB HBM3 (a) [b] {c} 100%"],
+    "profile": ["1g.5gb", "1c.3g.20gb", "1g.10gb+me", "unknown", "a" * 32, "a" * 33, "", ".a",
+                "-a", "+a", "1g/5gb", "1g 5gb", "1g_5gb", "1g.5gb\n", "\u00b2g.5gb", "1g.\u0663gb", "\uff21",
+                "Z", "9", "1g.5gb+me-x.y"],
+}
+ALPHABETS = {
+    "gpu uuid": "0123456789abcdefABCDEFG-UPI",
+    "mig uuid": "0123456789abcdefABCDEFGM-I",
+    "pci bus id": "0123456789abcdefABCDEFg:.",
+    "name": "aZ09 ~!-_.()/\x1f\x7f\x80",
+    "profile": "aZ09gbc.+-_/",
+}
+#: Superscript two, Arabic-Indic three, full-width three and A, a long s, a dotted capital I,
+#: a Kelvin sign, control characters and blanks: none is in an ASCII class.
+ODD = "\u00b2\u0663\uff13\uff21\u017f\u0130\u212aé\x00\n\t \x7f"
+
+
+def variants(samples: list[str], alphabet: str, seed: int, count: int = 3000) -> list[str]:
+    """``samples`` and random mutations of them, with a fixed seed."""
+    rng = random.Random(seed)
+    chars = alphabet + ODD
+    out = list(samples)
+    for _ in range(count):
+        s = rng.choice(samples)
+        for _ in range(rng.randrange(1, 4)):
+            i = rng.randrange(len(s) + 1)
+            c = rng.choice(chars)
+            op = rng.randrange(5)
+            if op == 0:
+                s = s[:i] + s[i + 1:]
+            elif op == 1:
+                s = s[:i] + c + s[i:]
+            elif op == 2:
+                s = s[:i] + c + s[i + 1:]
+            elif op == 3:
+                s = s[:i] + s[i:].upper()
+            else:
+                s = s[:i] + s[i - 1:i] * rng.randrange(1, 40) + s[i:]
+        out.append(s)
+    return out
+
+
+@pytest.mark.parametrize("field", list(ORACLES))
+def test_field_syntax_is_the_regular_expression(field: str) -> None:
+    pattern, check = ORACLES[field]
+    rng = random.Random(3)
+    # Random UUIDs: hex digits in every position.
+    samples = SAMPLES[field] + [f"{field[:3].upper()}-{uuid.UUID(int=rng.getrandbits(128))}"
+                                for _ in range(200) if field.endswith("uuid")]
+    accepted = 0
+    texts = variants(samples, ALPHABETS[field], seed=31)
+    for i, text in enumerate(texts):
+        want = pattern.fullmatch(text) is not None
+        assert check(text) is want, (field, i, text)
+        accepted += want
+    assert 100 < accepted < len(texts) - 100  # both sides are exercised
+
+
+#: Every ASCII character and the odd ones above.
+CHARS = [chr(c) for c in range(128)] + list(ODD)
+EXACT = [("gpu uuid", f"GPU-{U}"), ("mig uuid", f"MIG-{U}"), ("pci bus id", "00000000:07:00.0"),
+         ("pci bus id", "0000:07:00.0"), ("name", "A100 x"), ("profile", "1g.5gb+me")]
+
+
+@pytest.mark.parametrize(("field", "valid"), EXACT, ids=[f"{f}: {v}" for f, v in EXACT])
+def test_field_syntax_every_single_substitution(field: str, valid: str) -> None:
+    pattern, check = ORACLES[field]
+    texts = [valid[:i] + c + valid[i + 1:] for i in range(len(valid)) for c in CHARS]
+    texts += [valid[:i] + c + valid[i:] for i in range(len(valid) + 1) for c in CHARS]
+    texts += [valid[:i] + valid[i + 1:] for i in range(len(valid))]
+    for text in texts:
+        assert check(text) is (pattern.fullmatch(text) is not None), (field, text)
+
+
+TEXT_ERRORS_STRICT = [
+    ("infinity", '{"gpus": [Infinity]}', "Infinity is not JSON"),
+    ("duplicate nested key", '{"gpus": [{"index": 0, "index": 1}]}', "duplicate key 'index'"),
+    ("trailing data", '{"gpus": []} []', "Extra data: line 1 column 14"),
+    ("bom", '\ufeff{"gpus": []}', "BOM"),
+    ("too deep", '{"gpus": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [(t, m) for _, t, m in TEXT_ERRORS_STRICT],
+                         ids=[i for i, _, _ in TEXT_ERRORS_STRICT])
+def test_text_errors_strict(text: str, message: str) -> None:
+    with pytest.raises(TopologyError) as info:
+        topology.parse_snapshot(text, "snap.json")
+    assert str(info.value).startswith("snap.json: not a valid JSON snapshot: ")
+    assert message in str(info.value)
+
+
+def test_load_snapshot_str_path(sim_root: Path) -> None:
+    # Host.topology is a str: load_snapshot takes one.
+    path = str(sim_root / "topology.json")
+    assert topology.load_snapshot(path).source == path
+    assert len(topology.load_topology(Host(root=str(sim_root), topology=path)).gpus) == 8

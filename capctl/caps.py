@@ -11,13 +11,14 @@ Nodes and Capabilities".
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
-from enum import Enum
-from functools import cache
-
 from capctl.errors import ParseError
+from capctl.litenum import Enum
 from capctl.record import record, set_field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Iterable, Mapping
 
 #: The node directory and name pattern of a capability (root-relative, no leading slash).
 CAPS_DEV_DIR = "dev/nvidia-caps"
@@ -62,40 +63,119 @@ class Source(Enum):
     SYS = "sys-minors"
 
 
-_MIG_NAME = re.compile(
-    r"(?P<fixed>config|monitor)"
-    r"|gpu(?P<gpu>0|[1-9][0-9]{0,3})/gi(?P<gi>0|[1-9][0-9]{0,3})"
-    r"(?:/ci(?P<ci>0|[1-9][0-9]{0,3}))?/access"
+# --- line grammars ----------------------------------------------------------------------------
+#
+# One small parser per line kind, with str methods instead of regular expressions: the OCI hook
+# imports this module on every container start, and ``import re`` alone costs it about 5 ms
+# (issue 5).  Each parser accepts exactly what its grammar (a regex in its docstring) does;
+# the tests hold them to those regexes.  Numbers are ASCII digits only: ``str.isdigit`` alone
+# takes '²' and ``int`` takes '٣'.
+
+_LOWER_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _number(text: str, width: int) -> int:
+    """``0|[1-9][0-9]{0,width-1}`` as an int (no leading zero, at most ``width`` digits);
+    -1 if ``text`` is not one."""
+    if (
+        0 < len(text) <= width
+        and text.isascii()
+        and text.isdigit()
+        and (text[0] != "0" or len(text) == 1)
+    ):
+        return int(text)
+    return -1
+
+
+def _digits(text: str) -> int:
+    """``[0-9]+`` (leading zeros allowed, any length) as an int; -1 if ``text`` is not one."""
+    return int(text) if text.isascii() and text.isdigit() else -1
+
+
+def _is_word(text: str) -> bool:
+    r"""``\S+``: not empty, and no character that ``re`` (and ``str.split``) calls white space."""
+    return text.split() == [text]
+
+
+def _is_other_name(name: str) -> bool:
+    """``[a-z][a-z0-9]*(?:-[a-z0-9]+)*``: an nvlink/sys capability name, lower-case words
+    joined by single '-' (``fabric-mgmt``)."""
+    return "a" <= name[:1] <= "z" and all(
+        part and not part.strip(_LOWER_ALNUM) for part in name.split("-")
+    )
+
+
+def _minors_line(line: str) -> tuple[str, int] | None:
+    r"""``(\S+) (0|[1-9][0-9]{0,6})``: a ``*-minors`` line's name and minor, None if malformed.
+
+    Whether the name is one of its file's kind is :func:`_is_name_of`'s question.  The one
+    line parser of both :func:`parse_minors` and :func:`find_mig_capability`.
+    """
+    name, _, minor_text = line.partition(" ")
+    minor = _number(minor_text, 7)
+    if minor < 0 or not _is_word(name):
+        return None
+    return name, minor
+
+
+def _is_name_of(name: str, source: Source) -> bool:
+    """True if ``name`` may appear in ``source``'s minors file."""
+    if source is Source.MIG:
+        return _mig_name(name) is not None
+    return _is_other_name(name)
+
+
+#: ``*-minors`` line grammars for the whole-file fast path (:func:`_minors_file`), the same
+#: languages as :func:`_minors_line` + :func:`_is_name_of`.  Plain strings: compiled on first use.
+_SMALL_RE = "(?:0|[1-9][0-9]{0,3})"
+_MIG_LINE_RE = (
+    "(?:(?:config|monitor)"
+    f"|gpu{_SMALL_RE}/gi{_SMALL_RE}(?:/ci{_SMALL_RE})?/access)"
+    " (?:0|[1-9][0-9]{0,6})"
 )
-#: nvlink/sys capability names: lower-case words joined by '-' (``fabric-mgmt``).
-_OTHER_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
-_MINOR = r"(?P<minor>0|[1-9][0-9]{0,6})"
-_MINORS_LINE = re.compile(r"(?P<name>\S+) " + _MINOR)
-#: A whole mig-minors line in one match (the file has 4322 of them; one regex per line).
-_MIG_MINORS_LINE = re.compile(r"(?P<name>" + _MIG_NAME.pattern + r") " + _MINOR)
+_OTHER_LINE_RE = "(?:[a-z][a-z0-9]*(?:-[a-z0-9]+)*) (?:0|[1-9][0-9]{0,6})"
+#: Whole-file patterns by source, compiled by :func:`_minors_file` when ``sync`` first needs one.
+_minors_files: dict[Source, re.Pattern[str]] = {}
 
 
-def _whole_file(line: re.Pattern[str]) -> re.Pattern[str]:
-    """A file of nothing but ``line``s, each ended by a newline (the last one maybe not).
+def _minors_file(source: Source) -> re.Pattern[str]:
+    """A whole minors file of nothing but lines of ``source``'s grammar, each ended by a newline
+    (the last one maybe not).
 
     For :func:`_parse_minors_fast`: one ``fullmatch`` judges all 4322 lines of ``mig-minors``
-    without a match object per line.  Named groups cannot repeat, so they become plain ones.
+    without a match object per line.  Compiled on first use (about 0.5 ms for both, and
+    ``import re``): the hook never parses a whole file.
     """
-    one = re.sub(r"\(\?P<\w+>", "(?:", line.pattern)
-    return re.compile(f"(?:{one}\n)*(?:{one}\n?)?")
+    pattern = _minors_files.get(source)
+    if pattern is None:
+        import re
+
+        one = _MIG_LINE_RE if source is Source.MIG else _OTHER_LINE_RE
+        pattern = _minors_files[source] = re.compile(f"(?:{one}\n)*(?:{one}\n?)?")
+    return pattern
 
 
-@cache
-def _minors_file(source: Source) -> re.Pattern[str]:
-    """The whole-file pattern of a minors file, compiled on first use (about 0.5 ms for
-    both): the hook never parses a whole file, and it imports this module on every start."""
-    if source is Source.MIG:
-        return _whole_file(_MIG_MINORS_LINE)
-    return _whole_file(re.compile(r"(?P<name>" + _OTHER_NAME.pattern + r") " + _MINOR))
-_DEVICES_ENTRY = re.compile(r" *(?P<major>[0-9]{1,4}) (?P<name>\S+)")
-_CAPFILE_LINE = re.compile(
-    r"(?P<key>DeviceFileMinor|DeviceFileMode|DeviceFileModify): (?P<value>[0-9]{1,7})"
-)
+def _devices_entry(line: str) -> tuple[int, str] | None:
+    r"""`` *([0-9]{1,4}) (\S+)``: a ``/proc/devices`` entry's major and name (leading blanks
+    and zeros allowed), None if malformed."""
+    major_text, _, name = line.lstrip(" ").partition(" ")
+    if len(major_text) > 4 or not _is_word(name):
+        return None
+    major = _digits(major_text)
+    return None if major < 0 else (major, name)
+
+
+_CAPFILE_KEYS = ("DeviceFileMinor", "DeviceFileMode", "DeviceFileModify")
+
+
+def _capfile_line(line: str) -> tuple[str, int] | None:
+    """``(DeviceFileMinor|DeviceFileMode|DeviceFileModify): ([0-9]{1,7})``: a capability file
+    line's key and value, None if malformed."""
+    key, _, value_text = line.partition(": ")
+    if key not in _CAPFILE_KEYS or len(value_text) > 7:
+        return None
+    value = _digits(value_text)
+    return None if value < 0 else (key, value)
 
 
 @record
@@ -110,15 +190,31 @@ class MigRef:
 
 def parse_mig_name(name: str) -> MigRef | None:
     """Return the parts of a MIG capability name, or None if *name* is not one."""
-    m = _MIG_NAME.fullmatch(name)
-    if m is None:
+    fields = _mig_name(name)
+    return None if fields is None else MigRef(*fields)
+
+
+def _mig_name(name: str) -> tuple[Kind, int | None, int | None, int | None] | None:
+    """:func:`parse_mig_name` as a tuple (no record built: the line parser asks 4322 times).
+
+    The grammar: ``config|monitor|gpu<N>/gi<N>(/ci<N>)?/access``, each ``<N>`` being
+    ``0|[1-9][0-9]{0,3}``.
+    """
+    if name == "config":
+        return Kind.CONFIG, None, None, None
+    if name == "monitor":
+        return Kind.MONITOR, None, None, None
+    parts = name.split("/")
+    n = len(parts)
+    if not 3 <= n <= 4 or parts[-1] != "access" or parts[0][:3] != "gpu" or parts[1][:2] != "gi":
         return None
-    if m["fixed"]:
-        return MigRef(Kind(m["fixed"]))
-    gpu, gi = int(m["gpu"]), int(m["gi"])
-    if m["ci"] is None:
-        return MigRef(Kind.GI, gpu, gi)
-    return MigRef(Kind.CI, gpu, gi, int(m["ci"]))
+    gpu, gi = _number(parts[0][3:], 4), _number(parts[1][2:], 4)
+    if gpu < 0 or gi < 0:
+        return None
+    if n == 3:
+        return Kind.GI, gpu, gi, None
+    ci = _number(parts[2][2:], 4) if parts[2][:2] == "ci" else -1
+    return None if ci < 0 else (Kind.CI, gpu, gi, ci)
 
 
 def gi_name(gpu_minor: int, gi: int) -> str:
@@ -133,7 +229,7 @@ def ci_name(gpu_minor: int, gi: int, ci: int) -> str:
 
 def is_valid_name(name: str) -> bool:
     """True for a MIG capability name or an nvlink/sys one."""
-    return parse_mig_name(name) is not None or _OTHER_NAME.fullmatch(name) is not None
+    return _mig_name(name) is not None or _is_other_name(name)
 
 
 def proc_relpath(name: str, source: Source) -> str:
@@ -154,25 +250,36 @@ def proc_relpath(name: str, source: Source) -> str:
     return f"{CAPABILITIES_DIR}/gpu{ref.gpu}/mig/{rest}"
 
 
-_PROC_MIG = re.compile(
-    r"mig/(?P<fixed>config|monitor)"
-    r"|gpu(?P<gpu>[0-9]+)/mig/gi(?P<gi>[0-9]+)(?:/ci(?P<ci>[0-9]+))?/access"
-)
-
-
 def name_from_proc_relpath(relpath: str) -> str | None:
-    """Inverse of :func:`proc_relpath` for MIG capabilities under ``CAPABILITIES_DIR``."""
+    """Inverse of :func:`proc_relpath` for MIG capabilities under ``CAPABILITIES_DIR``.
+
+    Below that directory: ``mig/(config|monitor)`` or
+    ``gpu<N>/mig/gi<N>(/ci<N>)?/access``, each ``<N>`` being ``[0-9]+`` (any number of
+    digits, leading zeros too: the name built from it is the canonical one).
+    """
     prefix = CAPABILITIES_DIR + "/"
     if not relpath.startswith(prefix):
         return None
-    m = _PROC_MIG.fullmatch(relpath[len(prefix) :])
-    if m is None:
+    rest = relpath[len(prefix) :]
+    if rest == "mig/config" or rest == "mig/monitor":
+        return rest[4:]
+    parts = rest.split("/")
+    n = len(parts)
+    if (
+        not 4 <= n <= 5
+        or parts[1] != "mig"
+        or parts[-1] != "access"
+        or parts[0][:3] != "gpu"
+        or parts[2][:2] != "gi"
+    ):
         return None
-    if m["fixed"]:
-        return str(m["fixed"])
-    if m["ci"] is None:
-        return gi_name(int(m["gpu"]), int(m["gi"]))
-    return ci_name(int(m["gpu"]), int(m["gi"]), int(m["ci"]))
+    gpu, gi = _digits(parts[0][3:]), _digits(parts[2][2:])
+    if gpu < 0 or gi < 0:
+        return None
+    if n == 4:
+        return gi_name(gpu, gi)
+    ci = _digits(parts[3][2:]) if parts[3][:2] == "ci" else -1
+    return None if ci < 0 else ci_name(gpu, gi, ci)
 
 
 def node_name(minor: int) -> str:
@@ -310,24 +417,16 @@ def _parse_minors_fast(text: str, source: Source) -> list[Capability] | None:
 def _parse_minors_lines(text: str, path: str, source: Source) -> list[Capability]:
     """:func:`parse_minors` line by line: the reference, and every error's file and line."""
     caps: list[Capability] = []
-    line_re = _MIG_MINORS_LINE if source is Source.MIG else _MINORS_LINE
     names: dict[str, int] = {}
     minors: dict[int, int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        m = line_re.fullmatch(line)
-        if m is None:
-            m = _MINORS_LINE.fullmatch(line)
-            if m is None:
-                raise ParseError(
-                    path, f"malformed line {line[:80]!r} (want '<name> <minor>')", lineno
-                )
-            raise ParseError(
-                path, f"not a {source.value} capability name: {m['name'][:80]!r}", lineno
-            )
-        name, minor = m["name"], int(m["minor"])
-        if source is not Source.MIG and _OTHER_NAME.fullmatch(name) is None:
+        parsed = _minors_line(line)
+        if parsed is None:
+            raise ParseError(path, f"malformed line {line[:80]!r} (want '<name> <minor>')", lineno)
+        name, minor = parsed
+        if not _is_name_of(name, source):
             raise ParseError(path, f"not a {source.value} capability name: {name[:80]!r}", lineno)
         if minor > MAX_MINOR:
             raise ParseError(path, f"minor {minor} out of range", lineno)
@@ -363,10 +462,10 @@ def find_mig_capability(text: str, path: str, name: str) -> Capability | None:
     def fail(message: str) -> ParseError:
         return ParseError(path, message, text.count("\n", 0, start) + 1)
 
-    m = _MIG_MINORS_LINE.fullmatch(line)
-    if m is None or m["name"] != name:
+    parsed = _minors_line(line)
+    if parsed is None or parsed[0] != name or _mig_name(name) is None:
         raise fail(f"malformed line {line[:80]!r} (want '<name> <minor>')")
-    minor = int(m["minor"])
+    minor = parsed[1]
     if minor > MAX_MINOR:
         raise fail(f"minor {minor} out of range")
     if text.find(f"\n{key}", start) >= 0:
@@ -414,15 +513,14 @@ def parse_capability_file(text: str, path: str) -> CapabilityFile:
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        m = _CAPFILE_LINE.fullmatch(line.strip())
-        if m is None:
+        parsed = _capfile_line(line.strip())
+        if parsed is None:
             raise ParseError(path, f"malformed line {line[:80]!r}", lineno)
-        if m["key"] in fields:
-            raise ParseError(path, f"{m['key']} repeated", lineno)
-        fields[m["key"]] = int(m["value"])
-    missing = [
-        k for k in ("DeviceFileMinor", "DeviceFileMode", "DeviceFileModify") if k not in fields
-    ]
+        key, value = parsed
+        if key in fields:
+            raise ParseError(path, f"{key} repeated", lineno)
+        fields[key] = value
+    missing = [k for k in _CAPFILE_KEYS if k not in fields]
     if missing:
         raise ParseError(path, f"missing {', '.join(missing)}")
     minor, mode, modify = (
@@ -478,13 +576,13 @@ def parse_proc_devices(text: str, path: str) -> dict[str, int]:
             if section is None:
                 raise ParseError(path, f"unexpected line before a section {line[:80]!r}", lineno)
             continue
-        m = _DEVICES_ENTRY.fullmatch(line)
-        if m is None:
+        entry = _devices_entry(line)
+        if entry is None:
             raise ParseError(path, f"malformed line {line[:80]!r} (want '<major> <name>')", lineno)
-        major = int(m["major"])
+        major, name = entry
         if major > MAX_MAJOR:
             raise ParseError(path, f"major {major} out of range", lineno)
-        chars.setdefault(m["name"], major)
+        chars.setdefault(name, major)
     if not saw_char:
         raise ParseError(path, "no 'Character devices:' section")
     return chars

@@ -9,14 +9,22 @@ never as "no capabilities".
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from pathlib import Path
 
 from capctl import caps
 from capctl.caps import Capability, CapabilityFile, CapabilityTable, Majors, Source
 from capctl.errors import DriverError, ParseError
-from capctl.host import Host, read_bounded, read_optional
+from capctl.host import read_bounded, read_optional
 from capctl.record import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from capctl.host import Host
+else:
+    # What collections.abc re-exports, without the collections package that importing it
+    # loads (about 1.5 ms of every hook start, issue 5); os has loaded this module already.
+    from _collections_abc import Mapping
 
 #: A capability file holds three short lines.
 _MAX_CAPFILE = 4096
@@ -44,7 +52,7 @@ def load_majors(host: Host) -> Majors:
         text = read_bounded(path)
     except FileNotFoundError as err:
         raise DriverError(f"{path}: missing; is {host.root} a Linux root with /proc?") from err
-    return caps.nvidia_majors(caps.parse_proc_devices(text, str(path)))
+    return caps.nvidia_majors(caps.parse_proc_devices(text, path))
 
 
 def load_table(host: Host) -> CapabilityTable:
@@ -61,7 +69,7 @@ def load_table(host: Host) -> CapabilityTable:
                     "nv_cap_enable_devfs=1)"
                 )
             continue
-        parts[source] = caps.parse_minors(text, str(path), source)
+        parts[source] = caps.parse_minors(text, path, source)
     return caps.merge_tables(parts, host.display(caps.MINORS_DIR))
 
 
@@ -76,7 +84,7 @@ def _existing_mig(host: Host, table: CapabilityTable) -> dict[str, str]:
     prefix = caps.CAPABILITIES_DIR + "/"
     # (directory, its root-relative path), depth first, each directory's files before its
     # subdirectories (the order os.walk gives).
-    todo = [(str(host.path(caps.CAPABILITIES_DIR)), caps.CAPABILITIES_DIR)]
+    todo = [(host.path(caps.CAPABILITIES_DIR), caps.CAPABILITIES_DIR)]
     while todo:
         dirpath, reldir = todo.pop()
         try:
@@ -115,11 +123,11 @@ def read_capability_file(host: Host, cap: Capability) -> CapabilityFile | None:
     return _read_capability_file(host.path(cap.proc_relpath), cap)
 
 
-def _read_capability_file(path: Path, cap: Capability) -> CapabilityFile | None:
+def _read_capability_file(path: str, cap: Capability) -> CapabilityFile | None:
     text = read_optional(path, _MAX_CAPFILE)
     if text is None:
         return None
-    cf = caps.parse_capability_file(text, str(path))
+    cf = caps.parse_capability_file(text, path)
     if cf.minor != cap.minor:
         raise ParseError(
             path,
@@ -134,7 +142,7 @@ def _existing_files(host: Host, table: CapabilityTable) -> dict[str, CapabilityF
     for name, path in _existing_mig(host, table).items():
         cap = table.get(name)
         assert cap is not None
-        cf = _read_capability_file(Path(path), cap)
+        cf = _read_capability_file(path, cap)
         if cf is not None:
             existing[name] = cf
     return existing
@@ -156,7 +164,7 @@ def load(host: Host, *, lazy: bool = False) -> DriverState:
         if text is None:
             load_table(host)  # raises the missing-driver error
         assert text is not None
-        table: CapabilityTable = LazyTable(host, text, str(path))
+        table: CapabilityTable = LazyTable(host, text, path)
     else:
         table = load_table(host)
     if majors.caps is None:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import random
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from capctl import caps, simulated
 from capctl.caps import Kind, Source
 from capctl.errors import ParseError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # --- names ----------------------------------------------------------------------------------
 
@@ -399,3 +408,583 @@ def test_bad_proc_devices(text: str, msg: str) -> None:
 def test_malformed_block_section_is_not_our_business() -> None:
     text = "Character devices:\n238 nvidia-caps\n\nBlock devices:\nwhatever here\n"
     assert caps.parse_proc_devices(text, "d") == {"nvidia-caps": 238}
+
+
+# --- the str parsers against the regular expressions they replaced ---------------------------
+#
+# The hook imports caps on every container start, so its line parsers are str methods, not
+# ``re`` (issue 5).  These are the expressions they replaced, kept as the oracle: on every case
+# below, hand-written and mutated at random, a parser and its expression must agree.
+
+ORACLE_MIG_NAME = re.compile(
+    r"(?P<fixed>config|monitor)"
+    r"|gpu(?P<gpu>0|[1-9][0-9]{0,3})/gi(?P<gi>0|[1-9][0-9]{0,3})"
+    r"(?:/ci(?P<ci>0|[1-9][0-9]{0,3}))?/access"
+)
+ORACLE_OTHER_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+_ORACLE_MINOR = r"(?P<minor>0|[1-9][0-9]{0,6})"
+ORACLE_MINORS_LINE = re.compile(r"(?P<name>\S+) " + _ORACLE_MINOR)
+ORACLE_MIG_MINORS_LINE = re.compile(r"(?P<name>" + ORACLE_MIG_NAME.pattern + r") " + _ORACLE_MINOR)
+ORACLE_OTHER_MINORS_LINE = re.compile(
+    r"(?P<name>" + ORACLE_OTHER_NAME.pattern + r") " + _ORACLE_MINOR
+)
+ORACLE_DEVICES_ENTRY = re.compile(r" *(?P<major>[0-9]{1,4}) (?P<name>\S+)")
+ORACLE_CAPFILE_LINE = re.compile(
+    r"(?P<key>DeviceFileMinor|DeviceFileMode|DeviceFileModify): (?P<value>[0-9]{1,7})"
+)
+ORACLE_PROC_MIG = re.compile(
+    r"mig/(?P<fixed>config|monitor)"
+    r"|gpu(?P<gpu>[0-9]+)/mig/gi(?P<gi>[0-9]+)(?:/ci(?P<ci>[0-9]+))?/access"
+)
+
+
+def oracle_whole_file(line: re.Pattern[str]) -> re.Pattern[str]:
+    one = re.sub(r"\(\?P<\w+>", "(?:", line.pattern)
+    return re.compile(f"(?:{one}\n)*(?:{one}\n?)?")
+
+
+def oracle_mig_name(name: str) -> caps.MigRef | None:
+    m = ORACLE_MIG_NAME.fullmatch(name)
+    if m is None:
+        return None
+    if m["fixed"]:
+        return caps.MigRef(Kind(m["fixed"]))
+    if m["ci"] is None:
+        return caps.MigRef(Kind.GI, int(m["gpu"]), int(m["gi"]))
+    return caps.MigRef(Kind.CI, int(m["gpu"]), int(m["gi"]), int(m["ci"]))
+
+
+def oracle_minors_line(line: str) -> tuple[str, int] | None:
+    m = ORACLE_MINORS_LINE.fullmatch(line)
+    return None if m is None else (m["name"], int(m["minor"]))
+
+
+def oracle_devices_entry(line: str) -> tuple[int, str] | None:
+    m = ORACLE_DEVICES_ENTRY.fullmatch(line)
+    return None if m is None else (int(m["major"]), m["name"])
+
+
+def oracle_capfile_line(line: str) -> tuple[str, int] | None:
+    m = ORACLE_CAPFILE_LINE.fullmatch(line)
+    return None if m is None else (m["key"], int(m["value"]))
+
+
+def oracle_name_from_proc_relpath(relpath: str) -> str | None:
+    prefix = caps.CAPABILITIES_DIR + "/"
+    if not relpath.startswith(prefix):
+        return None
+    m = ORACLE_PROC_MIG.fullmatch(relpath[len(prefix) :])
+    if m is None:
+        return None
+    if m["fixed"]:
+        return str(m["fixed"])
+    if m["ci"] is None:
+        return caps.gi_name(int(m["gpu"]), int(m["gi"]))
+    return caps.ci_name(int(m["gpu"]), int(m["gi"]), int(m["ci"]))
+
+
+def oracle_parse_minors_line(line: str, source: Source) -> tuple[str, int] | str:
+    """What the regex-based line parser made of one line: (name, minor) or its error."""
+    line_re = ORACLE_MIG_MINORS_LINE if source is Source.MIG else ORACLE_OTHER_MINORS_LINE
+    m = line_re.fullmatch(line)
+    if m is None:
+        return "malformed" if ORACLE_MINORS_LINE.fullmatch(line) is None else "not a name"
+    return m["name"], int(m["minor"])
+
+
+#: Characters the mutations draw from: the grammars' own, white space of every kind the
+#: ``re`` module knows, digits that are not ASCII (Arabic-Indic three, superscript two,
+#: fullwidth one, Devanagari five), and upper case.
+MUTATION_CHARS = (
+    "0123456789abcgimnoprstuvxyz-/:_+. ACDFMZ"
+    "\t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u2003\u2028\u3000"
+    "\u0663\xb2\uff11\u096b\xb9"
+)
+
+
+def mutate(rng: random.Random, text: str) -> str:
+    """``text`` with one to three random edits: insert, delete, replace, repeat or swap."""
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randint(0, len(text))
+        c = rng.choice(MUTATION_CHARS)
+        op = rng.randrange(5)
+        if op == 0:
+            text = text[:i] + c + text[i:]
+        elif op == 1:
+            text = text[:i] + text[i + 1 :]
+        elif op == 2:
+            text = text[:i] + c + text[i + 1 :]
+        elif op == 3:
+            j = rng.randint(i, len(text))
+            text = text[:j] + text[i:j] + text[j:]
+        elif i + 1 < len(text):
+            text = text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+    return text
+
+
+def cases(hand: list[str], valid: list[str], seed: int, count: int = 3000) -> list[str]:
+    """The hand-written cases, then ``count`` random mutations of the valid ones."""
+    rng = random.Random(seed)
+    return hand + valid + [mutate(rng, rng.choice(valid)) for _ in range(count)]
+
+
+def agree(
+    parser: Callable[[str], object], oracle: Callable[[str], object], inputs: list[str]
+) -> set[bool]:
+    """Assert that both give the same answer on every input; return which of "rejected" the
+    answers were (a test also wants accepted and rejected cases both)."""
+    answers = set()
+    for text in inputs:
+        want, got = oracle(text), parser(text)
+        assert got == want, text
+        answers.add(want is None)
+    return answers
+
+
+VALID_NAMES = [
+    "config",
+    "monitor",
+    "gpu0/gi0/access",
+    "gpu0/gi2/access",
+    "gpu31/gi14/ci7/access",
+    "gpu9999/gi9999/ci9999/access",
+    "gpu10/gi0/ci0/access",
+    "gpu1000/gi100/ci10/access",
+]
+HAND_NAMES = [
+    "",
+    "/",
+    "gpu",
+    "access",
+    "Config",
+    "CONFIG",
+    "configs",
+    "config\n",
+    " config",
+    "config ",
+    "mig/config",
+    "monitor/",
+    "gpu00/gi0/access",
+    "gpu0/gi00/access",
+    "gpu0/gi0/ci00/access",
+    "gpu01/gi0/access",
+    "gpu10000/gi0/access",
+    "gpu0/gi10000/access",
+    "gpu0/gi0/ci10000/access",
+    "gpu\u0663/gi0/access",
+    "gpu\xb2/gi0/access",
+    "gpu0/gi\uff11/access",
+    "gpu/gi0/access",
+    "gpu0/gi/access",
+    "gpu0/gi0/ci/access",
+    "gpu-1/gi0/access",
+    "gpu+1/gi0/access",
+    "gpu1_0/gi0/access",
+    "gpu 1/gi0/access",
+    "gpu0/gi0/ci0/ci0/access",
+    "gpu0/gi0/access/",
+    "/gpu0/gi0/access",
+    "gpu0//gi0/access",
+    "gpu0/mig/gi0/access",
+    "gpu0/gi0/acces",
+    "gpu0/gi0/ACCESS",
+    "GPU0/gi0/access",
+    "gpu0/GI0/access",
+    "gpu0/gi0/CI0/access",
+    "gpu0/ci0/gi0/access",
+    "gpu0/gi0/ci0",
+    "gpu0/gi0",
+    "gpu0/gi0/access\n",
+    "gpu0\t/gi0/access",
+    "gpu0/gi0/access\x00",
+    "fabric-mgmt",
+    "gpu0/gi0/cx0/access",
+    "gpu0/gi0/access/access",
+]
+
+
+def test_mig_name_parser_agrees_with_its_regex() -> None:
+    answers = agree(caps.parse_mig_name, oracle_mig_name, cases(HAND_NAMES, VALID_NAMES, 1))
+    assert answers == {True, False}
+
+
+VALID_OTHER = ["fabric-mgmt", "fabric-imex-mgmt", "a", "z9", "a-1", "a1-b2-c3", "x-0-0"]
+HAND_OTHER = [
+    "",
+    "-",
+    "1",
+    "1a",
+    "-a",
+    "a-",
+    "a--b",
+    "A",
+    "aB",
+    "a_b",
+    "a b",
+    "a.b",
+    "a/b",
+    "\xe9",
+    "a-\xe9",
+    "a\n",
+    "a\u0663",
+    "fabric-mgmt ",
+    " fabric-mgmt",
+    "Fabric-mgmt",
+    "config",
+]
+
+
+def test_other_name_parser_agrees_with_its_regex() -> None:
+    def oracle(name: str) -> bool | None:
+        return True if ORACLE_OTHER_NAME.fullmatch(name) else None
+
+    def parser(name: str) -> bool | None:
+        return True if caps._is_other_name(name) else None
+
+    assert agree(parser, oracle, cases(HAND_OTHER, VALID_OTHER, 2)) == {True, False}
+    for name in cases(HAND_OTHER + HAND_NAMES, VALID_OTHER + VALID_NAMES, 3):
+        want = oracle_mig_name(name) is not None or ORACLE_OTHER_NAME.fullmatch(name) is not None
+        assert caps.is_valid_name(name) == want, name
+
+
+VALID_MINORS_LINES = [
+    "config 0",
+    "monitor 1",
+    "gpu0/gi2/access 21",
+    "gpu31/gi14/ci7/access 4322",
+    "fabric-mgmt 9999999",
+    "x 1048575",
+    "../../etc 2",
+    "a/b 10",
+    *simulated.mig_minors_text().splitlines()[::97],
+]
+HAND_MINORS_LINES = [
+    "",
+    " ",
+    "1",
+    " 1",
+    "config",
+    "config ",
+    "config  1",
+    "config\t1",
+    " config 1",
+    "config 1 ",
+    "config 1\n",
+    "config 1\r",
+    "config 01",
+    "config 00",
+    "config 0\n",
+    "config -1",
+    "config +1",
+    "config 1_0",
+    "config \u0663",
+    "config \xb2",
+    "config 1\xb2",
+    "config \uff11",
+    "config 10000000",
+    "config 1234567",
+    "config 12345678",
+    "config\xa01",
+    "con\u2003fig 1",
+    "config 1 x",
+    "config 1 2",
+    "\x0bconfig 1",
+    "config\x00 1",
+]
+
+
+def test_minors_line_parser_agrees_with_its_regex() -> None:
+    inputs = cases(HAND_MINORS_LINES, VALID_MINORS_LINES, 4)
+    assert agree(caps._minors_line, oracle_minors_line, inputs) == {True, False}
+
+
+@pytest.mark.parametrize("source", list(Source), ids=[s.value for s in Source])
+def test_minors_line_errors_agree_with_the_regexes(source: Source) -> None:
+    # Through the public parser: the same verdict, the same kind of error, on one-line files.
+    seen = set()
+    for line in cases(HAND_MINORS_LINES + HAND_NAMES, VALID_MINORS_LINES, 5):
+        if len(line.splitlines()) != 1 or not line.strip():
+            continue  # several lines, or a blank one: that is the file parser's business
+        want = oracle_parse_minors_line(line.splitlines()[0], source)
+        try:
+            (cap,) = caps._parse_minors_lines(line, "f", source)
+            got: tuple[str, int] | str = cap.name, cap.minor
+        except ParseError as err:
+            if "malformed line" in err.reason:
+                got = "malformed"
+            elif "capability name" in err.reason:
+                got = "not a name"
+            else:
+                got = err.reason
+        if isinstance(want, tuple) and want[1] > caps.MAX_MINOR:
+            want = f"minor {want[1]} out of range"
+        assert got == want, line
+        seen.add(want if isinstance(want, str) else "ok")
+    assert {"ok", "malformed", "not a name"} <= seen
+
+
+def test_find_judges_its_line_as_the_regex_did() -> None:
+    # find_mig_capability on a one-line file, looking up the line's own name.
+    seen = set()
+    for line in cases(HAND_MINORS_LINES, VALID_MINORS_LINES, 6):
+        if "\n" in line:
+            continue
+        name = line.partition(" ")[0]
+        m = ORACLE_MIG_MINORS_LINE.fullmatch(line)
+        want: int | str | None = (
+            None
+            if not line.startswith(f"{name} ")  # no blank: the name is not there
+            else "malformed"
+            if m is None or m["name"] != name
+            else int(m["minor"])
+        )
+        if isinstance(want, int) and want > caps.MAX_MINOR:
+            want = "out of range"
+        try:
+            found = caps.find_mig_capability(line, "m", name)
+            got: int | str | None = None if found is None else found.minor
+        except ParseError as err:
+            got = "malformed" if "malformed line" in err.reason else err.reason
+            got = "out of range" if "out of range" in err.reason else got
+        assert got == want, line
+        seen.add(type(want))
+    assert seen == {int, str, type(None)}
+
+
+VALID_DEVICES = [
+    "  1 mem",
+    "238 nvidia-caps",
+    "195 nvidia-frontend",
+    "  4 /dev/vc/0",
+    "203 cpu/cpuid",
+    "0 x",
+    "0238 x",
+    "9999 x",
+    "      10 misc",
+]
+HAND_DEVICES = [
+    "",
+    " ",
+    "12",
+    "12 ",
+    " 12 ",
+    "12345 x",
+    "\t12 x",
+    "12  x",
+    "12\tx",
+    "12 x y",
+    "12 x\n",
+    "12 x ",
+    "x 12",
+    "\u0663 x",
+    "\xb2 x",
+    "1\uff11 x",
+    "-1 x",
+    "+1 x",
+    "1_0 x",
+    "12 x\xa0",
+    "\xa012 x",
+    "12 \u2003",
+    "  4 tty\x0b",
+    "Character devices:",
+    "Block devices:",
+    "12 \x00",
+]
+
+
+def test_devices_entry_parser_agrees_with_its_regex() -> None:
+    inputs = cases(HAND_DEVICES, VALID_DEVICES, 7)
+    assert agree(caps._devices_entry, oracle_devices_entry, inputs) == {True, False}
+
+
+VALID_CAPFILE = [f"{k}: {v}" for k in caps._CAPFILE_KEYS for v in ("0", "1", "292", "1234567")]
+HAND_CAPFILE = [
+    "",
+    ":",
+    ": 1",
+    "DeviceFileMinor",
+    "DeviceFileMinor:",
+    "DeviceFileMinor: ",
+    "DeviceFileMinor:1",
+    "DeviceFileMinor :1",
+    "DeviceFileMinor  : 1",
+    "DeviceFileMinor:  1",
+    "DeviceFileMinor:\t1",
+    "devicefileminor: 1",
+    "DEVICEFILEMINOR: 1",
+    "DeviceFileMinorX: 1",
+    "DeviceFile: 1",
+    "Foo: 1",
+    "DeviceFileMode: 0o400",
+    "DeviceFileMode: 12345678",
+    "DeviceFileMode: 0000000",
+    "DeviceFileMode: 00000000",
+    "DeviceFileMode: -1",
+    "DeviceFileMode: \u0663",
+    "DeviceFileMode: \xb2",
+    "DeviceFileMode: 1 ",
+    " DeviceFileMode: 1",
+    "DeviceFileMode: 1\n",
+    "DeviceFileMode: 1: 2",
+    "DeviceFileMinor: DeviceFileMode: 1",
+]
+
+
+def test_capability_file_line_parser_agrees_with_its_regex() -> None:
+    inputs = cases(HAND_CAPFILE, VALID_CAPFILE, 8)
+    # parse_capability_file strips each line before judging it, as it did before.
+    stripped = [line.strip() for line in inputs]
+    assert agree(caps._capfile_line, oracle_capfile_line, inputs + stripped) == {True, False}
+
+
+VALID_PROC = [
+    f"{caps.CAPABILITIES_DIR}/{rest}"
+    for rest in (
+        "mig/config",
+        "mig/monitor",
+        "gpu0/mig/gi0/access",
+        "gpu31/mig/gi14/ci7/access",
+        "gpu007/mig/gi01/ci002/access",
+        "gpu123456789/mig/gi0/access",
+    )
+]
+HAND_PROC = [
+    f"{caps.CAPABILITIES_DIR}/{rest}"
+    for rest in (
+        "",
+        "mig",
+        "mig/",
+        "mig/other",
+        "mig/config/",
+        "mig/config\n",
+        "config",
+        "gpu\u0663/mig/gi0/access",
+        "gpu\xb2/mig/gi0/access",
+        "gpu/mig/gi0/access",
+        "gpu0/mig/gi/access",
+        "gpu0/mig/gi0/ci/access",
+        "gpu0/mig/gi0/ci0/x/access",
+        "gpu0/mig/gi0",
+        "gpu0/gi0/access",
+        "gpu0/MIG/gi0/access",
+        "gpu0/mig/gi0/access\n",
+        "gpu0/mig/gi0/ci0/ci0/access",
+        "fabric-imex-mgmt",
+        "gpu0/mig/gi-1/access",
+        "gpu0/mig/gi0/cx0/access",
+    )
+] + ["", "mig/config", "proc/driver/nvidia/capabilities", "x/" + VALID_PROC[0]]
+
+
+def test_proc_path_parser_agrees_with_its_regex() -> None:
+    inputs = cases(HAND_PROC, VALID_PROC, 9)
+    assert agree(caps.name_from_proc_relpath, oracle_name_from_proc_relpath, inputs) == {
+        True,
+        False,
+    }
+
+
+def test_every_white_space_and_digit_character() -> None:
+    # Each code point that re, str.split or int might call white space or a digit, in the
+    # place of a name's character and of a number's.
+    special = [
+        chr(c)
+        for c in range(sys.maxunicode + 1)
+        if chr(c).isspace()
+        or chr(c).isdigit()
+        or chr(c).isnumeric()
+        or re.fullmatch(r"\s", chr(c))
+        or re.fullmatch(r"\d", chr(c))
+    ]
+    assert len(special) > 1000 and "\u0663" in special and "\x1c" in special
+    for c in special + [chr(c) for c in range(128)]:
+        for line in (f"a{c}b 1", f"gpu0/gi0/access 1{c}", f"config {c}", f"{c} 1"):
+            assert caps._minors_line(line) == oracle_minors_line(line), line
+        for line in (f"1{c} x", f" {c} x", f"12 x{c}"):
+            assert caps._devices_entry(line) == oracle_devices_entry(line), line
+        line = f"DeviceFileMode: 4{c}"
+        assert caps._capfile_line(line) == oracle_capfile_line(line), line
+        name = f"gpu{c}/gi0/access"
+        assert caps.parse_mig_name(name) == oracle_mig_name(name), name
+        relpath = f"{caps.CAPABILITIES_DIR}/gpu0/mig/gi{c}/access"
+        assert caps.name_from_proc_relpath(relpath) == oracle_name_from_proc_relpath(relpath)
+
+
+@pytest.mark.parametrize("source", list(Source), ids=[s.value for s in Source])
+def test_whole_file_pattern_agrees_with_its_old_construction(source: Source) -> None:
+    oracle = oracle_whole_file(
+        ORACLE_MIG_MINORS_LINE if source is Source.MIG else ORACLE_OTHER_MINORS_LINE
+    )
+    rng = random.Random(10)
+    # Every line case, alone and between two good lines of this file's kind...
+    good = ("config 1", "monitor 2") if source is Source.MIG else ("a 1", "b-c 2")
+    lines = cases(
+        [*HAND_MINORS_LINES, "x_y 1", "a-b_c 1", "config 12345678", "fabric-mgmt 99999999"],
+        VALID_MINORS_LINES + [f"{name} {minor}" for minor, name in enumerate(VALID_OTHER)],
+        10,
+    )
+    texts = ["", "\n", "\n\n", *lines]
+    texts += [f"{good[0]}\n{line}\n{good[1]}" for line in lines]
+    # ... and a whole file of its kind with one line mutated.
+    if source is Source.MIG:
+        full = FULL.splitlines(keepends=True)
+    else:
+        full = [f"{name} {minor}\n" for minor, name in enumerate(VALID_OTHER)]
+    texts += ["".join(full), "".join(full).rstrip("\n")]
+    for _ in range(50):
+        edited = list(full)
+        i = rng.randrange(len(edited))
+        edited[i] = mutate(rng, edited[i])
+        texts.append("".join(edited))
+    verdicts = set()
+    for text in texts:
+        want = oracle.fullmatch(text) is not None
+        assert (caps._minors_file(source).fullmatch(text) is not None) == want, text[:200]
+        verdicts.add(want)
+    assert verdicts == {True, False}
+
+
+# --- what importing caps costs the hook ------------------------------------------------------
+
+#: What a module on the hook's path may import from the standard library (issue 5), and what
+#: ``os`` brings with it when ``site`` has not imported it already.
+HOOK_STDLIB = frozenset(
+    {
+        "os",
+        "sys",
+        "stat",
+        "posixpath",
+        "errno",
+        "time",
+        "io",
+        "_json",
+        "syslog",
+        "fcntl",
+        "_operator",
+        "itertools",
+        "__future__",
+        "os.path",
+        "genericpath",
+        "_stat",
+        "_collections_abc",
+    }
+)
+
+
+def imports_of(module: str) -> set[str]:
+    """The modules that importing ``module`` adds, with ``site`` off (``-S``: this checkout's
+    editable install makes ``site`` import re and pathlib, which would hide them)."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); before = set(sys.modules); "
+        f"import {module}; print(*sorted(set(sys.modules) - before))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
+    )
+    return set(res.stdout.split())
+
+
+def test_importing_caps_loads_only_what_the_hook_may() -> None:
+    added = imports_of("capctl.caps")
+    assert "capctl.caps" in added and "capctl.litenum" in added
+    assert sorted(m for m in added if not m.startswith("capctl") and m not in HOOK_STDLIB) == []

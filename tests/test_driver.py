@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from capctl import driver, simulated
 from capctl.errors import DriverError, ParseError
 from capctl.host import Host
+from tests.test_caps import HOOK_STDLIB, ROOT, imports_of
 
 
 def test_load_simulated(sim_host: Host) -> None:
@@ -125,6 +128,36 @@ def test_lazy_load_still_cross_checks_what_it_reads(sim_host: Host, sim_root: Pa
     lazy = driver.load(sim_host, lazy=True)
     with pytest.raises(ParseError, match="DeviceFileMinor 4 disagrees with mig-minors"):
         lazy.existing.get("gpu0/gi7/access")
+
+
+def test_importing_driver_loads_only_what_the_hook_may() -> None:
+    added = imports_of("capctl.driver")
+    assert {"capctl.driver", "capctl.caps", "capctl.host"} <= added
+    assert sorted(m for m in added if not m.startswith("capctl") and m not in HOOK_STDLIB) == []
+
+
+def test_lazy_load_uses_only_what_the_hook_may(sim_root: Path) -> None:
+    # The hook's whole use of the driver: load lazily, look up and read two capabilities.
+    code = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+before = set(sys.modules)
+from capctl import driver
+from capctl.host import Host
+state = driver.load(Host({str(sim_root)!r}), lazy=True)
+for name in ("gpu0/gi7/access", "gpu0/gi7/ci0/access"):
+    cap = state.table.get(name)
+    assert cap is not None and state.existing.get(name).minor == cap.minor, name
+assert state.majors.caps == 238
+print(*sorted(set(sys.modules) - before))
+"""
+    res = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    added = set(res.stdout.split())
+    assert "capctl.driver" in added
+    assert sorted(m for m in added if not m.startswith("capctl") and m not in HOOK_STDLIB) == []
 
 
 @pytest.mark.parametrize("lazy", [False, True])

@@ -15,11 +15,13 @@ capctl never believes in a restriction the kernel does not enforce.
 
 from __future__ import annotations
 
-import enum
-import re
-from collections.abc import Mapping
+# collections.abc is a submodule: importing it runs collections/__init__ (about 1 ms at
+# every hook start, issue 5).  _collections_abc holds the very same classes and is loaded
+# at every start already (os imports it).
+from _collections_abc import Mapping
 
 from capctl.errors import CgroupError, ParseError
+from capctl.litenum import StrEnum
 from capctl.record import record
 from capctl.record import set_field as _set
 
@@ -34,7 +36,7 @@ MAJOR_MAX = (1 << 12) - 1
 MINOR_MAX = (1 << 20) - 1
 
 
-class DeviceType(enum.StrEnum):
+class DeviceType(StrEnum):
     """Device type as written in ``devices.list``: char, block or all."""
 
     CHAR = "c"
@@ -61,7 +63,7 @@ class Access(frozenset[str]):
     @classmethod
     def parse(cls, text: str) -> Access:
         """Parse an access string (``r``, ``rw``, ``rwm``...); each letter at most once."""
-        if not _ACCESS_RE.fullmatch(text) or len(set(text)) != len(text):
+        if not _is_access(text) or len(set(text)) != len(text):
             raise ValueError(f"invalid access {text!r}")
         return cls(text)
 
@@ -88,8 +90,15 @@ class Access(frozenset[str]):
 R = Access("r")
 RW = Access("rw")
 RWM = Access("rwm")
-_ACCESS_RE = re.compile(r"[rwm]{1,3}")
 
+# The parsers of this module use str methods rather than re (5 ms to import at every hook
+# start, issue 5), each exactly as strict as the expression in its comment; tests/test_rules.py
+# holds them to those expressions.
+
+
+def _is_access(text: str) -> bool:
+    # [rwm]{1,3}
+    return 0 < len(text) <= 3 and not text.strip(Access.LETTERS)
 
 
 @record
@@ -158,10 +167,10 @@ def char(major: int, minor: int | None, access: str | Access, allow: bool = True
 ALLOW_ALL = DeviceRule(DeviceType.ALL, None, None, RWM, True)
 DENY_ALL = DeviceRule(DeviceType.ALL, None, None, RWM, False)
 
-# One line of devices.list / devices.allow, as printed by the kernel's devcgroup_seq_show().
-_LINE_RE = re.compile(
-    r"(?P<type>[abc]) (?P<major>\*|[0-9]+):(?P<minor>\*|[0-9]+) (?P<access>[rwm]{1,3})"
-)
+
+def _is_number(text: str) -> bool:
+    # \*|[0-9]+ (ASCII digits: str.isdigit() alone takes '²')
+    return text == "*" or (text.isascii() and text.isdigit())
 
 
 def _number(text: str) -> int | None:
@@ -169,17 +178,25 @@ def _number(text: str) -> int | None:
 
 
 def parse_rule(text: str, *, allow: bool = True) -> DeviceRule:
-    """Parse one ``devices.list`` style line; raise :class:`ValueError` when malformed."""
-    m = _LINE_RE.fullmatch(text)
-    if m is None:
-        raise ValueError(f"malformed device rule {text!r}")
-    return DeviceRule(
-        DeviceType(m["type"]),
-        _number(m["major"]),
-        _number(m["minor"]),
-        Access.parse(m["access"]),
-        allow,
-    )
+    """Parse one ``devices.list`` style line; raise :class:`ValueError` when malformed.
+
+    The line as the kernel's ``devcgroup_seq_show()`` prints it:
+    ``([abc]) (\\*|[0-9]+):(\\*|[0-9]+) ([rwm]{1,3})``.
+    """
+    fields = text.split(" ")
+    if len(fields) == 3:
+        type_, numbers, access = fields
+        major, _, minor = numbers.partition(":")  # no ':': minor "" is refused
+        if (
+            type_ in ("a", "b", "c")
+            and _is_number(major)
+            and _is_number(minor)
+            and _is_access(access)
+        ):
+            return DeviceRule(
+                DeviceType(type_), _number(major), _number(minor), Access.parse(access), allow
+            )
+    raise ValueError(f"malformed device rule {text!r}")
 
 
 def parse_devices_list(text: str, path: str = "devices.list") -> list[DeviceRule]:

@@ -100,7 +100,7 @@ def test_runc_container(tmp_path: Path) -> None:
 
         target = cgroup.detect(ctr.pid)
         assert target == Cgroup(Version.V1, runc.device_cgroup(bundle))
-        assert_child_cgroup(target.path, V1_DEVICES)
+        assert_child_cgroup(Path(target.path), V1_DEVICES)
         before = cgroup.allowed(ctr.pid)
         assert not cgroup.allows_all(ctr.pid)
 

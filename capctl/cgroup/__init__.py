@@ -33,7 +33,8 @@ from capctl.cgroup.undo import Undo
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
-    from pathlib import Path
+
+    from _typeshed import StrPath
 
     from capctl.rules import DeviceRule
 
@@ -58,7 +59,7 @@ class DeviceCgroup:
     :func:`devices` imports each backend only for a cgroup of its version (v2 needs ctypes).
     """
 
-    path: Path
+    path: str  # as paths.normalized gives it
 
     def allows_all(self) -> bool:
         raise NotImplementedError
@@ -75,13 +76,13 @@ class DeviceCgroup:
         raise NotImplementedError
 
 
-def detect(pid: int, *, proc: Path = PROC, cgroup_root: Path = CGROUP_ROOT) -> Cgroup:
+def detect(pid: int, *, proc: StrPath = PROC, cgroup_root: StrPath = CGROUP_ROOT) -> Cgroup:
     """The device cgroup of *pid*, as the runtime in our mount namespace would use it."""
     return find_cgroup(pid, proc=proc, cgroup_root=cgroup_root)
 
 
 def devices(
-    target: int | Cgroup, *, proc: Path = PROC, cgroup_root: Path = CGROUP_ROOT
+    target: int | Cgroup, *, proc: StrPath = PROC, cgroup_root: StrPath = CGROUP_ROOT
 ) -> DeviceCgroup:
     """The backend for *target* (a pid or a :class:`Cgroup`)."""
     cg = (
@@ -96,7 +97,9 @@ def devices(
     return V1Devices(cg.path)
 
 
-def allows_all(target: int | Cgroup, *, proc: Path = PROC, cgroup_root: Path = CGROUP_ROOT) -> bool:
+def allows_all(
+    target: int | Cgroup, *, proc: StrPath = PROC, cgroup_root: StrPath = CGROUP_ROOT
+) -> bool:
     """Whether every device is allowed already (privileged container): skip rule changes."""
     return devices(target, proc=proc, cgroup_root=cgroup_root).allows_all()
 
@@ -106,8 +109,8 @@ def grant(
     rules: Iterable[DeviceRule],
     *,
     spec_rules: Sequence[DeviceRule] | None = None,
-    proc: Path = PROC,
-    cgroup_root: Path = CGROUP_ROOT,
+    proc: StrPath = PROC,
+    cgroup_root: StrPath = CGROUP_ROOT,
 ) -> Undo:
     """Allow *rules* for *target* in addition to what it may use now; see the module doc."""
     return devices(target, proc=proc, cgroup_root=cgroup_root).grant(rules, spec_rules=spec_rules)
@@ -117,15 +120,15 @@ def revoke(
     target: int | Cgroup,
     rules: Iterable[DeviceRule],
     *,
-    proc: Path = PROC,
-    cgroup_root: Path = CGROUP_ROOT,
+    proc: StrPath = PROC,
+    cgroup_root: StrPath = CGROUP_ROOT,
 ) -> Undo:
     """Take the access of *rules* away from *target*; see the module doc."""
     return devices(target, proc=proc, cgroup_root=cgroup_root).revoke(rules)
 
 
 def allowed(
-    target: int | Cgroup, *, proc: Path = PROC, cgroup_root: Path = CGROUP_ROOT
+    target: int | Cgroup, *, proc: StrPath = PROC, cgroup_root: StrPath = CGROUP_ROOT
 ) -> list[DeviceRule]:
     """The device rules in force for *target* (v2: those capctl granted); see the module doc."""
     return devices(target, proc=proc, cgroup_root=cgroup_root).allowed()

@@ -15,39 +15,130 @@ gives for ``/sys/fs/cgroup`` names the file system (superblock) mounted there, a
 
 Locations are arguments (``proc``, ``cgroup_root``), defaulting to the real ones: cgroups and
 processes are always the host's, never under capctl's ``--root``.  Parsing is pure and strict.
+
+The OCI hook imports this module at every container start, so it does without ``pathlib``
+(9 ms at start), ``re`` (5.5 ms) and ``enum`` (3 ms; issue 5): paths are ``str``, kept as
+``str(PurePosixPath(...))`` would give them (:func:`normalized`, :func:`join`; arguments may
+be any path-like), and each line kind has a parser of ``str`` methods held by the tests to
+the regular expression it replaces.
 """
 
 from __future__ import annotations
 
-import enum
+import errno
 import os
-import re
-from pathlib import Path, PurePosixPath
+import posixpath
+import stat
 
 from capctl.errors import CgroupError, ParseError
+from capctl.litenum import IntEnum
 from capctl.record import record
+from capctl.record import set_field as _set
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from _typeshed import StrPath
+
 CGROUP2_SUPER_MAGIC = 0x63677270  # include/uapi/linux/magic.h
 
-PROC = Path("/proc")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC = "/proc"
+CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-class Version(enum.IntEnum):
+class Version(IntEnum):
     V1 = 1
     V2 = 2
 
 
+# --- paths: str, with pathlib's meaning --------------------------------------------------------
+
+
+def _split(path: str) -> list[str]:
+    """``PurePosixPath(path).parts`` as a list: the root first if any, then the components.
+
+    As pathlib parses: empty and ``.`` components go, ``..`` stays, and a leading ``//``
+    (exactly two slashes) is a root of its own, which POSIX leaves implementation-defined.
+    """
+    parts = [c for c in path.split("/") if c and c != "."]
+    if path[:1] == "/":
+        parts.insert(0, "//" if path[:2] == "//" and path[2:3] != "/" else "/")
+    return parts
+
+
+def _unsplit(parts: list[str]) -> str:
+    if parts and parts[0][:1] == "/":
+        return parts[0] + "/".join(parts[1:])
+    return "/".join(parts) or "."
+
+
+def _within(parts: list[str], base: list[str]) -> bool:
+    """``PurePosixPath.is_relative_to`` on :func:`_split` lists."""
+    if not base:  # "." : only relative paths are relative to it
+        return not (parts and parts[0][:1] == "/")
+    return parts[: len(base)] == base
+
+
+def normalized(path: StrPath) -> str:
+    """*path* as ``str(pathlib.PurePosixPath(path))`` gives it (``/a//b/./`` -> ``/a/b``)."""
+    return _unsplit(_split(os.fspath(path)))
+
+
+def join(path: StrPath, *names: str) -> str:
+    """``str(pathlib.PurePosixPath(path, *names))``: a later absolute name starts afresh."""
+    return normalized(posixpath.join(path, *names))
+
+
+# pathlib's exists(), is_dir() and is_symlink() answer False for these errors and raise the
+# others, EACCES included (Lib/pathlib.py, _IGNORED_ERRNOS); os.path's swallow them all.
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+
+
+def _mode(path: StrPath, follow: bool = True) -> int | None:
+    try:
+        return os.stat(path, follow_symlinks=follow).st_mode
+    except OSError as err:
+        if err.errno in _ABSENT:
+            return None
+        raise
+    except ValueError:  # a NUL byte in the path
+        return None
+
+
+def exists(path: StrPath) -> bool:
+    """``Path(path).exists()``: False where nothing is, OSError where it cannot tell."""
+    return _mode(path) is not None
+
+
+def is_dir(path: StrPath) -> bool:
+    """``Path(path).is_dir()`` (follows symlinks), with the error policy of :func:`exists`."""
+    mode = _mode(path)
+    return mode is not None and stat.S_ISDIR(mode)
+
+
+def is_symlink(path: StrPath) -> bool:
+    """``Path(path).is_symlink()``, with the error policy of :func:`exists`."""
+    mode = _mode(path, follow=False)
+    return mode is not None and stat.S_ISLNK(mode)
+
+
+# --- records and line parsers -----------------------------------------------------------------
+
+
 @record
 class Cgroup:
-    """A device cgroup: its version and its directory (v1: in the ``devices`` hierarchy)."""
+    """A device cgroup: its version and its directory (v1: in the ``devices`` hierarchy).
+
+    *path* may be given as any path-like; it is kept as :func:`normalized` gives it.
+    """
 
     version: Version
-    path: Path
+    path: str
+
+    def __init__(self, version: Version, path: StrPath):
+        _set(self, "version", version)
+        _set(self, "path", normalized(path))
 
     def __str__(self) -> str:
         return f"cgroup v{int(self.version)} {self.path}"
@@ -77,51 +168,89 @@ class CgroupLine:
     path: str
 
 
-_MOUNTINFO_RE = re.compile(
-    r"(?P<id>\d+) (?P<parent>\d+) (?P<dev>\d+:\d+) (?P<root>\S+) (?P<mnt>\S+) (?P<opts>\S+)"
-    r"(?P<optional>(?: \S+)*) - (?P<fstype>\S+) (?P<source>\S+) (?P<super>\S+)"
-)
-_CGROUP_RE = re.compile(r"(?P<id>\d+):(?P<controllers>[^:]*):(?P<path>/.*)")
+# The line parsers below use str methods, not re (5 ms to import at every hook start), each
+# exactly as strict as the expression in its docstring (held to it by tests/test_cgroup_paths.py),
+# except that a \d there means an ASCII digit: the kernel prints nothing else, and str.isdigit()
+# alone would take '²' and int() any script's digits.
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo (fs/proc_namespace.c).
-    if "\\" not in field:  # nearly always: skip the substitution (and compiling it)
+    # mountinfo escapes space, tab, newline and backslash as \ooo (fs/proc_namespace.c):
+    # re.sub(r"\\([0-7]{3})", octal, field).  A match never spans a backslash, so each piece
+    # after one is decoded on its own.
+    if "\\" not in field:  # nearly always
         return field
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+    first, *rest = field.split("\\")
+    out = [first]
+    for piece in rest:
+        code = piece[:3]
+        if len(code) == 3 and not code.strip("01234567"):
+            out.append(chr(int(code, 8)) + piece[3:])
+        else:
+            out.append("\\" + piece)
+    return "".join(out)
+
+
+def parse_mountinfo_line(line: str) -> Mount | None:
+    r"""One ``mountinfo`` line, or None if it is not one.
+
+    ``(\d+) (\d+) (\d+):(\d+) (\S+) (\S+) (\S+)(?: \S+)* - (\S+) (\S+) (\S+)``: fields
+    without white space, single spaces between them, optional fields up to the ``-``.
+    """
+    fields = line.split()
+    n = len(fields)
+    # n >= 10: six fixed fields, "-", three more; the optional fields (any number, "-" too)
+    # are what lies between; joined by single spaces only if there was no other white space.
+    if n < 10 or fields[n - 4] != "-" or " ".join(fields) != line:
+        return None
+    major, _, minor = fields[2].partition(":")  # no ':': minor "" is refused
+    if not (_digits(major) and _digits(minor)):
+        return None
+    if not (_digits(fields[0]) and _digits(fields[1])):
+        return None
+    return Mount(
+        _unescape(fields[3]),
+        _unescape(fields[4]),
+        fields[n - 3],
+        frozenset(fields[n - 1].split(",")),
+        os.makedev(int(major), int(minor)),
+    )
+
+
+def parse_cgroup_line(line: str) -> CgroupLine | None:
+    r"""One ``/proc/<pid>/cgroup`` line, or None: ``(\d+):([^:]*):(/.*)``."""
+    hierarchy, _, rest = line.partition(":")
+    controllers, _, path = rest.partition(":")  # a ':' missing leaves path "": refused
+    if not (_digits(hierarchy) and path[:1] == "/" and "\n" not in path):
+        return None
+    return CgroupLine(int(hierarchy), frozenset(c for c in controllers.split(",") if c), path)
 
 
 def parse_mountinfo(text: str, path: str = "mountinfo") -> list[Mount]:
     mounts = []
     for lineno, line in enumerate(text.splitlines(), 1):
-        m = _MOUNTINFO_RE.fullmatch(line)
-        if m is None:
+        mount = parse_mountinfo_line(line)
+        if mount is None:
             raise ParseError(path, "malformed mountinfo line", lineno)
-        major, minor = m["dev"].split(":")
-        mounts.append(
-            Mount(
-                _unescape(m["root"]),
-                _unescape(m["mnt"]),
-                m["fstype"],
-                frozenset(m["super"].split(",")),
-                os.makedev(int(major), int(minor)),
-            )
-        )
+        mounts.append(mount)
     return mounts
 
 
 def parse_proc_cgroup(text: str, path: str = "cgroup") -> list[CgroupLine]:
     lines = []
     for lineno, line in enumerate(text.splitlines(), 1):
-        m = _CGROUP_RE.fullmatch(line)
-        if m is None:
+        parsed = parse_cgroup_line(line)
+        if parsed is None:
             raise ParseError(path, "malformed cgroup line", lineno)
-        controllers = frozenset(c for c in m["controllers"].split(",") if c)
-        lines.append(CgroupLine(int(m["id"]), controllers, m["path"]))
+        lines.append(parsed)
     return lines
 
 
-def fs_magic(path: Path) -> int:
+def fs_magic(path: StrPath) -> int:
     """``statfs(2)`` f_type of *path* (os.statvfs does not expose it)."""
     import ctypes  # only here: the hook decides the version with is_cgroup2 instead
 
@@ -129,13 +258,13 @@ def fs_magic(path: Path) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.statfs(os.fsencode(path), buf) != 0:
         err = ctypes.get_errno()
-        raise CgroupError(f"{path}: statfs: {os.strerror(err)}")
+        raise CgroupError(f"{os.fspath(path)}: statfs: {os.strerror(err)}")
     # f_type is the first member: a long (__fsword_t), except s390x where it is unsigned int.
     ctype = ctypes.c_uint if os.uname().machine == "s390x" else ctypes.c_long
     return int(ctype.from_buffer(buf).value) & 0xFFFFFFFF
 
 
-def is_cgroup2(path: Path, mounts: list[Mount]) -> bool:
+def is_cgroup2(path: StrPath, mounts: list[Mount]) -> bool:
     """Whether *path* is on a cgroup2 file system: ``fs_magic(path) == CGROUP2_SUPER_MAGIC``.
 
     Decided without statfs: ``stat(2)`` follows *path* to the file system mounted there (the
@@ -145,37 +274,38 @@ def is_cgroup2(path: Path, mounts: list[Mount]) -> bool:
     try:
         dev = os.stat(path).st_dev
     except OSError as err:
-        raise CgroupError(f"{path}: stat: {err.strerror}") from err
+        raise CgroupError(f"{os.fspath(path)}: stat: {err.strerror}") from err
     return any(m.dev == dev and m.fstype == "cgroup2" for m in mounts)
 
 
-def _relative(cg_path: str, mount_root: str, where: str) -> PurePosixPath:
-    cg, root = PurePosixPath(cg_path), PurePosixPath(mount_root)
-    if ".." in cg.parts:
+def _relative(cg_path: str, mount_root: str, where: str) -> list[str]:
+    """The components of *cg_path* below *mount_root* (``PurePosixPath.relative_to``)."""
+    cg, root = _split(cg_path), _split(mount_root)
+    if ".." in cg:
         raise CgroupError(f"{where}: cgroup path {cg_path!r} contains '..'")
-    try:
-        return cg.relative_to(root)
-    except ValueError:
+    if not _within(cg, root):
         raise CgroupError(
             f"{where}: cgroup {cg_path} is outside the mounted hierarchy (root {mount_root})"
-        ) from None
+        )
+    return cg[len(root) :]
 
 
 def resolve(
-    lines: list[CgroupLine], mounts: list[Mount], version: Version, cgroup_root: Path, where: str
+    lines: list[CgroupLine],
+    mounts: list[Mount],
+    version: Version,
+    cgroup_root: StrPath,
+    where: str,
 ) -> Cgroup:
     """Pure part of :func:`find_cgroup`: map the process's cgroup onto the mounted hierarchy."""
+    root = normalized(cgroup_root)
     if version is Version.V2:
         mount = next(
-            (
-                m
-                for m in reversed(mounts)
-                if m.mount_point == str(cgroup_root) and m.fstype == "cgroup2"
-            ),
+            (m for m in reversed(mounts) if m.mount_point == root and m.fstype == "cgroup2"),
             None,
         )
         if mount is None:
-            raise CgroupError(f"{cgroup_root} is cgroup2 but has no cgroup2 line in mountinfo")
+            raise CgroupError(f"{root} is cgroup2 but has no cgroup2 line in mountinfo")
         line = next((ln for ln in lines if ln.hierarchy == 0 and not ln.controllers), None)
         if line is None:
             raise CgroupError(f"{where}: no cgroup v2 ('0::') line")
@@ -183,30 +313,37 @@ def resolve(
         candidates = [m for m in mounts if m.fstype == "cgroup" and "devices" in m.super_options]
         if not candidates:
             raise CgroupError(
-                f"no cgroup v1 'devices' hierarchy is mounted (and {cgroup_root} is not cgroup2)"
+                f"no cgroup v1 'devices' hierarchy is mounted (and {root} is not cgroup2)"
             )
         # Prefer the mount under cgroup_root (where runc looks), then the first.
-        candidates.sort(key=lambda m: not Path(m.mount_point).is_relative_to(cgroup_root))
+        under = _split(root)
+        candidates.sort(key=lambda m: not _within(_split(m.mount_point), under))
         mount = candidates[0]
         line = next((ln for ln in lines if "devices" in ln.controllers), None)
         if line is None:
             raise CgroupError(f"{where}: no cgroup v1 'devices' line")
     rel = _relative(line.path, mount.root, where)
-    if rel == PurePosixPath("."):
+    if not rel:
         kind = "cgroup2" if version is Version.V2 else "devices"
         raise CgroupError(
             f"{where}: the process is in the root {kind}"
             f" cgroup ({mount.mount_point}); capctl never changes device access of a root cgroup"
         )
-    return Cgroup(version, Path(mount.mount_point, rel))
+    return Cgroup(version, join(mount.mount_point, *rel))
+
+
+def _read(path: str) -> str:
+    # As Path.read_text() reads (the locale's encoding: UTF-8 in the hook's C locale, PEP 538).
+    with open(path, encoding="locale") as f:
+        return f.read()
 
 
 def find_cgroup(
     pid: int,
     *,
-    proc: Path = PROC,
-    cgroup_root: Path = CGROUP_ROOT,
-    magic: Callable[[Path], int] | None = None,
+    proc: StrPath = PROC,
+    cgroup_root: StrPath = CGROUP_ROOT,
+    magic: Callable[[str], int] | None = None,
 ) -> Cgroup:
     """The device cgroup of process *pid* as our mount namespace sees it.
 
@@ -214,29 +351,31 @@ def find_cgroup(
     can say "cgroup2").  Raises :class:`CgroupError` for a root cgroup, a missing hierarchy
     or a vanished process.
     """
-    unified = None if magic is None else magic(cgroup_root) == CGROUP2_SUPER_MAGIC
-    cgroup_file = proc / str(pid) / "cgroup"
-    mountinfo_file = proc / "self" / "mountinfo"
+    root = normalized(cgroup_root)
+    unified = None if magic is None else magic(root) == CGROUP2_SUPER_MAGIC
+    cgroup_file = join(proc, str(pid), "cgroup")
+    mountinfo_file = join(proc, "self", "mountinfo")
     try:
-        lines = parse_proc_cgroup(cgroup_file.read_text(), str(cgroup_file))
-        mounts = parse_mountinfo(mountinfo_file.read_text(), str(mountinfo_file))
+        lines = parse_proc_cgroup(_read(cgroup_file), cgroup_file)
+        mounts = parse_mountinfo(_read(mountinfo_file), mountinfo_file)
     except OSError as err:
         raise CgroupError(f"{err.filename}: {err.strerror}") from err
     if unified is None:
-        unified = is_cgroup2(cgroup_root, mounts)
+        unified = is_cgroup2(root, mounts)
     version = Version.V2 if unified else Version.V1
-    cg = resolve(lines, mounts, version, cgroup_root, str(cgroup_file))
-    if not cg.path.is_dir():
+    cg = resolve(lines, mounts, version, root, cgroup_file)
+    if not is_dir(cg.path):
         raise CgroupError(f"{cgroup_file}: cgroup directory {cg.path} does not exist")
     return cg
 
 
-def check_not_root(path: Path) -> None:
+def check_not_root(path: StrPath) -> None:
     """Refuse a cgroup hierarchy's root (a mount point): changing it could lock up the host."""
+    path = normalized(path)
     try:
         if os.path.ismount(path):
             raise CgroupError(f"{path}: refusing to change device access of a root cgroup")
-        if not path.is_dir() or path.is_symlink():
+        if not is_dir(path) or is_symlink(path):
             raise CgroupError(f"{path}: not a cgroup directory")
     except OSError as err:
         raise CgroupError(f"{path}: {err.strerror}") from err

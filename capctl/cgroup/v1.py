@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from capctl.cgroup import DeviceCgroup
-from capctl.cgroup.paths import check_not_root
+from capctl.cgroup.paths import check_not_root, exists, join, normalized
 from capctl.cgroup.undo import ERROR, Undo, log
 from capctl.errors import CgroupError
 from capctl.rules import Access, DeviceRule, Emulator
@@ -21,15 +21,17 @@ from capctl.rules import Access, DeviceRule, Emulator
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from pathlib import Path
+
+    from _typeshed import StrPath
 
 
 class V1Devices(DeviceCgroup):
     """The ``devices`` controller files of one (non-root) v1 cgroup."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: StrPath):
+        path = normalized(path)
         check_not_root(path)
-        if not (path / "devices.list").exists():
+        if not exists(join(path, "devices.list")):
             raise CgroupError(f"{path}: not a cgroup v1 devices cgroup (no devices.list)")
         self.path = path
 
@@ -44,7 +46,7 @@ class V1Devices(DeviceCgroup):
         try:
             return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
         except OSError as err:
-            raise CgroupError(f"{self.path / name}: {err.strerror}") from err
+            raise CgroupError(f"{join(self.path, name)}: {err.strerror}") from err
         finally:
             os.close(dirfd)
 
@@ -55,8 +57,8 @@ class V1Devices(DeviceCgroup):
             with os.fdopen(fd, "r") as f:
                 text = f.read()
         except OSError as err:
-            raise CgroupError(f"{self.path / 'devices.list'}: {err.strerror}") from err
-        return Emulator.from_list(text, str(self.path / "devices.list"))
+            raise CgroupError(f"{join(self.path, 'devices.list')}: {err.strerror}") from err
+        return Emulator.from_list(text, join(self.path, "devices.list"))
 
     def allows_all(self) -> bool:
         """Whether the cgroup allows every device (``a *:* rwm``: a privileged container)."""
@@ -73,7 +75,7 @@ class V1Devices(DeviceCgroup):
             os.write(fd, rule.line().encode())
         except OSError as err:
             raise CgroupError(
-                f"{self.path / name}: writing '{rule.line()}': {err.strerror}"
+                f"{join(self.path, name)}: writing '{rule.line()}': {err.strerror}"
             ) from err
         finally:
             os.close(fd)
@@ -85,7 +87,7 @@ class V1Devices(DeviceCgroup):
         now = self.read()
         if now != target:
             raise CgroupError(
-                f"{self.path / 'devices.list'}: reads back {[r.line() for r in now.listing()]},"
+                f"{join(self.path, 'devices.list')}: reads back {[r.line() for r in now.listing()]},"
                 f" expected {[r.line() for r in target.listing()]}"
             )
 

@@ -41,7 +41,7 @@ from capctl.cgroup.bpf import (
     BpfError,
     is_missing_replace,
 )
-from capctl.cgroup.paths import CGROUP2_SUPER_MAGIC, check_not_root, fs_magic
+from capctl.cgroup.paths import CGROUP2_SUPER_MAGIC, check_not_root, fs_magic, normalized
 from capctl.cgroup.undo import ERROR, INFO, WARNING, Undo, log
 from capctl.errors import CgroupError
 from capctl.rules import ALLOW_ALL, Access, DeviceRule
@@ -49,7 +49,8 @@ from capctl.rules import ALLOW_ALL, Access, DeviceRule
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
-    from pathlib import Path
+
+    from _typeshed import StrPath
 
 PROG_NAME = "capctl_devices"
 
@@ -83,8 +84,9 @@ class V2Devices(DeviceCgroup):
     """The device programs of one (non-root) cgroup2 cgroup."""
 
     def __init__(
-        self, path: Path, *, bpf: Bpf | None = None, magic: Callable[[Path], int] = fs_magic
+        self, path: StrPath, *, bpf: Bpf | None = None, magic: Callable[[str], int] = fs_magic
     ):
+        path = normalized(path)
         check_not_root(path)
         if magic(path) != CGROUP2_SUPER_MAGIC:
             raise CgroupError(f"{path}: not on a cgroup2 file system")

@@ -27,6 +27,7 @@ Nothing here knows about GPUs that exist: that is :mod:`capctl.resolve`'s job.
 from __future__ import annotations
 
 from capctl.errors import DeviceError
+from capctl.litenum import Enum
 from capctl.record import record
 
 #: Longest token accepted (``MIG-GPU-<36>/<gi>/<ci>`` is at most 52 characters).
@@ -200,3 +201,30 @@ def parse_request(value: str | None) -> Request:
         seen.add(device)
         refs.append(Ref(token, device))
     return Request(tuple(refs))
+
+
+class MigAdmin(Enum):
+    """The two MIG administration capabilities a container may ask for with ``=all``."""
+
+    CONFIG = "config"  # NVIDIA_MIG_CONFIG_DEVICES
+    MONITOR = "monitor"  # NVIDIA_MIG_MONITOR_DEVICES
+
+    @property
+    def variable(self) -> str:
+        return f"NVIDIA_MIG_{self.name}_DEVICES"
+
+
+def parse_mig_admin(which: MigAdmin, value: str | None) -> bool:
+    """True if ``NVIDIA_MIG_{CONFIG,MONITOR}_DEVICES`` asks for it.
+
+    Unset or empty: no.  ``all``: yes.  Anything else is refused (the toolkit supports only
+    ``all``; guessing at per-device meanings would grant the wrong thing).
+    """
+    if value is None:
+        return False
+    text = value.strip(" \t")
+    if text == "":
+        return False
+    if text == "all":
+        return True
+    raise DeviceError(text[:MAX_TOKEN], f"{which.variable} accepts only 'all'")

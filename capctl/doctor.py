@@ -138,7 +138,7 @@ def check_cgroups(
         if magic is not None:
             unified = magic(cgroup_root) == paths.CGROUP2_SUPER_MAGIC
         else:
-            mountinfo = paths.PROC / "self/mountinfo"
+            mountinfo = Path(paths.PROC, "self/mountinfo")
             try:
                 text = mountinfo.read_text()
             except OSError as err:

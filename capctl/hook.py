@@ -181,11 +181,10 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
         read_bundle_config(state.bundle), state.bundle, f"{state.bundle}/config.json"
     )
     visible = ctr.env.get(oci.VISIBLE)
-    from capctl import resolve
-    from capctl.devices import parse_request
+    from capctl.devices import MigAdmin, parse_mig_admin, parse_request
 
-    want_config = resolve.parse_mig_admin(resolve.MigAdmin.CONFIG, ctr.env.get(oci.MIG_CONFIG))
-    want_monitor = resolve.parse_mig_admin(resolve.MigAdmin.MONITOR, ctr.env.get(oci.MIG_MONITOR))
+    want_config = parse_mig_admin(MigAdmin.CONFIG, ctr.env.get(oci.MIG_CONFIG))
+    want_monitor = parse_mig_admin(MigAdmin.MONITOR, ctr.env.get(oci.MIG_MONITOR))
     request = parse_request(visible)
     if request.empty and not (want_config or want_monitor):
         log(f"no NVIDIA devices requested ({oci.VISIBLE}={visible!r}); nothing to do")
@@ -198,7 +197,7 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
     if not os.path.exists(f"{proc}/{state.pid}"):
         raise HookError(f"container {state.id}: process {state.pid} is gone")
 
-    from capctl import driver
+    from capctl import driver, resolve
     from capctl.topology import load_topology as _load_topology
 
     # Lazy: a MIG request reads its own lines and files; MIG config/monitor reads them all.
@@ -209,8 +208,8 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
         else resolve.Plan()
     )
     for admin, wanted in (
-        (resolve.MigAdmin.CONFIG, want_config),
-        (resolve.MigAdmin.MONITOR, want_monitor),
+        (MigAdmin.CONFIG, want_config),
+        (MigAdmin.MONITOR, want_monitor),
     ):
         if wanted:
             plan = resolve.with_admin(plan, admin, dstate)

@@ -42,16 +42,17 @@ from capctl.caps import Kind
 from capctl.devices import (
     GpuByIndex,
     GpuByUuid,
+    MigAdmin,
     MigByIndex,
     MigByInstance,
     MigByUuid,
     Ref,
     Request,
 )
+from capctl.devices import parse_mig_admin as parse_mig_admin  # re-exported
 from capctl.driver import DriverState
 from capctl.errors import DeviceError, DriverError, NodeError, TopologyError, os_error
 from capctl.host import Host
-from capctl.litenum import Enum
 from capctl.nodes import file_kind
 from capctl.record import record, replace
 from capctl.topology import Gpu, MigDevice, Topology
@@ -356,33 +357,6 @@ def resolve_visible_devices(value: str | None, host: Host, *,
 
 
 # --- NVIDIA_MIG_CONFIG_DEVICES / NVIDIA_MIG_MONITOR_DEVICES -----------------------------------
-
-
-class MigAdmin(Enum):
-    """The two MIG administration capabilities a container may ask for with ``=all``."""
-
-    CONFIG = "config"  # NVIDIA_MIG_CONFIG_DEVICES
-    MONITOR = "monitor"  # NVIDIA_MIG_MONITOR_DEVICES
-
-    @property
-    def variable(self) -> str:
-        return f"NVIDIA_MIG_{self.name}_DEVICES"
-
-
-def parse_mig_admin(which: MigAdmin, value: str | None) -> bool:
-    """True if ``NVIDIA_MIG_{CONFIG,MONITOR}_DEVICES`` asks for it.
-
-    Unset or empty: no.  ``all``: yes.  Anything else is refused (the toolkit supports only
-    ``all``; guessing at per-device meanings would grant the wrong thing).
-    """
-    if value is None:
-        return False
-    text = value.strip(" \t")
-    if text == "":
-        return False
-    if text == "all":
-        return True
-    raise DeviceError(text[:devices.MAX_TOKEN], f"{which.variable} accepts only 'all'")
 
 
 def admin_caps(

@@ -38,10 +38,7 @@ HOOK_STDLIB = frozenset({"__future__", "errno", "fcntl", "syslog", "_json", "_op
 ENV = {"PATH": "/usr/bin:/bin"}
 
 
-def imported(argv: list[str], stdin: bytes = b"") -> set[str]:
-    """Modules a run imports, with ``site`` off (``-S``) and capctl found in this checkout."""
-    assert HOOK_INTERPRETER_ARGS[:2] == ("-I", "-c")
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); {HOOK_INTERPRETER_ARGS[2]}"
+def _importtime(code: str, argv: list[str], stdin: bytes) -> set[str]:
     res = subprocess.run(
         [sys.executable, "-I", "-S", "-X", "importtime", "-c", code, *argv], input=stdin,
         capture_output=True, env=ENV,
@@ -52,7 +49,15 @@ def imported(argv: list[str], stdin: bytes = b"") -> set[str]:
         line.rsplit("|", 1)[1].strip()
         for line in err.splitlines()
         if line.startswith("import time:") and "|" in line
-    }
+    } - {"imported package"}  # the header line
+
+
+def imported(argv: list[str], stdin: bytes = b"") -> set[str]:
+    """Modules a run adds to the interpreter's start, with ``site`` off (``-S``) and capctl
+    found in this checkout."""
+    assert HOOK_INTERPRETER_ARGS[:2] == ("-I", "-c")
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); {HOOK_INTERPRETER_ARGS[2]}"
+    return _importtime(code, argv, stdin) - _importtime("pass", [], b"")
 
 
 def not_allowed(modules: set[str]) -> list[str]:

@@ -33,7 +33,7 @@ SITE = frozenset({
     "_collections_abc", "_distutils_hack", "sitecustomize", "encodings.latin_1",
 })
 #: The standard modules the hook may import: C modules and small pure ones.
-HOOK_STDLIB = frozenset({"__future__", "errno", "fcntl", "syslog", "_json", "_operator"})
+HOOK_STDLIB = frozenset({"__future__", "errno", "fcntl", "gc", "syslog", "_json", "_operator"})
 
 ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -132,7 +132,8 @@ TOMLLIB_DEPS = frozenset({
     "re", "re._casefix", "re._compiler", "re._constants", "re._parser", "_sre", "enum",
     "functools", "_functools", "collections", "_collections", "itertools", "keyword",
     "operator", "reprlib", "types", "copyreg", "string", "_string", "typing", "collections.abc",
-    "contextlib", "datetime", "_datetime", "math", "warnings", "_typing",
+    "contextlib", "datetime", "_datetime", "math", "warnings", "_typing", "_sre", "_string",
+    "_functools", "_collections", "_stat", "stat", "genericpath", "posixpath", "os", "os.path",
 })
 
 

@@ -14,6 +14,7 @@ import pytest
 from capctl import caps, simulated
 from capctl.caps import Kind, Source
 from capctl.errors import ParseError
+from tests.support.fuzz import Op, mutate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -502,30 +503,15 @@ MUTATION_CHARS = (
 )
 
 
-def mutate(rng: random.Random, text: str) -> str:
-    """``text`` with one to three random edits: insert, delete, replace, repeat or swap."""
-    for _ in range(rng.randint(1, 3)):
-        i = rng.randint(0, len(text))
-        c = rng.choice(MUTATION_CHARS)
-        op = rng.randrange(5)
-        if op == 0:
-            text = text[:i] + c + text[i:]
-        elif op == 1:
-            text = text[:i] + text[i + 1 :]
-        elif op == 2:
-            text = text[:i] + c + text[i + 1 :]
-        elif op == 3:
-            j = rng.randint(i, len(text))
-            text = text[:j] + text[i:j] + text[j:]
-        elif i + 1 < len(text):
-            text = text[:i] + text[i + 1] + text[i] + text[i + 2 :]
-    return text
+#: The edits of the mutations: insert, delete, replace, duplicate a slice, swap neighbours.
+EDITS: tuple[Op, ...] = ("insert", "delete", "replace", "repeat_slice", "swap")
 
 
 def cases(hand: list[str], valid: list[str], seed: int, count: int = 3000) -> list[str]:
     """The hand-written cases, then ``count`` random mutations of the valid ones."""
     rng = random.Random(seed)
-    return hand + valid + [mutate(rng, rng.choice(valid)) for _ in range(count)]
+    mutated = [mutate(rng, rng.choice(valid), MUTATION_CHARS, EDITS) for _ in range(count)]
+    return hand + valid + mutated
 
 
 def agree(
@@ -934,7 +920,7 @@ def test_whole_file_pattern_agrees_with_its_old_construction(source: Source) -> 
     for _ in range(50):
         edited = list(full)
         i = rng.randrange(len(edited))
-        edited[i] = mutate(rng, edited[i])
+        edited[i] = mutate(rng, edited[i], MUTATION_CHARS, EDITS)
         texts.append("".join(edited))
     verdicts = set()
     for text in texts:

@@ -7,7 +7,6 @@ import random
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -33,6 +32,7 @@ from capctl.cgroup.paths import (
     resolve,
 )
 from capctl.errors import CgroupError, ParseError
+from tests.support.fuzz import Op, mutants, outcome
 
 TMPFS_MAGIC = 0x01021994
 
@@ -256,34 +256,8 @@ def old_cgroup_line(line: str) -> CgroupLine | None:
     return CgroupLine(int(m["id"]), controllers, m["path"])
 
 
-def outcome(fn: Callable[..., object], *args: object) -> tuple[str, object]:
-    """What fn(*args) gives: ("ok", value) or the exception's type and message."""
-    try:
-        return ("ok", fn(*args))
-    except Exception as err:  # the oracle compares failures too
-        return (type(err).__name__, str(err))
-
-
-def mutants(seeds: list[str], alphabet: list[str], count: int, seed: int) -> list[str]:
-    """*count* strings, each a seed with 1-3 random edits (fixed *seed*: reproducible)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(count):
-        s = rng.choice(seeds)
-        for _ in range(rng.randint(1, 3)):
-            i = rng.randint(0, len(s))
-            op = rng.randrange(4)
-            if op == 0:
-                s = s[:i] + rng.choice(alphabet) + s[i:]
-            elif op == 1:
-                s = s[:i] + s[i + 1 :]
-            elif op == 2:
-                s = s[:i] + rng.choice(alphabet) + s[i + 1 :]
-            else:
-                j = rng.randint(i, len(s))
-                s = s[:i] + s[i:j] * 2 + s[j:]
-        out.append(s)
-    return out
+#: The edits of the mutation corpora: insert, delete, replace, duplicate a slice.
+EDITS: tuple[Op, ...] = ("insert", "delete", "replace", "repeat_slice")
 
 
 MOUNTINFO_SEEDS = [
@@ -355,7 +329,7 @@ MOUNTINFO_ALPHABET = [
 
 def mountinfo_corpus() -> list[str]:
     seeds = MOUNTINFO_SEEDS + Path("/proc/self/mountinfo").read_text().splitlines()
-    return seeds + MOUNTINFO_EDGES + mutants(seeds, MOUNTINFO_ALPHABET, 20000, seed=5)
+    return seeds + MOUNTINFO_EDGES + mutants(seeds, MOUNTINFO_ALPHABET, 20000, seed=5, ops=EDITS)
 
 
 def test_mountinfo_parser_equals_the_old_expression() -> None:
@@ -415,7 +389,7 @@ CGROUP_ALPHABET = [":", "/", "0", "9", "a", ",", " ", "\n", "\r", "\xb2", "\u066
 
 def test_cgroup_line_parser_equals_the_old_expression() -> None:
     seeds = CGROUP_SEEDS + Path("/proc/self/cgroup").read_text().splitlines()
-    corpus = seeds + CGROUP_EDGES + mutants(seeds, CGROUP_ALPHABET, 20000, seed=5)
+    corpus = seeds + CGROUP_EDGES + mutants(seeds, CGROUP_ALPHABET, 20000, seed=5, ops=EDITS)
     got = [outcome(parse_cgroup_line, line) for line in corpus]
     want = [outcome(old_cgroup_line, line) for line in corpus]
     diffs = [(line, g, w) for line, g, w in zip(corpus, got, want, strict=True) if g != w]

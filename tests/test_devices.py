@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable
 
@@ -21,6 +20,7 @@ from capctl.devices import (
     parse_token,
 )
 from capctl.errors import DeviceError
+from tests.support.fuzz import Op, mutants
 
 U = "6f1c2a52-7d3e-4a0b-9c55-2c6f0e7b1a00"
 U2 = "0b9a3c1e-1111-4222-8333-944455556666"
@@ -164,30 +164,9 @@ def outcome(token: str) -> tuple[str, object]:
 ODD = "\u00b2\u0663\uff13\uff21\u017f\u0130é\x00\n\t \x7f"
 
 
-def variants(samples: list[str], alphabet: str, seed: int, count: int = 4000) -> list[str]:
-    """``samples`` and random mutations of them (delete, insert, replace, upper-case a
-    tail, repeat a character), with a fixed seed."""
-    rng = random.Random(seed)
-    chars = alphabet + ODD
-    out = list(samples)
-    for _ in range(count):
-        s = rng.choice(samples)
-        for _ in range(rng.randrange(1, 4)):
-            i = rng.randrange(len(s) + 1)
-            c = rng.choice(chars)
-            op = rng.randrange(5)
-            if op == 0:
-                s = s[:i] + s[i + 1:]
-            elif op == 1:
-                s = s[:i] + c + s[i:]
-            elif op == 2:
-                s = s[:i] + c + s[i + 1:]
-            elif op == 3:
-                s = s[:i] + s[i:].upper()
-            else:
-                s = s[:i] + s[i - 1:i] * rng.randrange(1, 40) + s[i:]
-        out.append(s)
-    return out
+#: The edits of the mutation corpus: delete, insert, replace, upper-case a tail, repeat a
+#: character up to 39 more times.
+EDITS: tuple[Op, ...] = ("delete", "insert", "replace", "upper", "repeat_char")
 
 
 TOKENS = [
@@ -206,7 +185,7 @@ TOKENS = [
 
 def test_token_parser_is_the_regular_expressions() -> None:
     alphabet = "0123456789abcdefABCDEFGgMIUP-:/_."
-    tokens = variants(TOKENS, alphabet, seed=17)
+    tokens = TOKENS + mutants(TOKENS, alphabet + ODD, 4000, seed=17, ops=EDITS, max_repeat=39)
     accepted = 0
     for token in tokens:
         got = outcome(token)

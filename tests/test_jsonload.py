@@ -20,6 +20,7 @@ import pytest
 
 from capctl import jsonload
 from capctl.jsonload import JSONError
+from tests.support.fuzz import Op, mutate
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -280,24 +281,15 @@ PIECES = ['"', "\\", "\\u", "{", "}", "[", "]", ",", ":", " ", "\n", "0", "-", "
           "NaN", "\ufeff", "\x00", "tru", "nul", '"a":1', "1e999"]
 
 
-def mutate(rng: random.Random, text: str) -> str:
-    for _ in range(rng.randrange(1, 4)):
-        i = rng.randrange(len(text) + 1)
-        op = rng.randrange(3)
-        if op == 0:
-            text = text[:i] + text[i + 1:]
-        elif op == 1:
-            text = text[:i] + rng.choice(PIECES) + text[i:]
-        else:
-            text = text[:i] + rng.choice(PIECES) + text[i + 1:]
-    return text
+#: The edits of the mutations: delete a character, insert or replace one with a piece.
+EDITS: tuple[Op, ...] = ("delete", "insert", "replace")
 
 
 def test_random_mutations() -> None:
     rng = random.Random(55)
     refused = 0
     for _ in range(3000):
-        text = mutate(rng, rng.choice(layouts(random_value(rng))))
+        text = mutate(rng, rng.choice(layouts(random_value(rng))), PIECES, EDITS)
         check(text)
         refused += oracle(text)[0] == "refused"
     assert refused > 500  # the mutations do reach the error paths
@@ -357,7 +349,9 @@ def test_json_fallback_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
     # documents; messages included.
     rng = random.Random(9)
     texts = [d for _, d in DOCUMENTS]
-    texts += [mutate(rng, rng.choice(layouts(random_value(rng)))) for _ in range(500)]
+    texts += [
+        mutate(rng, rng.choice(layouts(random_value(rng))), PIECES, EDITS) for _ in range(500)
+    ]
     fast = [ours(text) for text in texts]
     monkeypatch.setattr(jsonload, "_scan", None)
     for text, want in zip(texts, fast, strict=True):

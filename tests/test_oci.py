@@ -7,7 +7,6 @@ user's): every malformed case is a :class:`HookError` whose message names the fi
 from __future__ import annotations
 
 import json
-import random
 import re
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from capctl import oci
 from capctl.errors import HookError
 from capctl.rules import DeviceType
+from tests.support.fuzz import Op, mutants
 
 BUNDLE = "/run/containers/b1"
 GOOD_STATE: dict[str, Any] = {
@@ -411,31 +411,13 @@ IDS = [
 ]
 
 
-def variants(samples: list[str], alphabet: str, seed: int, count: int = 4000) -> list[str]:
-    """``samples`` and random mutations of them, with a fixed seed."""
-    rng = random.Random(seed)
-    chars = alphabet + ODD
-    out = list(samples)
-    for _ in range(count):
-        s = rng.choice(samples)
-        for _ in range(rng.randrange(1, 4)):
-            i = rng.randrange(len(s) + 1)
-            c = rng.choice(chars)
-            op = rng.randrange(4)
-            if op == 0:
-                s = s[:i] + s[i + 1:]
-            elif op == 1:
-                s = s[:i] + c + s[i:]
-            elif op == 2:
-                s = s[:i] + c + s[i + 1:]
-            else:
-                s = s[:i] + s[i - 1:i] * rng.randrange(1, 600) + s[i:]
-        out.append(s)
-    return out
+#: The edits of the mutation corpus: delete, insert, replace, repeat a character up to 599
+#: more times (past the 1024-character limit).
+EDITS: tuple[Op, ...] = ("delete", "insert", "replace", "repeat_char")
 
 
 def test_container_id_is_the_regular_expression() -> None:
-    ids = variants(IDS, "aZ09_.+:-/\\,@", seed=23)
+    ids = IDS + mutants(IDS, "aZ09_.+:-/\\,@" + ODD, 4000, seed=23, ops=EDITS, max_repeat=599)
     accepted = 0
     for cid in ids:
         want = ID_RE.fullmatch(cid) is not None

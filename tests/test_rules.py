@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import random
 import re
-from collections.abc import Callable
 
 import pytest
 
@@ -23,6 +22,7 @@ from capctl.rules import (
     parse_devices_list,
     parse_rule,
 )
+from tests.support.fuzz import Op, mutants, outcome
 
 C, B = DeviceType.CHAR, DeviceType.BLOCK
 
@@ -118,34 +118,8 @@ def old_parse_rule(text: str) -> DeviceRule:
     )
 
 
-def outcome(fn: Callable[..., object], *args: object) -> tuple[str, object]:
-    """What fn(*args) gives: ("ok", value) or the exception's type and message."""
-    try:
-        return ("ok", fn(*args))
-    except Exception as err:  # the oracle compares failures too
-        return (type(err).__name__, str(err))
-
-
-def mutants(seeds: list[str], alphabet: list[str], count: int, seed: int) -> list[str]:
-    """*count* strings, each a seed with 1-3 random edits (fixed *seed*: reproducible)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(count):
-        s = rng.choice(seeds)
-        for _ in range(rng.randint(1, 3)):
-            i = rng.randint(0, len(s))
-            op = rng.randrange(4)
-            if op == 0:
-                s = s[:i] + rng.choice(alphabet) + s[i:]
-            elif op == 1:
-                s = s[:i] + s[i + 1 :]
-            elif op == 2:
-                s = s[:i] + rng.choice(alphabet) + s[i + 1 :]
-            else:
-                j = rng.randint(i, len(s))
-                s = s[:i] + s[i:j] * 2 + s[j:]
-        out.append(s)
-    return out
+#: The edits of the mutation corpora: insert, delete, replace, duplicate a slice.
+EDITS: tuple[Op, ...] = ("insert", "delete", "replace", "repeat_slice")
 
 
 RULE_SEEDS = ["c 195:* rwm", "a *:* rwm", "b 8:0 m", "c *:3 w", "c 4095:1048575 rw", "c 1:3 r"]
@@ -160,7 +134,7 @@ RULE_ALPHABET = [" ", ":", "*", "0", "9", "a", "b", "c", "d", "r", "w", "m", "x"
 
 
 def test_rule_parser_equals_the_old_expression() -> None:
-    corpus = RULE_SEEDS + RULE_EDGES + mutants(RULE_SEEDS, RULE_ALPHABET, 20000, seed=5)
+    corpus = RULE_SEEDS + RULE_EDGES + mutants(RULE_SEEDS, RULE_ALPHABET, 20000, seed=5, ops=EDITS)
     got = [outcome(parse_rule, line) for line in corpus]
     want = [outcome(old_parse_rule, line) for line in corpus]
     diffs = [(line, g, w) for line, g, w in zip(corpus, got, want, strict=True) if g != w]
@@ -173,7 +147,8 @@ def test_rule_parser_equals_the_old_expression() -> None:
 def test_access_parser_equals_the_old_expression() -> None:
     seeds = ["r", "w", "m", "rw", "wr", "rwm", "mwr"]
     edges = ["", "rr", "rwmr", "rwmm", "x", "R", " r", "r ", "r\n", "\u0433"]  # fmt: skip
-    corpus = seeds + edges + mutants(seeds, ["r", "w", "m", "x", " ", "\n", ""], 5000, seed=5)
+    alphabet = ["r", "w", "m", "x", " ", "\n", ""]
+    corpus = seeds + edges + mutants(seeds, alphabet, 5000, seed=5, ops=EDITS)
     got = [outcome(Access.parse, text) for text in corpus]
     assert got == [outcome(old_access, text) for text in corpus]
     assert 0.2 * len(corpus) < sum(g[0] == "ok" for g in got) < 0.8 * len(corpus)

@@ -16,6 +16,7 @@ import pytest
 from capctl import simulated, topology
 from capctl.errors import TopologyError
 from capctl.host import Host
+from tests.support.fuzz import Op, mutants
 
 Doc = dict[str, Any]
 
@@ -253,29 +254,9 @@ ALPHABETS = {
 ODD = "\u00b2\u0663\uff13\uff21\u017f\u0130\u212aé\x00\n\t \x7f"
 
 
-def variants(samples: list[str], alphabet: str, seed: int, count: int = 3000) -> list[str]:
-    """``samples`` and random mutations of them, with a fixed seed."""
-    rng = random.Random(seed)
-    chars = alphabet + ODD
-    out = list(samples)
-    for _ in range(count):
-        s = rng.choice(samples)
-        for _ in range(rng.randrange(1, 4)):
-            i = rng.randrange(len(s) + 1)
-            c = rng.choice(chars)
-            op = rng.randrange(5)
-            if op == 0:
-                s = s[:i] + s[i + 1:]
-            elif op == 1:
-                s = s[:i] + c + s[i:]
-            elif op == 2:
-                s = s[:i] + c + s[i + 1:]
-            elif op == 3:
-                s = s[:i] + s[i:].upper()
-            else:
-                s = s[:i] + s[i - 1:i] * rng.randrange(1, 40) + s[i:]
-        out.append(s)
-    return out
+#: The edits of the mutation corpus: delete, insert, replace, upper-case a tail, repeat a
+#: character up to 39 more times.
+EDITS: tuple[Op, ...] = ("delete", "insert", "replace", "upper", "repeat_char")
 
 
 @pytest.mark.parametrize("field", list(ORACLES))
@@ -286,7 +267,8 @@ def test_field_syntax_is_the_regular_expression(field: str) -> None:
     samples = SAMPLES[field] + [f"{field[:3].upper()}-{uuid.UUID(int=rng.getrandbits(128))}"
                                 for _ in range(200) if field.endswith("uuid")]
     accepted = 0
-    texts = variants(samples, ALPHABETS[field], seed=31)
+    alphabet = ALPHABETS[field] + ODD
+    texts = samples + mutants(samples, alphabet, 3000, seed=31, ops=EDITS, max_repeat=39)
     for i, text in enumerate(texts):
         want = pattern.fullmatch(text) is not None
         assert check(text) is want, (field, i, text)

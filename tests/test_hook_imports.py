@@ -131,9 +131,8 @@ def test_hook_with_config_file_parses_it_once(sim_root: Path, tmp_path: Path) ->
 TOMLLIB_DEPS = frozenset({
     "re", "re._casefix", "re._compiler", "re._constants", "re._parser", "_sre", "enum",
     "functools", "_functools", "collections", "_collections", "itertools", "keyword",
-    "operator", "reprlib", "types", "copyreg", "string", "_string", "typing", "collections.abc",
-    "contextlib", "datetime", "_datetime", "math", "warnings", "_typing", "_sre", "_string",
-    "_functools", "_collections", "_stat", "stat", "genericpath", "posixpath", "os", "os.path",
+    "operator", "reprlib", "types", "copyreg", "string", "_string", "typing", "_typing",
+    "collections.abc", "contextlib", "datetime", "_datetime", "math", "warnings",
 })
 
 

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from capctl import main as capctl_main
 from capctl import simulated
 from capctl.host import DEFAULT_CONFIG, Host
+from capctl.main import HOOK_INTERPRETER_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -207,3 +208,34 @@ def test_hook_process_uses_arguments_not_env_unknown_device(
     assert "bogus" not in lines[0] and "no-such" not in lines[0]
     assert "error:" in log.read_text()
     assert not bogus_log.exists()
+
+
+def _entry(argv: list[str], stdin: str) -> subprocess.CompletedProcess[str]:
+    """Run the hook as the shipped definitions do (``HOOK_INTERPRETER_ARGS``)."""
+    return subprocess.run(
+        [sys.executable, *HOOK_INTERPRETER_ARGS, *argv], input=stdin, capture_output=True,
+        text=True, env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_hook_entry_exit_status_and_message_survive_the_fast_exit(tmp_path: Path) -> None:
+    bad = _entry(["--root", str(tmp_path), "hook"], "{not json")
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("capctl: error: container state (stdin)")
+    assert bad.stdout == ""
+    usage = _entry(["hook", "--bogus"], "")
+    assert usage.returncode == 2 and "No such option" in usage.stderr
+    nothing = _entry(["--root", str(tmp_path), "--config", str(tmp_path / "none.toml"), "hook"],
+                     "")
+    assert nothing.returncode == 1 and "container state" in nothing.stderr
+
+
+def test_hook_entry_succeeds_with_exit_0(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(
+        {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"env": []}}))
+    state = {"ociVersion": "1.0.2", "id": "entry", "status": "creating",
+             "pid": os.getpid(), "bundle": str(bundle)}
+    ok = _entry(["--config", str(tmp_path / "none.toml"), "hook"], json.dumps(state))
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "", "")

@@ -36,7 +36,8 @@ MAX_TOKEN = 64
 MAX_VALUE = 4096
 
 _DIGITS = frozenset("0123456789")
-_HEX = frozenset("0123456789abcdefABCDEF")
+HEX = frozenset("0123456789abcdefABCDEF")
+LOWER_HEX = frozenset("0123456789abcdef")
 #: Where a UUID's dashes are: 8-4-4-4-12 hex digits, 36 characters.
 _UUID_DASHES = (8, 13, 18, 23)
 _UUID_LENGTH = 36
@@ -48,11 +49,12 @@ _NOTHING = ("none", "void")
 _BLANKS = " \t"
 
 
-def _is_uuid(text: str) -> bool:
-    """``[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}``."""
+def is_uuid(text: str, digits: frozenset[str] = HEX) -> bool:
+    """``[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}``, with
+    ``digits`` (e.g. :data:`LOWER_HEX`) as the hex digits allowed."""
     if len(text) != _UUID_LENGTH or text.count("-") != len(_UUID_DASHES):
         return False
-    return all(text[i] == "-" for i in _UUID_DASHES) and _HEX.issuperset(text.replace("-", ""))
+    return all(text[i] == "-" for i in _UUID_DASHES) and digits.issuperset(text.replace("-", ""))
 
 
 def _index(text: str) -> int | None:
@@ -155,15 +157,15 @@ def _device(token: str) -> DeviceRef | None:
         uuid, _, rest = token.removeprefix("MIG-GPU-").partition("/")
         gi, _, ci = rest.partition("/")  # a missing part is "", which is no index
         gi_id, ci_id = _index(gi), _index(ci)
-        if gi_id is None or ci_id is None or not _is_uuid(uuid):
+        if gi_id is None or ci_id is None or not is_uuid(uuid):
             return None
         return MigByInstance(_lower_uuid("GPU-", uuid), gi_id, ci_id)
     if token.startswith("MIG-"):  # MIG-<uuid>
         uuid = token.removeprefix("MIG-")
-        return MigByUuid(_lower_uuid("MIG-", uuid)) if _is_uuid(uuid) else None
+        return MigByUuid(_lower_uuid("MIG-", uuid)) if is_uuid(uuid) else None
     if token.startswith("GPU-"):  # GPU-<uuid>
         uuid = token.removeprefix("GPU-")
-        return GpuByUuid(_lower_uuid("GPU-", uuid)) if _is_uuid(uuid) else None
+        return GpuByUuid(_lower_uuid("GPU-", uuid)) if is_uuid(uuid) else None
     gpu, sep, mig = token.partition(":")
     gpu_index = _index(gpu)
     if gpu_index is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 
 from capctl import jsonload
+from capctl.devices import HEX, LOWER_HEX, is_uuid
 from capctl.errors import TopologyError
 from capctl.record import record
 
@@ -37,8 +38,6 @@ MAX_SNAPSHOT = 1 << 20
 # --- field syntax ---------------------------------------------------------------------------
 # Each function accepts exactly the language of the regular expression in its docstring.
 
-_LOWER_HEX = frozenset("0123456789abcdef")
-_HEX = frozenset("0123456789abcdefABCDEF")
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _PROFILE_CHARS = _ALNUM | frozenset(".+-")
 _PRINTABLE_ASCII = frozenset(map(chr, range(0x20, 0x7F)))  # " " .. "~"
@@ -49,12 +48,7 @@ MAX_PROFILE = 32
 
 def _is_lower_uuid(text: str) -> bool:
     """``[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`` (as NVML prints it)."""
-    return (
-        len(text) == 36
-        and text.count("-") == 4
-        and text[8] == text[13] == text[18] == text[23] == "-"
-        and _LOWER_HEX.issuperset(text.replace("-", ""))
-    )
+    return is_uuid(text, LOWER_HEX)
 
 
 def is_gpu_uuid(text: str) -> bool:
@@ -80,7 +74,7 @@ def is_pci_bus_id(text: str) -> bool:
         and len(slot) == 4
         and slot[2] == "."
         and slot[3] in "01234567"
-        and _HEX.issuperset(domain + bus + slot[:2])
+        and HEX.issuperset(domain + bus + slot[:2])
     )
 
 

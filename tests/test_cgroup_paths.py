@@ -17,12 +17,12 @@ from capctl.cgroup.paths import (
     CgroupLine,
     Mount,
     Version,
+    check_not_root,
     exists,
     find_cgroup,
     fs_magic,
     is_cgroup2,
     is_dir,
-    is_symlink,
     join,
     normalized,
     parse_cgroup_line,
@@ -457,17 +457,17 @@ def test_file_kinds_are_pathlibs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     seen = set()
     for name in names:
         path = tmp_path / name
-        got = (exists(str(path)), is_dir(str(path)), is_symlink(str(path)))
-        assert got == (path.exists(), path.is_dir(), path.is_symlink()), name
+        got = (exists(str(path)), is_dir(str(path)))
+        assert got == (path.exists(), path.is_dir()), name
         seen.add(got)
-    assert len(seen) == 5  # dir, file, link to a dir, dangling link, nothing
+    assert len(seen) == 3  # a directory (or a link to one), a file, nothing
 
     # Errors other than "not there" are raised, as pathlib raises them (never "absent").
     def denied(*args: object, **kwargs: object) -> os.stat_result:
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(os, "stat", denied)
-    for probe in (exists, is_dir, is_symlink):
+    for probe in (exists, is_dir):
         with pytest.raises(PermissionError):
             probe(str(tmp_path / "dir"))
 
@@ -635,3 +635,15 @@ def test_hook_path_imports_only_cheap_modules(tmp_path: Path) -> None:
     for modules in (set(imported.split()), set(worked.split())):
         assert sorted(modules & HEAVY) == []
         assert sorted(m for m in modules - CHEAP if m.split(".")[0] != "capctl") == []
+
+
+def test_check_not_root_wants_a_real_directory_below_a_mount(tmp_path: Path) -> None:
+    (tmp_path / "cg").mkdir()
+    (tmp_path / "file").write_text("")
+    (tmp_path / "to-cg").symlink_to("cg")
+    check_not_root(tmp_path / "cg")  # a plain directory: fine
+    for name in ("to-cg", "file", "missing"):
+        with pytest.raises(CgroupError, match="not a cgroup directory"):
+            check_not_root(tmp_path / name)
+    with pytest.raises(CgroupError, match="root cgroup"):
+        check_not_root("/")  # a mount point

@@ -90,7 +90,7 @@ def join(path: StrPath, *names: str) -> str:
     return normalized(posixpath.join(path, *names))
 
 
-# pathlib's exists(), is_dir() and is_symlink() answer False for these errors and raise the
+# pathlib's exists() and is_dir() answer False for these errors and raise the
 # others, EACCES included (Lib/pathlib.py, _IGNORED_ERRNOS); os.path's swallow them all.
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
 
@@ -115,12 +115,6 @@ def is_dir(path: StrPath) -> bool:
     """``Path(path).is_dir()`` (follows symlinks), with the error policy of :func:`exists`."""
     mode = _mode(path)
     return mode is not None and stat.S_ISDIR(mode)
-
-
-def is_symlink(path: StrPath) -> bool:
-    """``Path(path).is_symlink()``, with the error policy of :func:`exists`."""
-    mode = _mode(path, follow=False)
-    return mode is not None and stat.S_ISLNK(mode)
 
 
 # --- records and line parsers -----------------------------------------------------------------
@@ -375,7 +369,8 @@ def check_not_root(path: StrPath) -> None:
     try:
         if os.path.ismount(path):
             raise CgroupError(f"{path}: refusing to change device access of a root cgroup")
-        if not is_dir(path) or is_symlink(path):
+        mode = _mode(path, follow=False)  # one lstat: a symlink is not a directory here
+        if mode is None or not stat.S_ISDIR(mode):
             raise CgroupError(f"{path}: not a cgroup directory")
     except OSError as err:
         raise CgroupError(f"{path}: {err.strerror}") from err

@@ -22,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from capctl import driver, simulated, sync
+from capctl import simulated
+from capctl.devfs import sync
+from capctl.driver import procfs
 from capctl.host import Host
 
 
@@ -37,7 +39,7 @@ def raw_mknod(dirpath: Path, minors: list[int], major: int) -> float:
 
 def capctl_sync(host: Host) -> float:
     t0 = time.perf_counter()
-    state = driver.load(host)
+    state = procfs.load(host)
     sync.apply(host, state, sync.plan(state, everything=True))
     return time.perf_counter() - t0
 
@@ -79,7 +81,7 @@ def main() -> None:
             root = base / f"r{i}"
             simulated.build(root, dev_nodes=False)
             host = Host(root=root)
-            minors = [c.minor for c in driver.load(host).table]
+            minors = [c.minor for c in procfs.load(host).table]
             raw.append(raw_mknod(base / f"raw{i}", minors, simulated.CAPS_MAJOR))
             first.append(capctl_sync(host))
             again.append(capctl_sync(host))

@@ -21,9 +21,9 @@ from typing import Any, NoReturn
 import click
 from click.core import ParameterSource
 
+from capctl.devfs.nodes import Action
 from capctl.errors import CapctlError
 from capctl.host import DEFAULT_CONFIG, Host
-from capctl.nodes import Action
 
 #: Subcommands that must not read configuration from the environment.
 _ENV_BLIND = frozenset({"hook"})
@@ -120,7 +120,7 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
 @click.pass_obj
 def list_cmd(host: Host, as_json: bool) -> None:
     """Every capability in the driver's *-minors files and its node's state."""
-    from capctl.inventory import inventory
+    from capctl.devfs.inventory import inventory
 
     entries = inventory(host, _grant_ownership(host))
     if as_json:
@@ -144,9 +144,9 @@ def list_cmd(host: Host, as_json: bool) -> None:
 
 def _grant_ownership(host: Host) -> dict[str, Any]:
     """Node ownership demanded by capctl's grants (``[grants]`` in the config)."""
-    from capctl import grants
+    from capctl.policy import delegate
 
-    return dict(grants.ownership(host))
+    return dict(delegate.ownership(host))
 
 
 @cli.command("sync")
@@ -162,10 +162,10 @@ def _grant_ownership(host: Host) -> dict[str, Any]:
 @click.pass_obj
 def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose: bool) -> None:
     """Create or repair the host's capability nodes (idempotent)."""
-    from capctl import grants
+    from capctl.devfs import sync
 
     # Also re-writes DeviceFileModify: 0 for granted capabilities (a driver reload resets it).
-    report = grants.sync_host(host, everything=everything, dry_run=dry_run)
+    report = sync.sync_host(host, everything=everything, dry_run=dry_run)
     if as_json:
         _print_json(
             {
@@ -229,7 +229,7 @@ def doctor_cmd(host: Host, as_json: bool) -> None:
 @click.pass_obj
 def resolve_cmd(host: Host, devices: str, as_json: bool) -> None:
     """DEVICES (NVIDIA_VISIBLE_DEVICES syntax) -> MIG devices, capabilities and device nodes."""
-    from capctl import resolve
+    from capctl.request import resolve
 
     plan = resolve.resolve_visible_devices(devices, host)
     if as_json:
@@ -255,7 +255,7 @@ def resolve_cmd(host: Host, devices: str, as_json: bool) -> None:
 @click.pass_obj
 def topology_cmd(host: Host, as_json: bool) -> None:
     """The MIG topology as capctl sees it (NVML, or the --topology snapshot)."""
-    from capctl import topology
+    from capctl.request import topology
 
     topo = topology.load_topology(host)
     if as_json:
@@ -284,7 +284,7 @@ def hook_cmd(host: Host) -> None:
 
     Global options come from the command line only (never CAPCTL_* variables).
     """
-    from capctl import hook
+    from capctl.deliver import hook
 
     sys.exit(hook.main(host))
 
@@ -293,7 +293,7 @@ def hook_cmd(host: Host) -> None:
 
 
 def _principal(user: str | None, group: str | None, *, required: bool) -> tuple[Any, str | None]:
-    from capctl.grants import Kind
+    from capctl.policy.grants import Kind
 
     if user is not None and group is not None:
         raise click.UsageError("give --user or --group, not both")
@@ -313,11 +313,11 @@ def _principal(user: str | None, group: str | None, *, required: bool) -> tuple[
 @click.pass_obj
 def grant_cmd(host: Host, capability: str, user: str | None, group: str | None) -> None:
     """Let a user or group open CAPABILITY (mig-config, mig-monitor or a name from list)."""
-    from capctl import grants
+    from capctl.policy import delegate
 
     kind, who = _principal(user, group, required=True)
     assert who is not None
-    out = grants.grant(host, capability, kind, who)
+    out = delegate.grant(host, capability, kind, who)
     p = out.principals[0]
     verb = "granted" if out.changed else "already granted"
     where = "applied" if out.applied else f"stored; applies when {out.capability} appears"
@@ -331,13 +331,13 @@ def grant_cmd(host: Host, capability: str, user: str | None, group: str | None) 
 @click.pass_obj
 def revoke_cmd(host: Host, capability: str, user: str | None, group: str | None) -> None:
     """Take CAPABILITY away from a user or group (or from every grantee)."""
-    from capctl import grants
+    from capctl.policy import delegate, store
 
     kind, who = _principal(user, group, required=False)
-    out = grants.revoke(host, capability, kind, who)
+    out = delegate.revoke(host, capability, kind, who)
     for p in out.principals:
         click.echo(f"revoked: {out.capability} from {p}")
-    if out.applied and not grants.load_policy(Path(host.config)).get(out.capability):
+    if out.applied and not store.load_policy(Path(host.config)).get(out.capability):
         click.echo(f"{out.capability}: no grants left; driver defaults restored")
 
 
@@ -346,15 +346,15 @@ def revoke_cmd(host: Host, capability: str, user: str | None, group: str | None)
 @click.pass_obj
 def grants_cmd(host: Host, as_json: bool) -> None:
     """The capabilities delegated to users and groups."""
-    from capctl import grants
+    from capctl.policy import delegate, principals
 
-    views = grants.describe(host)
+    views = delegate.describe(host)
     if as_json:
         _print_json([v.to_json() for v in views])
         return
 
     def who(p: Any) -> str:
-        status, detail = grants.status(p)
+        status, detail = principals.status(p)
         return f"{p.name}({p.id})" + ("" if status == "ok" else f"[{status}: {detail}]")
 
     rows = [
@@ -380,11 +380,12 @@ def grants_cmd(host: Host, as_json: bool) -> None:
 def watch_cmd(host: Host, quiet: float) -> None:
     """Run sync at start and whenever the nvidia driver (re)loads, from kernel uevents
     (an alternative to the udev rules).  Stops on SIGTERM/SIGINT."""
-    from capctl import grants, uevent
+    from capctl.devfs import sync
+    from capctl.watch import uevent
 
     def run_sync() -> None:
         try:
-            report = grants.sync_host(host)
+            report = sync.sync_host(host)
         except CapctlError as err:  # keep watching: the next driver event may fix it
             click.echo(f"capctl: error: {err}", err=True)
             return

@@ -16,10 +16,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from capctl import caps, driver, sync
+from capctl.devfs import sync
+from capctl.devfs.nodes import Action
+from capctl.driver import capnames, procfs
 from capctl.errors import CapctlError, CgroupError
 from capctl.host import Host, is_root_owned_safe
-from capctl.nodes import Action
 
 
 class Level(Enum):
@@ -41,7 +42,7 @@ class Finding:
 def check_driver(host: Host) -> list[Finding]:
     out: list[Finding] = []
     try:
-        majors = driver.load_majors(host)
+        majors = procfs.load_majors(host)
     except CapctlError as err:
         return [Finding(Level.FAIL, str(err), "load the nvidia kernel module (modprobe nvidia)")]
     if majors.frontend is None:
@@ -58,8 +59,8 @@ def check_driver(host: Host) -> list[Finding]:
         out.append(
             Finding(Level.WARN, "nvidia-uvm not loaded: CUDA needs it", "modprobe nvidia-uvm")
         )
-    mig_minors = host.path(f"{caps.MINORS_DIR}/mig-minors")
-    capdir = host.path(caps.CAPABILITIES_DIR)
+    mig_minors = host.path(f"{capnames.MINORS_DIR}/mig-minors")
+    capdir = host.path(capnames.CAPABILITIES_DIR)
     if os.path.exists(mig_minors) and majors.caps is not None:
         out.append(
             Finding(
@@ -85,13 +86,13 @@ def check_driver(host: Host) -> list[Finding]:
 
 def check_nodes(host: Host) -> list[Finding]:
     try:
-        state = driver.load(host)
+        state = procfs.load(host)
     except CapctlError as err:
         return [Finding(Level.FAIL, str(err), "fix the driver installation (see above)")]
-    from capctl import grants
+    from capctl.policy import delegate
 
     try:
-        owned = grants.ownership(host)
+        owned = delegate.ownership(host)
     except CapctlError as err:
         return [Finding(Level.FAIL, str(err), f"fix or remove {host.config}")]
     plan = sync.plan(state, everything=False, grants=owned)
@@ -129,21 +130,21 @@ def check_nodes(host: Host) -> list[Finding]:
 def check_cgroups(
     cgroup_root: Path = Path("/sys/fs/cgroup"), magic: Callable[[Path], int] | None = None
 ) -> list[Finding]:
-    """The cgroup version, decided exactly as the hook decides it (:mod:`capctl.cgroup.paths`:
+    """The cgroup version, decided exactly as the hook decides it (:mod:`capctl.cgroup.discovery`:
     the file system type of ``cgroup_root`` from our ``mountinfo``); ``magic`` is a statfs
     stand-in for fake trees."""
-    from capctl.cgroup import paths
+    from capctl.cgroup import discovery
 
     try:
         if magic is not None:
-            unified = magic(cgroup_root) == paths.CGROUP2_SUPER_MAGIC
+            unified = magic(cgroup_root) == discovery.CGROUP2_SUPER_MAGIC
         else:
-            mountinfo = Path(paths.PROC, "self/mountinfo")
+            mountinfo = Path(discovery.PROC, "self/mountinfo")
             try:
                 text = mountinfo.read_text()
             except OSError as err:
                 raise CgroupError(f"{mountinfo}: {err.strerror}") from err
-            unified = paths.is_cgroup2(cgroup_root, paths.parse_mountinfo(text, str(mountinfo)))
+            unified = discovery.is_cgroup2(cgroup_root, discovery.parse_mountinfo(text, str(mountinfo)))
     except CapctlError as err:
         return [Finding(Level.WARN, str(err))]
     if unified:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
+from capctl._lite.record import record, set_field
 from capctl.errors import DriverError, ParseError
-from capctl.record import record, set_field
 
 DEFAULT_CONFIG = "/etc/capctl/capctl.toml"
 

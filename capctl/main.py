@@ -1,7 +1,7 @@
 """The ``capctl`` entry point.
 
 ``capctl [--root R] [--topology T] [--config C] hook`` runs on every container start, so it
-skips click (about 13 ms of imports) and goes straight to :mod:`capctl.hook` with options
+skips click (about 13 ms of imports) and goes straight to :mod:`capctl.deliver.hook` with options
 taken from the arguments only, never from the environment.  Nothing on that path imports
 re, enum, pathlib, json, contextlib or typing (``tests/test_hook_imports.py``).  Every other command line,
 including malformed hook invocations and ``hook --help``, goes to the click CLI.
@@ -51,7 +51,7 @@ def main() -> None:
         # A hook lives for milliseconds and makes no garbage cycles worth collecting; the
         # collector would run a few times during the imports alone (about 0.7 ms).
         gc.disable()
-        from capctl.hook import main as hook_main
+        from capctl.deliver.hook import main as hook_main
         from capctl.host import DEFAULT_CONFIG, Host
 
         host = Host(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from capctl import acl
 from capctl.errors import ParseError
+from capctl.policy import acl
 
 from .conftest import needs_root
 

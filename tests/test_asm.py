@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from capctl.cgroup import asm, devfilter
+from capctl.edits.rules import DENY_ALL, Access, DeviceRule, DeviceType, char
 from capctl.errors import CgroupError
-from capctl.rules import DENY_ALL, Access, DeviceRule, DeviceType, char
 
 MANY = [
     char(238, 5, "r"),

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from capctl import caps, simulated
-from capctl.caps import Kind, Source
+from capctl import devnum, simulated
+from capctl.driver import capfile, capnames, minorsfile, procdevices
+from capctl.driver.capnames import Kind, Source
 from capctl.errors import ParseError
 from tests.support.fuzz import Op, mutate
 
@@ -21,10 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- names ----------------------------------------------------------------------------------
 
 NAMES = [
-    ("config", caps.MigRef(Kind.CONFIG)),
-    ("monitor", caps.MigRef(Kind.MONITOR)),
-    ("gpu0/gi2/access", caps.MigRef(Kind.GI, 0, 2)),
-    ("gpu31/gi14/ci7/access", caps.MigRef(Kind.CI, 31, 14, 7)),
+    ("config", capnames.MigRef(Kind.CONFIG)),
+    ("monitor", capnames.MigRef(Kind.MONITOR)),
+    ("gpu0/gi2/access", capnames.MigRef(Kind.GI, 0, 2)),
+    ("gpu31/gi14/ci7/access", capnames.MigRef(Kind.CI, 31, 14, 7)),
     ("gpu0/gi02/access", None),
     ("gpu0/gi2", None),
     ("gpu0/gi2/ci/access", None),
@@ -36,8 +37,8 @@ NAMES = [
 
 
 @pytest.mark.parametrize(("name", "want"), NAMES, ids=[n or "empty" for n, _ in NAMES])
-def test_parse_mig_name(name: str, want: caps.MigRef | None) -> None:
-    assert caps.parse_mig_name(name) == want
+def test_parse_mig_name(name: str, want: capnames.MigRef | None) -> None:
+    assert capnames.parse_mig_name(name) == want
 
 
 PATHS = [
@@ -59,31 +60,31 @@ PATHS = [
 @pytest.mark.parametrize(("name", "proc", "node"), PATHS, ids=[p[0] for p in PATHS])
 def test_name_paths_both_ways(name: str, proc: str, node: str) -> None:
     minor = simulated.minor_of(name)
-    assert caps.proc_relpath(name, Source.MIG) == proc
-    assert caps.name_from_proc_relpath(proc) == name
-    assert caps.node_relpath(minor) == node
+    assert capnames.proc_relpath(name, Source.MIG) == proc
+    assert capnames.name_from_proc_relpath(proc) == name
+    assert capnames.node_relpath(minor) == node
 
 
 def test_other_sources_paths() -> None:
     assert (
-        caps.proc_relpath("fabric-mgmt", Source.NVLINK)
+        capnames.proc_relpath("fabric-mgmt", Source.NVLINK)
         == "proc/driver/nvidia-nvlink/capabilities/fabric-mgmt"
     )
     assert (
-        caps.proc_relpath("fabric-imex-mgmt", Source.SYS)
+        capnames.proc_relpath("fabric-imex-mgmt", Source.SYS)
         == "proc/driver/nvidia/capabilities/fabric-imex-mgmt"
     )
-    assert caps.name_from_proc_relpath("proc/driver/nvidia/capabilities/fabric-imex-mgmt") is None
+    assert capnames.name_from_proc_relpath("proc/driver/nvidia/capabilities/fabric-imex-mgmt") is None
 
 
 # --- minors files ---------------------------------------------------------------------------
 
 
 def test_full_mig_minors() -> None:
-    parsed = caps.parse_minors(simulated.mig_minors_text(), "mig-minors", Source.MIG)
+    parsed = minorsfile.parse_minors(simulated.mig_minors_text(), "mig-minors", Source.MIG)
     assert len(parsed) == 4322
-    table = caps.CapabilityTable(parsed)
-    assert table.get("gpu0/gi2/access") == caps.Capability("gpu0/gi2/access", 21, Source.MIG)
+    table = minorsfile.CapabilityTable(parsed)
+    assert table.get("gpu0/gi2/access") == minorsfile.Capability("gpu0/gi2/access", 21, Source.MIG)
     assert table.by_minor(4322) is not None and table.by_minor(4322).name == "gpu31/gi14/ci7/access"  # type: ignore[union-attr]
 
 
@@ -107,14 +108,14 @@ BAD_MINORS = [
 )
 def test_bad_minors_fail_closed(text: str, line: int, msg: str) -> None:
     with pytest.raises(ParseError) as exc:
-        caps.parse_minors(text, "/x/mig-minors", Source.MIG)
+        minorsfile.parse_minors(text, "/x/mig-minors", Source.MIG)
     assert exc.value.line == line
     assert msg in str(exc.value)
     assert str(exc.value).startswith(f"/x/mig-minors:{line}:")
 
 
 def test_blank_lines_are_allowed() -> None:
-    assert len(caps.parse_minors("config 1\n\nmonitor 2\n", "f", Source.MIG)) == 2
+    assert len(minorsfile.parse_minors("config 1\n\nmonitor 2\n", "f", Source.MIG)) == 2
 
 
 # The whole-file parser (one findall) must accept exactly what the line parser accepts, and
@@ -162,14 +163,14 @@ BAD_IN_FULL = [
     ("text", "line", "msg"), [b[1:] for b in BAD_IN_FULL], ids=[b[0] for b in BAD_IN_FULL]
 )
 def test_bad_line_in_full_file_names_its_line(text: str, line: int, msg: str | None) -> None:
-    assert caps._parse_minors_fast(text, Source.MIG) is None  # left to the line parser
+    assert minorsfile._parse_minors_fast(text, Source.MIG) is None  # left to the line parser
     if msg is None:  # a line the line parser accepts: both must still agree
-        assert caps.parse_minors(text, "f", Source.MIG) == caps._parse_minors_lines(
+        assert minorsfile.parse_minors(text, "f", Source.MIG) == minorsfile._parse_minors_lines(
             text, "f", Source.MIG
         )
         return
     with pytest.raises(ParseError) as exc:
-        caps.parse_minors(text, "/x/mig-minors", Source.MIG)
+        minorsfile.parse_minors(text, "/x/mig-minors", Source.MIG)
     assert exc.value.line == line
     assert msg in str(exc.value)
 
@@ -192,12 +193,12 @@ GOOD_VARIANTS = [
     ("text", "fast"), [g[1:] for g in GOOD_VARIANTS], ids=[g[0] for g in GOOD_VARIANTS]
 )
 def test_whole_file_parser_agrees_with_line_parser(text: str, fast: bool) -> None:
-    want = caps._parse_minors_lines(text, "f", Source.MIG)
-    got = caps._parse_minors_fast(text, Source.MIG)
+    want = minorsfile._parse_minors_lines(text, "f", Source.MIG)
+    got = minorsfile._parse_minors_fast(text, Source.MIG)
     assert (got is not None) == fast
     if got is not None:
         assert got == want
-    assert caps.parse_minors(text, "f", Source.MIG) == want
+    assert minorsfile.parse_minors(text, "f", Source.MIG) == want
 
 
 @pytest.mark.parametrize(
@@ -213,28 +214,28 @@ def test_whole_file_parser_agrees_with_line_parser(text: str, fast: bool) -> Non
 )
 def test_whole_file_parser_other_sources(source: Source, text: str) -> None:
     try:
-        want: list[caps.Capability] | str = caps._parse_minors_lines(text, "f", source)
+        want: list[minorsfile.Capability] | str = minorsfile._parse_minors_lines(text, "f", source)
     except ParseError as err:
         want = str(err)
-    got = caps._parse_minors_fast(text, source)
+    got = minorsfile._parse_minors_fast(text, source)
     if isinstance(want, str):
         assert got is None
         with pytest.raises(ParseError):
-            caps.parse_minors(text, "f", source)
+            minorsfile.parse_minors(text, "f", source)
     else:
         assert got == want
 
 
 def test_other_minors_grammar() -> None:
-    assert caps.parse_minors("fabric-mgmt 0\n", "f", Source.NVLINK)[0].name == "fabric-mgmt"
+    assert minorsfile.parse_minors("fabric-mgmt 0\n", "f", Source.NVLINK)[0].name == "fabric-mgmt"
     with pytest.raises(ParseError):
-        caps.parse_minors("gpu0/gi0/access 3\n", "f", Source.NVLINK)
+        minorsfile.parse_minors("gpu0/gi0/access 3\n", "f", Source.NVLINK)
 
 
 def test_find_agrees_with_full_parse_on_every_line() -> None:
     text = simulated.mig_minors_text()
-    for cap in caps.parse_minors(text, "m", Source.MIG):
-        assert caps.find_mig_capability(text, "m", cap.name) == cap
+    for cap in minorsfile.parse_minors(text, "m", Source.MIG):
+        assert minorsfile.find_mig_capability(text, "m", cap.name) == cap
 
 
 FIND_CASES = [
@@ -251,7 +252,7 @@ FIND_CASES = [
     ("text", "name", "minor"), [c[1:] for c in FIND_CASES], ids=[c[0] for c in FIND_CASES]
 )
 def test_find_mig_capability(text: str, name: str, minor: int | None) -> None:
-    found = caps.find_mig_capability(text, "m", name)
+    found = minorsfile.find_mig_capability(text, "m", name)
     assert (found.minor if found else None) == minor
 
 
@@ -277,32 +278,32 @@ BAD_FIND = [
 )
 def test_find_mig_capability_fails_closed(text: str, line: int, msg: str) -> None:
     with pytest.raises(ParseError) as exc:
-        caps.find_mig_capability(text, "/x/mig-minors", "config")
+        minorsfile.find_mig_capability(text, "/x/mig-minors", "config")
     assert str(exc.value).startswith(f"/x/mig-minors:{line}:")
     assert msg in str(exc.value)
 
 
 def test_merge_keeps_each_source() -> None:
-    mig = caps.parse_minors("config 1\nmonitor 2\n", "m", Source.MIG)
-    nvl = caps.parse_minors("fabric-mgmt 0\n", "n", Source.NVLINK)
-    table = caps.merge_tables({Source.MIG: mig, Source.NVLINK: nvl}, "minors")
+    mig = minorsfile.parse_minors("config 1\nmonitor 2\n", "m", Source.MIG)
+    nvl = minorsfile.parse_minors("fabric-mgmt 0\n", "n", Source.NVLINK)
+    table = minorsfile.merge_tables({Source.MIG: mig, Source.NVLINK: nvl}, "minors")
     assert table.of_source(Source.NVLINK) == nvl and table.of_source(Source.SYS) == []
-    assert caps.CapabilityTable(mig + nvl).of_source(Source.MIG) == mig
+    assert minorsfile.CapabilityTable(mig + nvl).of_source(Source.MIG) == mig
     assert [c.name for c in table] == ["config", "monitor", "fabric-mgmt"]
     assert table.by_minor(0) == nvl[0] and table.get("monitor") == mig[1]
 
 
 def test_merge_refuses_shared_minor_within_one_list() -> None:
-    twice = [caps.Capability("config", 1, Source.MIG), caps.Capability("monitor", 1, Source.MIG)]
+    twice = [minorsfile.Capability("config", 1, Source.MIG), minorsfile.Capability("monitor", 1, Source.MIG)]
     with pytest.raises(ParseError, match="minor 1 given to both 'config'"):
-        caps.merge_tables({Source.MIG: twice}, "minors")
+        minorsfile.merge_tables({Source.MIG: twice}, "minors")
 
 
 def test_merge_refuses_shared_minor() -> None:
-    mig = caps.parse_minors("config 1\n", "m", Source.MIG)
-    nvl = caps.parse_minors("fabric-mgmt 1\n", "n", Source.NVLINK)
+    mig = minorsfile.parse_minors("config 1\n", "m", Source.MIG)
+    nvl = minorsfile.parse_minors("fabric-mgmt 1\n", "n", Source.NVLINK)
     with pytest.raises(ParseError, match="minor 1 given to both"):
-        caps.merge_tables({Source.MIG: mig, Source.NVLINK: nvl}, "minors")
+        minorsfile.merge_tables({Source.MIG: mig, Source.NVLINK: nvl}, "minors")
 
 
 # --- capability files -----------------------------------------------------------------------
@@ -311,17 +312,17 @@ GOOD_CAPFILES = [
     (
         "config",
         "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 1\n",
-        caps.CapabilityFile(1, 0o400, True),
+        capfile.CapabilityFile(1, 0o400, True),
     ),
     (
         "gi",
         "DeviceFileMinor: 21\nDeviceFileMode: 292\nDeviceFileModify: 0\n",
-        caps.CapabilityFile(21, 0o444, False),
+        capfile.CapabilityFile(21, 0o444, False),
     ),
     (
         "other-order",
         "DeviceFileModify: 1\nDeviceFileMode: 292\nDeviceFileMinor: 4\n",
-        caps.CapabilityFile(4, 0o444, True),
+        capfile.CapabilityFile(4, 0o444, True),
     ),
 ]
 
@@ -329,9 +330,9 @@ GOOD_CAPFILES = [
 @pytest.mark.parametrize(
     ("text", "want"), [g[1:] for g in GOOD_CAPFILES], ids=[g[0] for g in GOOD_CAPFILES]
 )
-def test_capability_file(text: str, want: caps.CapabilityFile) -> None:
-    assert caps.parse_capability_file(text, "f") == want
-    assert caps.parse_capability_file(caps.format_capability_file(want), "f") == want
+def test_capability_file(text: str, want: capfile.CapabilityFile) -> None:
+    assert capfile.parse_capability_file(text, "f") == want
+    assert capfile.parse_capability_file(capfile.format_capability_file(want), "f") == want
 
 
 BAD_CAPFILES = [
@@ -366,27 +367,27 @@ BAD_CAPFILES = [
 )
 def test_bad_capability_file(text: str, msg: str) -> None:
     with pytest.raises(ParseError, match=msg):
-        caps.parse_capability_file(text, "/proc/x")
+        capfile.parse_capability_file(text, "/proc/x")
 
 
 # --- /proc/devices --------------------------------------------------------------------------
 
 
 def test_proc_devices_ignores_block_section() -> None:
-    chars = caps.parse_proc_devices(simulated.PROC_DEVICES, "devices")
+    chars = procdevices.parse_proc_devices(simulated.PROC_DEVICES, "devices")
     # 238 is both nvidia-caps (char) and blkext (block) in the simulated file.
-    assert caps.nvidia_majors(chars) == caps.Majors(238, 195, 239)
+    assert procdevices.nvidia_majors(chars) == procdevices.Majors(238, 195, 239)
     assert "blkext" not in chars and "loop" not in chars
 
 
 def test_proc_devices_names_with_slashes() -> None:
-    chars = caps.parse_proc_devices("Character devices:\n  4 /dev/vc/0\n203 cpu/cpuid\n", "d")
+    chars = procdevices.parse_proc_devices("Character devices:\n  4 /dev/vc/0\n203 cpu/cpuid\n", "d")
     assert chars == {"/dev/vc/0": 4, "cpu/cpuid": 203}
 
 
 def test_proc_devices_legacy_nvidia_major() -> None:
-    chars = caps.parse_proc_devices("Character devices:\n195 nvidia\n", "d")
-    assert caps.nvidia_majors(chars) == caps.Majors(None, 195, None)
+    chars = procdevices.parse_proc_devices("Character devices:\n195 nvidia\n", "d")
+    assert procdevices.nvidia_majors(chars) == procdevices.Majors(None, 195, None)
 
 
 BAD_DEVICES = [
@@ -403,12 +404,12 @@ BAD_DEVICES = [
 )
 def test_bad_proc_devices(text: str, msg: str) -> None:
     with pytest.raises(ParseError, match=msg):
-        caps.parse_proc_devices(text, "/proc/devices")
+        procdevices.parse_proc_devices(text, "/proc/devices")
 
 
 def test_malformed_block_section_is_not_our_business() -> None:
     text = "Character devices:\n238 nvidia-caps\n\nBlock devices:\nwhatever here\n"
-    assert caps.parse_proc_devices(text, "d") == {"nvidia-caps": 238}
+    assert procdevices.parse_proc_devices(text, "d") == {"nvidia-caps": 238}
 
 
 # --- the str parsers against the regular expressions they replaced ---------------------------
@@ -444,15 +445,15 @@ def oracle_whole_file(line: re.Pattern[str]) -> re.Pattern[str]:
     return re.compile(f"(?:{one}\n)*(?:{one}\n?)?")
 
 
-def oracle_mig_name(name: str) -> caps.MigRef | None:
+def oracle_mig_name(name: str) -> capnames.MigRef | None:
     m = ORACLE_MIG_NAME.fullmatch(name)
     if m is None:
         return None
     if m["fixed"]:
-        return caps.MigRef(Kind(m["fixed"]))
+        return capnames.MigRef(Kind(m["fixed"]))
     if m["ci"] is None:
-        return caps.MigRef(Kind.GI, int(m["gpu"]), int(m["gi"]))
-    return caps.MigRef(Kind.CI, int(m["gpu"]), int(m["gi"]), int(m["ci"]))
+        return capnames.MigRef(Kind.GI, int(m["gpu"]), int(m["gi"]))
+    return capnames.MigRef(Kind.CI, int(m["gpu"]), int(m["gi"]), int(m["ci"]))
 
 
 def oracle_minors_line(line: str) -> tuple[str, int] | None:
@@ -471,7 +472,7 @@ def oracle_capfile_line(line: str) -> tuple[str, int] | None:
 
 
 def oracle_name_from_proc_relpath(relpath: str) -> str | None:
-    prefix = caps.CAPABILITIES_DIR + "/"
+    prefix = capnames.CAPABILITIES_DIR + "/"
     if not relpath.startswith(prefix):
         return None
     m = ORACLE_PROC_MIG.fullmatch(relpath[len(prefix) :])
@@ -480,8 +481,8 @@ def oracle_name_from_proc_relpath(relpath: str) -> str | None:
     if m["fixed"]:
         return str(m["fixed"])
     if m["ci"] is None:
-        return caps.gi_name(int(m["gpu"]), int(m["gi"]))
-    return caps.ci_name(int(m["gpu"]), int(m["gi"]), int(m["ci"]))
+        return capnames.gi_name(int(m["gpu"]), int(m["gi"]))
+    return capnames.ci_name(int(m["gpu"]), int(m["gi"]), int(m["ci"]))
 
 
 def oracle_parse_minors_line(line: str, source: Source) -> tuple[str, int] | str:
@@ -590,7 +591,7 @@ HAND_NAMES = [
 
 
 def test_mig_name_parser_agrees_with_its_regex() -> None:
-    answers = agree(caps.parse_mig_name, oracle_mig_name, cases(HAND_NAMES, VALID_NAMES, 1))
+    answers = agree(capnames.parse_mig_name, oracle_mig_name, cases(HAND_NAMES, VALID_NAMES, 1))
     assert answers == {True, False}
 
 
@@ -625,12 +626,12 @@ def test_other_name_parser_agrees_with_its_regex() -> None:
         return True if ORACLE_OTHER_NAME.fullmatch(name) else None
 
     def parser(name: str) -> bool | None:
-        return True if caps._is_other_name(name) else None
+        return True if capnames._is_other_name(name) else None
 
     assert agree(parser, oracle, cases(HAND_OTHER, VALID_OTHER, 2)) == {True, False}
     for name in cases(HAND_OTHER + HAND_NAMES, VALID_OTHER + VALID_NAMES, 3):
         want = oracle_mig_name(name) is not None or ORACLE_OTHER_NAME.fullmatch(name) is not None
-        assert caps.is_valid_name(name) == want, name
+        assert capnames.is_valid_name(name) == want, name
 
 
 VALID_MINORS_LINES = [
@@ -681,7 +682,7 @@ HAND_MINORS_LINES = [
 
 def test_minors_line_parser_agrees_with_its_regex() -> None:
     inputs = cases(HAND_MINORS_LINES, VALID_MINORS_LINES, 4)
-    assert agree(caps._minors_line, oracle_minors_line, inputs) == {True, False}
+    assert agree(minorsfile._minors_line, oracle_minors_line, inputs) == {True, False}
 
 
 @pytest.mark.parametrize("source", list(Source), ids=[s.value for s in Source])
@@ -693,7 +694,7 @@ def test_minors_line_errors_agree_with_the_regexes(source: Source) -> None:
             continue  # several lines, or a blank one: that is the file parser's business
         want = oracle_parse_minors_line(line.splitlines()[0], source)
         try:
-            (cap,) = caps._parse_minors_lines(line, "f", source)
+            (cap,) = minorsfile._parse_minors_lines(line, "f", source)
             got: tuple[str, int] | str = cap.name, cap.minor
         except ParseError as err:
             if "malformed line" in err.reason:
@@ -702,7 +703,7 @@ def test_minors_line_errors_agree_with_the_regexes(source: Source) -> None:
                 got = "not a name"
             else:
                 got = err.reason
-        if isinstance(want, tuple) and want[1] > caps.MAX_MINOR:
+        if isinstance(want, tuple) and want[1] > devnum.MAX_MINOR:
             want = f"minor {want[1]} out of range"
         assert got == want, line
         seen.add(want if isinstance(want, str) else "ok")
@@ -724,10 +725,10 @@ def test_find_judges_its_line_as_the_regex_did() -> None:
             if m is None or m["name"] != name
             else int(m["minor"])
         )
-        if isinstance(want, int) and want > caps.MAX_MINOR:
+        if isinstance(want, int) and want > devnum.MAX_MINOR:
             want = "out of range"
         try:
-            found = caps.find_mig_capability(line, "m", name)
+            found = minorsfile.find_mig_capability(line, "m", name)
             got: int | str | None = None if found is None else found.minor
         except ParseError as err:
             got = "malformed" if "malformed line" in err.reason else err.reason
@@ -780,10 +781,10 @@ HAND_DEVICES = [
 
 def test_devices_entry_parser_agrees_with_its_regex() -> None:
     inputs = cases(HAND_DEVICES, VALID_DEVICES, 7)
-    assert agree(caps._devices_entry, oracle_devices_entry, inputs) == {True, False}
+    assert agree(procdevices._devices_entry, oracle_devices_entry, inputs) == {True, False}
 
 
-VALID_CAPFILE = [f"{k}: {v}" for k in caps._CAPFILE_KEYS for v in ("0", "1", "292", "1234567")]
+VALID_CAPFILE = [f"{k}: {v}" for k in capfile._CAPFILE_KEYS for v in ("0", "1", "292", "1234567")]
 HAND_CAPFILE = [
     "",
     ":",
@@ -820,11 +821,11 @@ def test_capability_file_line_parser_agrees_with_its_regex() -> None:
     inputs = cases(HAND_CAPFILE, VALID_CAPFILE, 8)
     # parse_capability_file strips each line before judging it, as it did before.
     stripped = [line.strip() for line in inputs]
-    assert agree(caps._capfile_line, oracle_capfile_line, inputs + stripped) == {True, False}
+    assert agree(capfile._capfile_line, oracle_capfile_line, inputs + stripped) == {True, False}
 
 
 VALID_PROC = [
-    f"{caps.CAPABILITIES_DIR}/{rest}"
+    f"{capnames.CAPABILITIES_DIR}/{rest}"
     for rest in (
         "mig/config",
         "mig/monitor",
@@ -835,7 +836,7 @@ VALID_PROC = [
     )
 ]
 HAND_PROC = [
-    f"{caps.CAPABILITIES_DIR}/{rest}"
+    f"{capnames.CAPABILITIES_DIR}/{rest}"
     for rest in (
         "",
         "mig",
@@ -864,7 +865,7 @@ HAND_PROC = [
 
 def test_proc_path_parser_agrees_with_its_regex() -> None:
     inputs = cases(HAND_PROC, VALID_PROC, 9)
-    assert agree(caps.name_from_proc_relpath, oracle_name_from_proc_relpath, inputs) == {
+    assert agree(capnames.name_from_proc_relpath, oracle_name_from_proc_relpath, inputs) == {
         True,
         False,
     }
@@ -885,15 +886,15 @@ def test_every_white_space_and_digit_character() -> None:
     assert len(special) > 1000 and "\u0663" in special and "\x1c" in special
     for c in special + [chr(c) for c in range(128)]:
         for line in (f"a{c}b 1", f"gpu0/gi0/access 1{c}", f"config {c}", f"{c} 1"):
-            assert caps._minors_line(line) == oracle_minors_line(line), line
+            assert minorsfile._minors_line(line) == oracle_minors_line(line), line
         for line in (f"1{c} x", f" {c} x", f"12 x{c}"):
-            assert caps._devices_entry(line) == oracle_devices_entry(line), line
+            assert procdevices._devices_entry(line) == oracle_devices_entry(line), line
         line = f"DeviceFileMode: 4{c}"
-        assert caps._capfile_line(line) == oracle_capfile_line(line), line
+        assert capfile._capfile_line(line) == oracle_capfile_line(line), line
         name = f"gpu{c}/gi0/access"
-        assert caps.parse_mig_name(name) == oracle_mig_name(name), name
-        relpath = f"{caps.CAPABILITIES_DIR}/gpu0/mig/gi{c}/access"
-        assert caps.name_from_proc_relpath(relpath) == oracle_name_from_proc_relpath(relpath)
+        assert capnames.parse_mig_name(name) == oracle_mig_name(name), name
+        relpath = f"{capnames.CAPABILITIES_DIR}/gpu0/mig/gi{c}/access"
+        assert capnames.name_from_proc_relpath(relpath) == oracle_name_from_proc_relpath(relpath)
 
 
 @pytest.mark.parametrize("source", list(Source), ids=[s.value for s in Source])
@@ -925,7 +926,7 @@ def test_whole_file_pattern_agrees_with_its_old_construction(source: Source) -> 
     verdicts = set()
     for text in texts:
         want = oracle.fullmatch(text) is not None
-        assert (caps._minors_file(source).fullmatch(text) is not None) == want, text[:200]
+        assert (minorsfile._minors_file(source).fullmatch(text) is not None) == want, text[:200]
         verdicts.add(want)
     assert verdicts == {True, False}
 
@@ -971,6 +972,6 @@ def imports_of(module: str) -> set[str]:
 
 
 def test_importing_caps_loads_only_what_the_hook_may() -> None:
-    added = imports_of("capctl.caps")
-    assert "capctl.caps" in added and "capctl.litenum" in added
+    added = imports_of("capctl.driver.capnames")
+    assert "capctl.driver.capnames" in added and "capctl._lite.litenum" in added
     assert sorted(m for m in added if not m.startswith("capctl") and m not in HOOK_STDLIB) == []

@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from capctl.cgroup.paths import (
+from capctl.cgroup.discovery import (
     CGROUP2_SUPER_MAGIC,
     Cgroup,
     CgroupLine,
@@ -590,6 +590,7 @@ HEAVY = frozenset({
 CHEAP = frozenset({
     "os", "os.path", "posixpath", "genericpath", "stat", "_stat", "errno", "abc", "_abc",
     "_collections_abc", "_operator", "itertools", "__future__", "io", "time", "sys",
+    "_json",  # the OCI parser's strict JSON (capctl._lite.jsonload), on the hook's path anyway
 })  # fmt: skip
 
 # Run with site disabled (-S): the repo venv's site imports re and pathlib for the editable
@@ -599,18 +600,21 @@ _HOOK_PATH = """
 import sys
 sys.path.insert(0, sys.argv[1])
 before = set(sys.modules)
-import capctl.cgroup, capctl.cgroup.v1, capctl.rules
+import capctl.cgroup, capctl.cgroup.v1, capctl.edits.rules
 imported = set(sys.modules) - before
-from capctl import cgroup, rules
-from capctl.cgroup import paths
+from capctl import cgroup
+from capctl.cgroup import emulator
+from capctl.edits import rules
+from capctl.request import oci
+from capctl.cgroup import discovery
 proc, cg = sys.argv[2:]
 target = cgroup.detect(42, proc=proc, cgroup_root=cg)
 backend = cgroup.devices(target)
 assert not backend.allows_all() and backend.allowed()
-emu = rules.Emulator.from_list("c 1:3 rwm\\nc 195:* rw\\n")
+emu = emulator.Emulator.from_list("c 1:3 rwm\\nc 195:* rw\\n")
 emu.transition(emu.with_allowed([rules.char(238, 5, "r"), rules.parse_rule("c 1:5 m")]))
-rules.oci_device_rules({"linux": {"resources": {"devices": [{"allow": False, "access": "rwm"}]}}})
-paths.parse_mountinfo("1 2 0:3 /a\\\\040b /c rw - x y z\\n")
+oci.oci_device_rules({"linux": {"resources": {"devices": [{"allow": False, "access": "rwm"}]}}})
+discovery.parse_mountinfo("1 2 0:3 /a\\\\040b /c rw - x y z\\n")
 worked = set(sys.modules) - before
 print(target)
 print(*sorted(imported))
@@ -630,7 +634,7 @@ def test_hook_path_imports_only_cheap_modules(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     target, imported, worked = res.stdout.splitlines()
     assert target == f"cgroup v1 {ctr}"  # it did the v1 path's work
-    ours = {"capctl.cgroup", "capctl.cgroup.v1", "capctl.cgroup.paths", "capctl.rules"}
+    ours = {"capctl.cgroup", "capctl.cgroup.v1", "capctl.cgroup.discovery", "capctl.edits.rules"}
     assert ours <= set(imported.split())
     for modules in (set(imported.split()), set(worked.split())):
         assert sorted(modules & HEAVY) == []

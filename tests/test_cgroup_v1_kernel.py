@@ -15,8 +15,8 @@ import pytest
 from capctl import cgroup
 from capctl.cgroup import Cgroup, Version
 from capctl.cgroup.v1 import V1Devices
+from capctl.edits.rules import char
 from capctl.errors import CgroupError
-from capctl.rules import char
 from tests.support.cgroups import V1_DEVICES, Prober, assert_child_cgroup, child_cgroup, make_nodes
 from tests.support.runc import BindMount, RuncHarness
 

@@ -30,8 +30,9 @@ from capctl.cgroup.bpf import (
     memlock_for_bpf,
 )
 from capctl.cgroup.v2 import V2Devices
+from capctl.edits.rules import DENY_ALL, char
 from capctl.errors import CgroupError
-from capctl.rules import DENY_ALL, char, oci_device_rules
+from capctl.request.oci import oci_device_rules
 from tests.support.cgroups import V2_UNIFIED, Prober, assert_child_cgroup, child_cgroup, make_nodes
 from tests.support.runc import BindMount, RuncHarness
 
@@ -189,7 +190,7 @@ def test_unreadable_program_falls_back_to_the_spec(
 _NS_GRANT = """
 import json, sys
 from capctl import cgroup
-from capctl.rules import parse_rule
+from capctl.edits.rules import parse_rule
 pid, rules = int(sys.argv[1]), [parse_rule(r) for r in sys.argv[2:]]
 cg = cgroup.detect(pid)
 undo = cgroup.grant(pid, rules)

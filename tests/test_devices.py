@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from capctl.devices import (
+from capctl.errors import DeviceError
+from capctl.request.devices import (
     MAX_TOKEN,
     DeviceRef,
     GpuByIndex,
@@ -19,7 +20,6 @@ from capctl.devices import (
     parse_request,
     parse_token,
 )
-from capctl.errors import DeviceError
 from tests.support.fuzz import Op, mutants
 
 U = "6f1c2a52-7d3e-4a0b-9c55-2c6f0e7b1a00"

@@ -66,7 +66,7 @@ def test_unsafe_config_reported(sim_host: Host, tmp_path: Path) -> None:
 
 
 def test_cgroup_version_as_the_hook_sees_it(tmp_path: Path) -> None:
-    from capctl.cgroup.paths import CGROUP2_SUPER_MAGIC
+    from capctl.cgroup.discovery import CGROUP2_SUPER_MAGIC
 
     v2 = doctor.check_cgroups(tmp_path, magic=lambda _p: CGROUP2_SUPER_MAGIC)
     assert v2[0].level is doctor.Level.OK and "cgroup v2" in v2[0].what

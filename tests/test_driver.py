@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from capctl import driver, simulated
+from capctl import simulated
+from capctl.driver import procfs
 from capctl.errors import DriverError, ParseError
 from capctl.host import Host
 from tests.test_caps import HOOK_STDLIB, ROOT, imports_of
 
 
 def test_load_simulated(sim_host: Host) -> None:
-    state = driver.load(sim_host)
+    state = procfs.load(sim_host)
     assert state.majors.caps == 238
     assert len(state.table) == 4322 + 2  # mig + nvlink + sys
     assert set(state.existing) == set(simulated.capability_names())
@@ -25,25 +26,25 @@ def test_load_simulated(sim_host: Host) -> None:
 def test_missing_proc_devices(sim_host: Host, sim_root: Path) -> None:
     (sim_root / "proc/devices").unlink()
     with pytest.raises(DriverError, match="proc/devices: missing"):
-        driver.load(sim_host)
+        procfs.load(sim_host)
 
 
 def test_missing_mig_minors_is_driver_not_loaded(sim_host: Host, sim_root: Path) -> None:
     (sim_root / "proc/driver/nvidia-caps/mig-minors").unlink()
     with pytest.raises(DriverError, match="mig-minors: missing; the nvidia driver is not loaded"):
-        driver.load(sim_host)
+        procfs.load(sim_host)
 
 
 def test_missing_optional_minors_files(sim_host: Host, sim_root: Path) -> None:
     (sim_root / "proc/driver/nvidia-caps/nvlink-minors").unlink()
     (sim_root / "proc/driver/nvidia-caps/sys-minors").unlink()
-    assert len(driver.load(sim_host).table) == 4322
+    assert len(procfs.load(sim_host).table) == 4322
 
 
 def test_no_caps_major(sim_host: Host, sim_root: Path) -> None:
     (sim_root / "proc/devices").write_text("Character devices:\n195 nvidia-frontend\n")
     with pytest.raises(DriverError, match="no 'nvidia-caps' character major"):
-        driver.load(sim_host)
+        procfs.load(sim_host)
 
 
 def test_capability_file_minor_disagrees(sim_host: Host, sim_root: Path) -> None:
@@ -52,7 +53,7 @@ def test_capability_file_minor_disagrees(sim_host: Host, sim_root: Path) -> None
     with pytest.raises(
         ParseError, match=r"gi7/access: DeviceFileMinor 4 disagrees with mig-minors"
     ):
-        driver.load(sim_host)
+        procfs.load(sim_host)
 
 
 def test_capability_file_not_in_minors(sim_host: Host, sim_root: Path) -> None:
@@ -60,47 +61,47 @@ def test_capability_file_not_in_minors(sim_host: Host, sim_root: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_text("DeviceFileMinor: 9999\nDeviceFileMode: 292\nDeviceFileModify: 1\n")
     with pytest.raises(ParseError, match="not listed in mig-minors"):
-        driver.load(sim_host)
+        procfs.load(sim_host)
 
 
 def test_malformed_capability_file_names_the_file(sim_host: Host, sim_root: Path) -> None:
     path = sim_root / "proc/driver/nvidia/capabilities/mig/config"
     path.write_text("DeviceFileMinor: 1\nDeviceFileMode: rw\nDeviceFileModify: 1\n")
     with pytest.raises(ParseError) as exc:
-        driver.load(sim_host)
+        procfs.load(sim_host)
     assert str(exc.value).startswith(f"{path}:2:")
 
 
 def test_oversized_minors_file_refused(sim_host: Host, sim_root: Path) -> None:
     (sim_root / "proc/driver/nvidia-caps/mig-minors").write_text("config 1\n" * 200_000)
     with pytest.raises(ParseError, match="larger than"):
-        driver.load(sim_host)
+        procfs.load(sim_host)
 
 
 def test_binary_minors_file_refused(sim_host: Host, sim_root: Path) -> None:
     (sim_root / "proc/driver/nvidia-caps/mig-minors").write_bytes(b"config 1\n\xff\n")
     with pytest.raises(ParseError, match="not ASCII"):
-        driver.load(sim_host)
+        procfs.load(sim_host)
 
 
 def test_unrelated_files_in_capabilities_dir_are_ignored(sim_host: Host, sim_root: Path) -> None:
     (sim_root / "proc/driver/nvidia/capabilities/README").write_text("hello")
-    assert "config" in driver.load(sim_host).existing
+    assert "config" in procfs.load(sim_host).existing
 
 
 def test_nvlink_capability_exists(sim_host: Host, sim_root: Path) -> None:
     path = sim_root / "proc/driver/nvidia-nvlink/capabilities/fabric-mgmt"
     path.parent.mkdir(parents=True)
     path.write_text("DeviceFileMinor: 0\nDeviceFileMode: 256\nDeviceFileModify: 1\n")
-    assert driver.load(sim_host).existing["fabric-mgmt"].minor == 0
+    assert procfs.load(sim_host).existing["fabric-mgmt"].minor == 0
 
 
 # --- lazy load (the hook) ------------------------------------------------------------------
 
 
 def test_lazy_load_answers_like_the_full_load(sim_host: Host) -> None:
-    full = driver.load(sim_host)
-    lazy = driver.load(sim_host, lazy=True)
+    full = procfs.load(sim_host)
+    lazy = procfs.load(sim_host, lazy=True)
     for name in ("config", "gpu0/gi7/access", "gpu0/gi7/ci0/access", "gpu7/gi2/access"):
         assert lazy.table.get(name) == full.table.get(name)
         assert lazy.existing.get(name) == full.existing.get(name)
@@ -115,24 +116,24 @@ def test_lazy_load_reads_only_what_it_is_asked(sim_host: Host, sim_root: Path) -
     minors = sim_root / "proc/driver/nvidia-caps/mig-minors"
     minors.write_text(minors.read_text() + "gpu99/gi0/access x\n")
     (sim_root / "proc/driver/nvidia/capabilities/mig/config").write_text("junk\n")
-    lazy = driver.load(sim_host, lazy=True)
+    lazy = procfs.load(sim_host, lazy=True)
     cap = lazy.table.get("gpu0/gi7/access")
     assert cap is not None and lazy.existing.get(cap.name) is not None
     with pytest.raises(ParseError):
-        driver.load(sim_host)
+        procfs.load(sim_host)
 
 
 def test_lazy_load_still_cross_checks_what_it_reads(sim_host: Host, sim_root: Path) -> None:
     path = sim_root / "proc/driver/nvidia/capabilities/gpu0/mig/gi7/access"
     path.write_text("DeviceFileMinor: 4\nDeviceFileMode: 292\nDeviceFileModify: 1\n")
-    lazy = driver.load(sim_host, lazy=True)
+    lazy = procfs.load(sim_host, lazy=True)
     with pytest.raises(ParseError, match="DeviceFileMinor 4 disagrees with mig-minors"):
         lazy.existing.get("gpu0/gi7/access")
 
 
 def test_importing_driver_loads_only_what_the_hook_may() -> None:
-    added = imports_of("capctl.driver")
-    assert {"capctl.driver", "capctl.caps", "capctl.host"} <= added
+    added = imports_of("capctl.driver.procfs")
+    assert {"capctl.driver.procfs", "capctl.driver.capnames", "capctl.host"} <= added
     assert sorted(m for m in added if not m.startswith("capctl") and m not in HOOK_STDLIB) == []
 
 
@@ -142,9 +143,9 @@ def test_lazy_load_uses_only_what_the_hook_may(sim_root: Path) -> None:
 import sys
 sys.path.insert(0, {str(ROOT)!r})
 before = set(sys.modules)
-from capctl import driver
+from capctl.driver import procfs
 from capctl.host import Host
-state = driver.load(Host({str(sim_root)!r}), lazy=True)
+state = procfs.load(Host({str(sim_root)!r}), lazy=True)
 for name in ("gpu0/gi7/access", "gpu0/gi7/ci0/access"):
     cap = state.table.get(name)
     assert cap is not None and state.existing.get(name).minor == cap.minor, name
@@ -156,7 +157,7 @@ print(*sorted(set(sys.modules) - before))
     )
     assert res.returncode == 0, res.stderr[-2000:]
     added = set(res.stdout.split())
-    assert "capctl.driver" in added
+    assert "capctl.driver.procfs" in added
     assert sorted(m for m in added if not m.startswith("capctl") and m not in HOOK_STDLIB) == []
 
 
@@ -164,7 +165,7 @@ print(*sorted(set(sys.modules) - before))
 def test_missing_mig_minors_either_way(sim_host: Host, sim_root: Path, lazy: bool) -> None:
     (sim_root / "proc/driver/nvidia-caps/mig-minors").unlink()
     with pytest.raises(DriverError, match="mig-minors: missing"):
-        driver.load(sim_host, lazy=lazy)
+        procfs.load(sim_host, lazy=lazy)
 
 
 # --- the capabilities tree walk --------------------------------------------------------------
@@ -181,16 +182,16 @@ def test_symlinked_capability_directory_is_not_entered(
         f"DeviceFileMinor: {minor}\nDeviceFileMode: 292\nDeviceFileModify: 1\n"
     )
     (sim_root / "proc/driver/nvidia/capabilities/gpu20").symlink_to(tmp_path / "elsewhere")
-    assert "gpu20/gi9/access" not in driver.load(sim_host).existing
+    assert "gpu20/gi9/access" not in procfs.load(sim_host).existing
     (sim_root / "proc/driver/nvidia/capabilities/gpu20").unlink()
     (tmp_path / "elsewhere").rename(sim_root / "proc/driver/nvidia/capabilities/gpu20")
-    assert "gpu20/gi9/access" in driver.load(sim_host).existing
+    assert "gpu20/gi9/access" in procfs.load(sim_host).existing
 
 
 def test_capabilities_tree_walk_finds_every_file(sim_host: Host, sim_root: Path) -> None:
     base = sim_root / "proc/driver/nvidia/capabilities"
     on_disk = {str(p) for p in base.rglob("*") if p.is_file()}
-    found = driver._existing_mig(sim_host, driver.load_table(sim_host))
+    found = procfs._existing_mig(sim_host, procfs.load_table(sim_host))
     assert set(found.values()) == on_disk
     assert found["gpu0/gi7/ci0/access"] == str(base / "gpu0/mig/gi7/ci0/access")
 
@@ -199,7 +200,7 @@ def test_no_capabilities_directory_means_none_exist(sim_host: Host, sim_root: Pa
     import shutil
 
     shutil.rmtree(sim_root / "proc/driver/nvidia/capabilities")
-    assert dict(driver.load(sim_host).existing) == {}
+    assert dict(procfs.load(sim_host).existing) == {}
 
 
 def test_capabilities_path_not_a_directory_is_an_error(sim_host: Host, sim_root: Path) -> None:
@@ -209,4 +210,4 @@ def test_capabilities_path_not_a_directory_is_an_error(sim_host: Host, sim_root:
     shutil.rmtree(base)
     base.write_text("not a directory\n")
     with pytest.raises(DriverError, match="capabilities: cannot read"):
-        driver.load(sim_host)
+        procfs.load(sim_host)

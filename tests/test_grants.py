@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from capctl import acl, caps, grants, simulated, tomlwrite
+from capctl import simulated
 from capctl.cli import cli
+from capctl.driver import capfile, capnames
 from capctl.errors import ConfigError, ParseError
-from capctl.grants import Kind
 from capctl.host import Host
+from capctl.policy import acl, grants, store, tomlwrite
+from capctl.policy.grants import Kind
 
 from .conftest import needs_root
 
@@ -36,7 +38,7 @@ def node(root: Path, name: str) -> Path:
 
 
 def proc(root: Path, name: str) -> Path:
-    return root / caps.proc_relpath(name, caps.Source.MIG)
+    return root / capnames.proc_relpath(name, capnames.Source.MIG)
 
 
 def xattr(p: Path) -> bytes | None:
@@ -85,7 +87,7 @@ def test_policy_roundtrip_keeps_other_tables() -> None:
     assert doc.other == {"hook": {"log_file": "/l"}}
     g = doc.policy.get("config")
     assert [(p.name, p.id) for p in g.users] == [("alice", 1001)]
-    again = grants.parse_document(tomllib.loads(grants.format_document(doc)), "c.toml")
+    again = grants.parse_document(tomllib.loads(store.format_document(doc)), "c.toml")
     assert again == doc
 
 
@@ -258,7 +260,7 @@ def test_unsafe_config_refused(sim_host: Host, mode: int, uid: int) -> None:
     os.chmod(sim_host.config, mode)
     os.chown(sim_host.config, uid, 0)
     with pytest.raises(ConfigError, match="refusing"):
-        grants.load_document(Path(sim_host.config))
+        store.load_document(Path(sim_host.config))
     r = run(sim_host, "grant", "config", "--user", "nobody")
     assert r.exit_code == 1 and "refusing" in r.output
 
@@ -299,9 +301,9 @@ def test_grant_for_future_capability(sim_host: Host, sim_root: Path) -> None:
     assert r.exit_code == 0 and "applies when gpu4/gi1/access appears" in r.output
     assert not node(sim_root, future).exists()
     assert not proc(sim_root, future).exists()
-    cf = caps.CapabilityFile(simulated.minor_of(future), 0o444, True)
+    cf = capfile.CapabilityFile(simulated.minor_of(future), 0o444, True)
     proc(sim_root, future).parent.mkdir(parents=True, exist_ok=True)
-    proc(sim_root, future).write_text(caps.format_capability_file(cf))
+    proc(sim_root, future).write_text(capfile.format_capability_file(cf))
     assert run(sim_host, "sync").exit_code == 0
     assert xattr(node(sim_root, future)) == acl.read_only([NOBODY], []).encode()
     assert "DeviceFileModify: 0" in proc(sim_root, future).read_text()
@@ -312,10 +314,10 @@ def test_grants_listing(sim_host: Host) -> None:
     run(sim_host, "grant", "config", "--user", "nobody")
     run(sim_host, "grant", "config", "--group", "daemon")
     # A grant whose stored name no longer matches its uid (renamed or deleted user).
-    doc = grants.load_document(Path(sim_host.config))
+    doc = store.load_document(Path(sim_host.config))
     stale = grants.Principal(Kind.USER, 3999999, "gone")
     doc = grants.Document(doc.policy.set("monitor", grants.CapGrants(users=(stale,))), doc.other)
-    grants.save_document(Path(sim_host.config), doc)
+    store.save_document(Path(sim_host.config), doc)
     r = run(sim_host, "grants", "--json")
     assert r.exit_code == 0, r.output
     import json
@@ -354,7 +356,7 @@ def test_concurrent_grants_lose_nothing(sim_host: Host) -> None:
     for p in procs:
         _out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
-    g = grants.load_policy(Path(sim_host.config)).get("config")
+    g = store.load_policy(Path(sim_host.config)).get("config")
     assert len(g.users) == 5 and len(g.groups) == 5
     own = g.ownership()
     assert xattr(node(Path(sim_host.root), "config")) == own.acl

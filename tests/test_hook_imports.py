@@ -104,9 +104,9 @@ def test_hook_imports_only_what_it_uses(sim_root: Path, tmp_path: Path) -> None:
     mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
     mods = run_hook(sim_root, tmp_path, tmp_path / "none.toml", [f"NVIDIA_VISIBLE_DEVICES={mig}"])
     assert (tmp_path / "bundle/rootfs/dev/nvidia-caps").is_dir()
-    assert {"capctl.hook", "capctl.resolve", "capctl.cgroup.v1"} <= mods
+    assert {"capctl.deliver.hook", "capctl.request.resolve", "capctl.cgroup.v1"} <= mods
     assert not_allowed(mods) == []
-    assert not {"capctl.cli", "capctl.sync", "capctl.nvml", "capctl.cgroup.v2"} & mods
+    assert not {"capctl.cli", "capctl.devfs.sync", "capctl.request.nvml", "capctl.cgroup.v2"} & mods
 
 
 @needs_root
@@ -141,10 +141,10 @@ TOMLLIB_DEPS = frozenset({
 def test_no_request_imports_little(sim_root: Path, tmp_path: Path) -> None:
     mods = run_hook(sim_root, tmp_path, tmp_path / "none.toml", [])
     assert not_allowed(mods) == []
-    assert not {"capctl.resolve", "capctl.driver", "capctl.cgroup"} & mods
+    assert not {"capctl.request.resolve", "capctl.driver.procfs", "capctl.cgroup"} & mods
 
 
 def test_allow_list_catches_heavy_modules() -> None:
-    assert not_allowed({"capctl.hook", "os", "_json", "re", "pathlib", "enum", "json"}) == [
+    assert not_allowed({"capctl.deliver.hook", "os", "_json", "re", "pathlib", "enum", "json"}) == [
         "enum", "json", "pathlib", "re"
     ]

@@ -1,4 +1,4 @@
-"""Strict JSON without the json package (:mod:`capctl.jsonload`), held to ``json.loads``.
+"""Strict JSON without the json package (:mod:`capctl._lite.jsonload`), held to ``json.loads``.
 
 The oracle is ``json.loads`` with the two rules jsonload adds (a repeated key and ``NaN`` /
 ``Infinity`` are errors): on every document both give the same value, or both refuse, and a
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from capctl import jsonload
-from capctl.jsonload import JSONError
+from capctl._lite import jsonload
+from capctl._lite.jsonload import JSONError
 from tests.support.fuzz import Op, mutate
 
 ROOT = str(Path(__file__).resolve().parents[1])
@@ -372,7 +372,7 @@ def test_without_c_scanner() -> None:
     texts = [d for _, d in DOCUMENTS if len(d) < 10_000]
     code = (
         f"import sys, ast; sys.path.insert(0, {ROOT!r}); sys.modules['_json'] = None\n"
-        "from capctl import jsonload\n"
+        "from capctl._lite import jsonload\n"
         "assert jsonload._scan is None\n"
         "for text in ast.literal_eval(sys.stdin.read()):\n"
         "    try: print(ascii(('ok', jsonload.loads(text))))\n"
@@ -396,7 +396,7 @@ def test_errors_without_json_loaded() -> None:
     # jsonload loads it then, and only then.
     out = _run(
         f"import sys; sys.path.insert(0, {ROOT!r})\n"
-        "from capctl import jsonload\n"
+        "from capctl._lite import jsonload\n"
         "print(jsonload.loads('{\"a\": [1, {\"b\": null}]}'), 'json' in sys.modules)\n"
         "try: jsonload.loads('[1,')\n"
         "except jsonload.JSONError as err: print(err.pos, err)\n"
@@ -427,10 +427,10 @@ def test_parsers_import_nothing_heavy() -> None:
     # -S: the venv's site (an editable install's finder) imports re and pathlib itself.
     out = _run(
         f"import sys; sys.path.insert(0, {ROOT!r}); before = set(sys.modules)\n"
-        "import capctl.oci, capctl.devices, capctl.topology, capctl.jsonload\n"
+        "import capctl.request.oci, capctl.request.devices, capctl.request.topology, capctl._lite.jsonload\n"
         "print(*sorted(set(sys.modules) - before))"
     )
     added = set(out.split())
-    assert {"capctl.oci", "capctl.devices", "capctl.topology", "capctl.jsonload"} <= added
+    assert {"capctl.request.oci", "capctl.request.devices", "capctl.request.topology", "capctl._lite.jsonload"} <= added
     assert sorted(m for m in added if m.split(".")[0] in HEAVY) == []
     assert sorted(m for m in added - ALLOWED if not m.startswith("capctl")) == []

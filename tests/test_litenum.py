@@ -1,4 +1,4 @@
-"""capctl.litenum behaves as :mod:`enum` on the subset capctl uses (to mypy it *is* enum)."""
+"""capctl._lite.litenum behaves as :mod:`enum` on the subset capctl uses (to mypy it *is* enum)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from capctl import litenum
+from capctl._lite import litenum
 
 
 class Colour(litenum.Enum):
@@ -103,8 +103,8 @@ def test_members_cannot_be_reassigned_or_repeat_values() -> None:
 
 
 def test_import_loads_nothing_but_itself() -> None:
-    code = "import sys; before = set(sys.modules); import capctl.litenum; " \
+    code = "import sys; before = set(sys.modules); import capctl._lite.litenum; " \
         "print(*sorted(set(sys.modules) - before))"
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
-    assert set(out) <= {"capctl", "capctl.litenum", "__future__"}
+    assert set(out) <= {"capctl", "capctl._lite", "capctl._lite.litenum", "__future__"}

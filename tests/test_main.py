@@ -71,7 +71,7 @@ def _record_hook_main(monkeypatch: pytest.MonkeyPatch) -> list[Host]:
         seen.append(host)
         return 0
 
-    monkeypatch.setattr("capctl.hook.main", fake)
+    monkeypatch.setattr("capctl.deliver.hook.main", fake)
     return seen
 
 

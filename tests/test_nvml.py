@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from capctl import nvml, simulated, topology
+from capctl import simulated
 from capctl.errors import TopologyError
+from capctl.request import nvml, topology
 
 # The NVML_ERROR_* codes as nvml.h (and pynvml) define them.
 CODES = {
@@ -50,7 +51,7 @@ class PciInfo:
 
 @dataclass
 class FakeNvml:
-    """The pynvml functions capctl.nvml calls, answering from a snapshot-shaped dict.
+    """The pynvml functions capctl.request.nvml calls, answering from a snapshot-shaped dict.
 
     ``fail`` maps a function name to an error code, optionally only for one handle
     (``(name, handle)``); ``gpus[i]["pre_ampere"]`` makes GetMigMode unsupported.

@@ -1,4 +1,4 @@
-"""Pure parsing of the OCI container state and ``config.json`` (:mod:`capctl.oci`).
+"""Pure parsing of the OCI container state and ``config.json`` (:mod:`capctl.request.oci`).
 
 Both inputs are hostile or at least untrusted (``process.env`` is the image's and the
 user's): every malformed case is a :class:`HookError` whose message names the field at fault.
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from capctl import oci
+from capctl.edits.rules import DeviceType
 from capctl.errors import HookError
-from capctl.rules import DeviceType
+from capctl.request import oci
 from tests.support.fuzz import Op, mutants
 
 BUNDLE = "/run/containers/b1"

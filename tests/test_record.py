@@ -1,10 +1,10 @@
-"""``capctl.record``: the dataclass stand-in the hook path uses."""
+"""``capctl._lite.record``: the dataclass stand-in the hook path uses."""
 
 from __future__ import annotations
 
 import pytest
 
-from capctl.record import init_fields, record, replace
+from capctl._lite.record import init_fields, record, replace
 
 
 @record

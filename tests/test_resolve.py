@@ -8,14 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from capctl import caps, driver, resolve, simulated, topology
-from capctl.caps import Capability, CapabilityFile, CapabilityTable, Source
-from capctl.devices import parse_request
+from capctl import simulated
+from capctl._lite.record import replace
+from capctl.driver import capnames, procfs
+from capctl.driver.capfile import CapabilityFile
+from capctl.driver.capnames import Source
+from capctl.driver.minorsfile import Capability, CapabilityTable
 from capctl.errors import DeviceError, DriverError, NodeError, TopologyError
 from capctl.host import Host
-from capctl.record import replace
-from capctl.resolve import CapGrant, MigAdmin, Plan
-from capctl.topology import Topology
+from capctl.request import devices, resolve, topology
+from capctl.request.devices import parse_request
+from capctl.request.resolve import CapGrant, MigAdmin, Plan
+from capctl.request.topology import Topology
 
 from .conftest import needs_root
 
@@ -67,7 +71,7 @@ def test_mig_forms(bare_host: Host, value: str, gpu: int, inst: tuple[int, int],
     gi, ci = inst
     assert (dev.gpu_index, dev.gpu_minor, dev.gi, dev.ci) == (gpu, minor, gi, ci)
     assert dev.gpu_uuid == GPUS[gpu]["uuid"]
-    want = [caps.gi_name(minor, gi), caps.ci_name(minor, gi, ci)]
+    want = [capnames.gi_name(minor, gi), capnames.ci_name(minor, gi, ci)]
     assert [c.name for c in dev.caps] == want
     assert [c.minor for c in dev.caps] == [simulated.minor_of(n) for n in want]
     assert [c.path for c in dev.caps] == [f"/dev/nvidia-caps/nvidia-cap{simulated.minor_of(n)}"
@@ -180,7 +184,7 @@ def test_json_shape(bare_host: Host) -> None:
 
 def test_stale_snapshot(bare_host: Host) -> None:
     # The instance gpu7/gi2 (index 6, MIG device 1) was destroyed after the snapshot was taken.
-    (Path(bare_host.root) / caps.proc_relpath("gpu7/gi2/ci0/access", Source.MIG)).unlink()
+    (Path(bare_host.root) / capnames.proc_relpath("gpu7/gi2/ci0/access", Source.MIG)).unlink()
     with pytest.raises(TopologyError, match=r"stale topology .*'6:1' needs capability "
                                             r"'gpu7/gi2/ci0/access'"):
         run(bare_host, "6:0,6:1")
@@ -191,7 +195,7 @@ def test_snapshot_naming_instance_beyond_mig_minors(bare_host: Host) -> None:
     snap = simulated.topology()
     snap["gpus"][0]["mig_devices"][0]["gi"] = 40
     topo = topology.from_dict(snap, "snap")
-    state = driver.load(bare_host)
+    state = procfs.load(bare_host)
     with pytest.raises(DeviceError, match="'gpu0/gi40/access' is not in mig-minors"):
         resolve.resolve(parse_request("0:0"), topo, state, bare_host)
 
@@ -199,7 +203,7 @@ def test_snapshot_naming_instance_beyond_mig_minors(bare_host: Host) -> None:
 def test_minors_come_from_the_table_not_a_formula(bare_host: Host) -> None:
     # A driver whose mig-minors numbers differently: capctl must use the table's minors.
     topo = topology.load_snapshot(Path(bare_host.root) / "topology.json")
-    state = driver.load(bare_host)
+    state = procfs.load(bare_host)
     odd = {"gpu7/gi1/access": 5000, "gpu7/gi1/ci0/access": 4000}
     table = CapabilityTable(Capability(c.name, odd.get(c.name, c.minor), c.source)
                             for c in state.table)
@@ -211,7 +215,7 @@ def test_minors_come_from_the_table_not_a_formula(bare_host: Host) -> None:
 
 
 def test_no_frontend_major(bare_host: Host) -> None:
-    state = driver.load(bare_host)
+    state = procfs.load(bare_host)
     state = replace(state, majors=replace(state.majors, frontend=None))
     topo = topology.load_snapshot(Path(bare_host.root) / "topology.json")
     with pytest.raises(DriverError, match="nvidia-frontend"):
@@ -219,7 +223,7 @@ def test_no_frontend_major(bare_host: Host) -> None:
 
 
 def test_empty_topology_knows_no_device(bare_host: Host) -> None:
-    state = driver.load(bare_host)
+    state = procfs.load(bare_host)
     with pytest.raises(DeviceError, match="no such device in the topology"):
         resolve.resolve(parse_request("0"), Topology((), "empty"), state, bare_host)
 
@@ -306,18 +310,18 @@ ADMIN_VALUES = [
 @pytest.mark.parametrize(("value", "want"), [(v, w) for _, v, w in ADMIN_VALUES],
                          ids=[i for i, _, _ in ADMIN_VALUES])
 def test_parse_mig_admin(value: str | None, want: bool) -> None:
-    assert resolve.parse_mig_admin(MigAdmin.CONFIG, value) is want
+    assert devices.parse_mig_admin(MigAdmin.CONFIG, value) is want
 
 
 @pytest.mark.parametrize("value", ["0", "none", "ALL", "all,0", "/dev/nvidia-caps"])
 def test_parse_mig_admin_rejects(value: str) -> None:
     with pytest.raises(DeviceError, match="NVIDIA_MIG_MONITOR_DEVICES accepts only 'all'"):
-        resolve.parse_mig_admin(MigAdmin.MONITOR, value)
+        devices.parse_mig_admin(MigAdmin.MONITOR, value)
 
 
 @pytest.mark.parametrize("which", list(MigAdmin), ids=[w.value for w in MigAdmin])
 def test_admin_caps(bare_host: Host, which: MigAdmin) -> None:
-    state = driver.load(bare_host)
+    state = procfs.load(bare_host)
     grants = resolve.admin_caps(which, [7], state)
     assert grants[0] == CapGrant(which.value, simulated.minor_of(which.value),
                                  0o400 if which is MigAdmin.CONFIG else 0o444)
@@ -329,7 +333,7 @@ def test_admin_caps(bare_host: Host, which: MigAdmin) -> None:
 
 
 def test_with_admin_uses_plan_gpus(bare_host: Host) -> None:
-    state = driver.load(bare_host)
+    state = procfs.load(bare_host)
     plan = run(bare_host, "6:0,7:1")
     admin = resolve.with_admin(plan, MigAdmin.MONITOR, state)
     gpus = {g.name.split("/")[0] for g in admin.caps if g.name.startswith("gpu")}

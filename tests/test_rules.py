@@ -8,20 +8,19 @@ import re
 
 import pytest
 
-from capctl.errors import CgroupError, ParseError
-from capctl.rules import (
+from capctl.cgroup.emulator import Emulator
+from capctl.edits.rules import (
     ALLOW_ALL,
     DENY_ALL,
-    RUNC_DEFAULT_RULES,
     Access,
     DeviceRule,
     DeviceType,
-    Emulator,
     char,
-    oci_device_rules,
     parse_devices_list,
     parse_rule,
 )
+from capctl.errors import CgroupError, ParseError
+from capctl.request.oci import RUNC_DEFAULT_RULES, oci_device_rules
 from tests.support.fuzz import Op, mutants, outcome
 
 C, B = DeviceType.CHAR, DeviceType.BLOCK

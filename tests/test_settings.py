@@ -1,4 +1,4 @@
-"""capctl.settings: the config's [hook] table, read safely, and the parsed-settings cache."""
+"""capctl.policy.settings: the config's [hook] table, read safely, and the parsed-settings cache."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from capctl import settings
 from capctl.errors import ConfigError, ParseError
-from capctl.settings import Settings, cache_path
+from capctl.policy import settings
+from capctl.policy.settings import Settings, cache_path
 
 from .conftest import needs_root
 

@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from capctl import caps, driver, simulated, sync
+from capctl import simulated
 from capctl.cli import cli
+from capctl.devfs import sync
+from capctl.devfs.nodes import Action, Change
+from capctl.driver import capnames, procfs
 from capctl.errors import NodeError, UnsafePathError
 from capctl.host import Host
-from capctl.nodes import Action, Change
 
 from .conftest import needs_root
 
@@ -28,7 +30,7 @@ GI7 = "gpu0/gi7/access"
 
 
 def run_sync(host: Host, *, everything: bool = False, dry_run: bool = False) -> sync.SyncReport:
-    state = driver.load(host)
+    state = procfs.load(host)
     return sync.apply(host, state, sync.plan(state, everything=everything), dry_run=dry_run)
 
 
@@ -171,7 +173,7 @@ def test_caps_dir_mode_repaired(sim_host: Host, sim_root: Path) -> None:
 
 
 def test_modify_zero_left_alone(sim_host: Host, sim_root: Path) -> None:
-    proc = sim_root / caps.proc_relpath(GI7, caps.Source.MIG)
+    proc = sim_root / capnames.proc_relpath(GI7, capnames.Source.MIG)
     proc.write_text(
         f"DeviceFileMinor: {simulated.minor_of(GI7)}\nDeviceFileMode: 292\nDeviceFileModify: 0\n"
     )
@@ -181,7 +183,7 @@ def test_modify_zero_left_alone(sim_host: Host, sim_root: Path) -> None:
 
 
 def test_mode_from_capability_file(sim_host: Host, sim_root: Path) -> None:
-    proc = sim_root / caps.proc_relpath(GI7, caps.Source.MIG)
+    proc = sim_root / capnames.proc_relpath(GI7, capnames.Source.MIG)
     proc.write_text(
         f"DeviceFileMinor: {simulated.minor_of(GI7)}\nDeviceFileMode: 288\nDeviceFileModify: 1\n"
     )
@@ -330,7 +332,7 @@ def test_last_node_missing_on_rerun(sim_host: Host, sim_root: Path) -> None:
 
 def test_setgid_directory_new_nodes_still_root_group(tmp_path: Path) -> None:
     """A node made in a set-group-ID directory takes its group: capctl chowns it back."""
-    from capctl import nodes, safefs
+    from capctl.devfs import nodes, safefs
 
     d = tmp_path / "caps"
     d.mkdir()

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from capctl import simulated, topology
+from capctl import simulated
 from capctl.errors import TopologyError
 from capctl.host import Host
+from capctl.request import topology
 from tests.support.fuzz import Op, mutants
 
 Doc = dict[str, Any]
@@ -202,7 +203,7 @@ def test_import_is_cheap() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, capctl.resolve, capctl.topology, capctl.devices; "
+    code = ("import sys, capctl.request.resolve, capctl.request.topology, capctl.request.devices; "
             "print(sorted(m for m in sys.modules if 'nvml' in m or 'schema' in m))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "[]"

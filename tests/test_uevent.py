@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from capctl import uevent
-from capctl.uevent import Debouncer, Uevent
+from capctl.watch import uevent
+from capctl.watch.uevent import Debouncer, Uevent
 
 from .conftest import needs_root
 
@@ -109,7 +109,7 @@ def test_real_uevents_debounced(tmp_path: Path) -> None:
     script = tmp_path / "w.py"
     script.write_text(textwrap.dedent("""
         import sys, time
-        from capctl import uevent
+        from capctl.watch import uevent
         def ready():
             print("ready", flush=True)
         def trigger():

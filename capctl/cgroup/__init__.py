@@ -1,7 +1,7 @@
 """Grant and revoke a container's access to device nodes, on cgroup v1 or v2.
 
 The API the OCI hook and the CLI share.  A *target* is a process ID (its device cgroup is
-found as the runtime would: see :mod:`capctl.cgroup.paths`) or a :class:`Cgroup`.
+found as the runtime would: see :mod:`capctl.cgroup.discovery`) or a :class:`Cgroup`.
 
     undo = grant(pid, [char(238, 5, "r"), char(195, 0, "rw")], spec_rules=oci_device_rules(cfg))
     with undo:                # an exception in the block rolls the grant back
@@ -20,14 +20,14 @@ found as the runtime would: see :mod:`capctl.cgroup.paths`) or a :class:`Cgroup`
 * :func:`allowed` -- v1: the rules in ``devices.list``; v2: the rules capctl granted
   (recorded in its program prefix), or ``[a *:* rwm]`` where nothing is enforced.
 
-Rules are :class:`capctl.rules.DeviceRule` (allow rules for ``c``/``b`` devices).  Every
+Rules are :class:`capctl.edits.rules.DeviceRule` (allow rules for ``c``/``b`` devices).  Every
 failure is a :class:`capctl.errors.CgroupError` naming the cgroup.  capctl never changes a
 root cgroup.
 """
 
 from __future__ import annotations
 
-from capctl.cgroup.paths import CGROUP_ROOT, PROC, Cgroup, Version, find_cgroup
+from capctl.cgroup.discovery import CGROUP_ROOT, PROC, Cgroup, Version, find_cgroup
 from capctl.cgroup.undo import Undo
 
 TYPE_CHECKING = False
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from _typeshed import StrPath
 
-    from capctl.rules import DeviceRule
+    from capctl.edits.rules import DeviceRule
 
 __all__ = [
     "Cgroup",

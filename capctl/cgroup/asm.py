@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 import sys
 
-from capctl.record import record
-from capctl.record import set_field as _set
+from capctl._lite.record import record
+from capctl._lite.record import set_field as _set
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

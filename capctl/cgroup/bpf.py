@@ -19,9 +19,9 @@ import os
 import re
 import resource
 
+from capctl._lite.record import record
 from capctl.cgroup.undo import WARNING, log
 from capctl.errors import CgroupError
-from capctl.record import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

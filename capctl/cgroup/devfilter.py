@@ -43,8 +43,9 @@ from capctl.cgroup.asm import (
     mov32_reg,
     mov64_imm,
 )
+from capctl.cgroup.emulator import Emulator
+from capctl.edits.rules import Access, DeviceRule, DeviceType
 from capctl.errors import CgroupError
-from capctl.rules import Access, DeviceRule, DeviceType, Emulator
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

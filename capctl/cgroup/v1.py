@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 
 from capctl.cgroup import DeviceCgroup
-from capctl.cgroup.paths import check_not_root, exists, join, normalized
+from capctl.cgroup.discovery import check_not_root, exists, join, normalized
+from capctl.cgroup.emulator import Emulator
 from capctl.cgroup.undo import ERROR, Undo, log
+from capctl.edits.rules import Access, DeviceRule
 from capctl.errors import CgroupError
-from capctl.rules import Access, DeviceRule, Emulator
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

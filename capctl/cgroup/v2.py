@@ -16,7 +16,7 @@ Decisions, written down:
   may still deny, capctl cannot change that.
 * **Program not readable** (no or zeroed translated image, blinded constants, helper calls;
   see :func:`capctl.cgroup.asm.reusable`): with exactly one program and the container's
-  rules (*spec_rules*, e.g. from :func:`capctl.rules.oci_device_rules`), the filter is rebuilt
+  rules (*spec_rules*, e.g. from :func:`capctl.request.oci.oci_device_rules`), the filter is rebuilt
   from those rules, default deny, and the fact is logged; otherwise CgroupError (fail closed).
   capctl's earlier grants cannot be read back then either: only this call's rules are kept.
 * **Idempotent**: the prefix is parsed back and regenerated; the same grant gives the same
@@ -41,10 +41,10 @@ from capctl.cgroup.bpf import (
     BpfError,
     is_missing_replace,
 )
-from capctl.cgroup.paths import CGROUP2_SUPER_MAGIC, check_not_root, fs_magic, normalized
+from capctl.cgroup.discovery import CGROUP2_SUPER_MAGIC, check_not_root, fs_magic, normalized
 from capctl.cgroup.undo import ERROR, INFO, WARNING, Undo, log
+from capctl.edits.rules import ALLOW_ALL, Access, DeviceRule
 from capctl.errors import CgroupError
-from capctl.rules import ALLOW_ALL, Access, DeviceRule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

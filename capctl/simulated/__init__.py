@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capctl import caps
+from capctl.driver import capfile, capnames
 
 CAPS_MAJOR = 238
 FRONTEND_MAJOR = 195
@@ -114,22 +114,22 @@ def mig_minors_text() -> str:
     minor = 3
     for gpu in range(N_GPUS):
         for gi in range(N_GIS):
-            lines.append(f"{caps.gi_name(gpu, gi)} {minor}")
+            lines.append(f"{capnames.gi_name(gpu, gi)} {minor}")
             minor += 1
             for ci in range(N_CIS):
-                lines.append(f"{caps.ci_name(gpu, gi, ci)} {minor}")
+                lines.append(f"{capnames.ci_name(gpu, gi, ci)} {minor}")
                 minor += 1
     return "\n".join(lines) + "\n"
 
 
 def minor_of(name: str) -> int:
     """The simulated driver's minor for a MIG capability name (same layout as the driver)."""
-    ref = caps.parse_mig_name(name)
+    ref = capnames.parse_mig_name(name)
     if ref is None:
         raise ValueError(name)
-    if ref.kind is caps.Kind.CONFIG:
+    if ref.kind is capnames.Kind.CONFIG:
         return 1
-    if ref.kind is caps.Kind.MONITOR:
+    if ref.kind is capnames.Kind.MONITOR:
         return 2
     assert ref.gpu is not None and ref.gi is not None
     base = 3 + ref.gpu * N_GIS * (1 + N_CIS) + ref.gi * (1 + N_CIS)
@@ -165,8 +165,8 @@ def capability_names() -> list[str]:
     names = ["config", "monitor"]
     for gpu in GPUS:
         for _profile, gi, cis in gpu.instances or ():
-            names.append(caps.gi_name(gpu.minor, gi))
-            names.extend(caps.ci_name(gpu.minor, gi, ci) for ci in cis)
+            names.append(capnames.gi_name(gpu.minor, gi))
+            names.extend(capnames.ci_name(gpu.minor, gi, ci) for ci in cis)
     return names
 
 
@@ -177,16 +177,16 @@ def build(root: Path, *, dev_nodes: bool = True) -> dict[str, Any]:
     ``/dev/nvidia*`` GPU, control and UVM nodes.
     """
     _write(root / "proc/devices", PROC_DEVICES)
-    _write(root / caps.MINORS_DIR / "mig-minors", mig_minors_text())
-    _write(root / caps.MINORS_DIR / "nvlink-minors", "fabric-mgmt 0\n")
+    _write(root / capnames.MINORS_DIR / "mig-minors", mig_minors_text())
+    _write(root / capnames.MINORS_DIR / "nvlink-minors", "fabric-mgmt 0\n")
     _write(
-        root / caps.MINORS_DIR / "sys-minors",
+        root / capnames.MINORS_DIR / "sys-minors",
         f"fabric-imex-mgmt {minor_of('gpu31/gi14/ci7/access') + 1}\n",
     )
     for name in capability_names():
-        mode = caps.CONFIG_MODE if name == "config" else caps.DEFAULT_MODE
-        cf = caps.CapabilityFile(minor_of(name), mode, True)
-        _write(root / caps.proc_relpath(name, caps.Source.MIG), caps.format_capability_file(cf))
+        mode = capnames.CONFIG_MODE if name == "config" else capnames.DEFAULT_MODE
+        cf = capfile.CapabilityFile(minor_of(name), mode, True)
+        _write(root / capnames.proc_relpath(name, capnames.Source.MIG), capfile.format_capability_file(cf))
     topo = topology()
     for gpu in GPUS:
         _write(

@@ -30,10 +30,10 @@ import os
 import posixpath
 import stat
 
+from capctl._lite.litenum import IntEnum
+from capctl._lite.record import record
+from capctl._lite.record import set_field as _set
 from capctl.errors import CgroupError, ParseError
-from capctl.litenum import IntEnum
-from capctl.record import record
-from capctl.record import set_field as _set
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ then 8-byte entries ``(u16 e_tag, u16 e_perm, u32 e_id)``.  Tags and permission 
 of ``include/uapi/linux/posix_acl.h``.  ``e_id`` is the uid or gid for named entries and
 ``ACL_UNDEFINED_ID`` (``0xffffffff``) for the others; that is what ``posix_acl_to_xattr()``
 returns on ``getxattr``, so encoding exactly like that makes what capctl writes byte-equal to
-what it reads back (:func:`capctl.nodes.diagnose` compares bytes).
+what it reads back (:func:`capctl.devfs.nodes.diagnose` compares bytes).
 
 Entries are kept in the kernel's canonical order, which ``posix_acl_valid()`` enforces on
 ``setxattr`` (fs/posix_acl.c): USER_OBJ, USER by uid, GROUP_OBJ, GROUP by gid, MASK, OTHER,

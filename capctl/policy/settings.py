@@ -1,6 +1,6 @@
 """capctl's own settings from the config file (``--config``, TOML), read safely.
 
-The file also holds the grants (:mod:`capctl.grants`); this module reads only the settings
+The file also holds the grants (:mod:`capctl.policy.grants`); this module reads only the settings
 tables.  It is configuration for a root process acting for untrusted containers, so it is
 taken only from a root-owned file that nobody else can write (when capctl runs as root), read
 with a size bound, and a malformed file is an error naming it, never "defaults".
@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import stat
 
+from capctl._lite.record import record
 from capctl.errors import ConfigError, ParseError
 from capctl.host import is_root_owned_safe
-from capctl.record import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class Settings:
 def read_config(path: StrPath) -> bytes | None:
     """The config file's bytes, checked; None if it does not exist.
 
-    The one reader of the config file (settings here, grants in :mod:`capctl.grants`).
+    The one reader of the config file (settings here, grants in :mod:`capctl.policy.grants`).
     Checks are made on the open file, not the path (no TOCTOU): a regular file, root-owned
     and not writable by others when capctl runs as root (a config others can write would let
     them grant themselves any capability), at most ``MAX_CONFIG`` bytes.

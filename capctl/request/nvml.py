@@ -1,6 +1,6 @@
 """The NVML topology backend (``nvidia-ml-py``'s ``pynvml`` module).
 
-The only module that talks to NVML.  It is imported by :func:`capctl.topology.load_topology`
+The only module that talks to NVML.  It is imported by :func:`capctl.request.topology.load_topology`
 only when no snapshot is given, and it imports ``pynvml`` only inside :func:`read_topology`, so
 ``import capctl`` never loads ``libnvidia-ml``.  The module object can be passed in: tests give a
 fake with the same surface (the functions and ``NVML_ERROR_*`` constants used below).
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from capctl.errors import TopologyError
-from capctl.topology import Topology, from_dict
+from capctl.request.topology import Topology, from_dict
 
 #: The ``pynvml`` module or a fake of it.  pynvml has no type hints, hence Any.
 Nvml = Any

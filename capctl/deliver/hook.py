@@ -1,7 +1,7 @@
 """``capctl hook``: an OCI prestart / createRuntime hook giving a container exactly its MIG devices.
 
 Flow: state (stdin) -> ``config.json`` -> request (``NVIDIA_*`` of ``process.env``) -> plan
-(:mod:`capctl.resolve`) -> cgroup grant (:mod:`capctl.cgroup`) -> nodes in the container.
+(:mod:`capctl.request.resolve`) -> cgroup grant (:mod:`capctl.cgroup`) -> nodes in the container.
 A failure after the grant rolls the grant and the nodes made so far back; the runtime then
 aborts the start (a hook's non-zero exit fails ``create``).
 
@@ -26,16 +26,17 @@ import sys
 import syslog
 import time
 
-from capctl import nodes, oci, safefs
+from capctl.devfs import nodes, safefs
+from capctl.devfs.nodes import Action, NodeSpec
 from capctl.errors import CapctlError, HookError, NodeError
 from capctl.host import Host
-from capctl.nodes import Action, NodeSpec
+from capctl.request import oci
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # resolve is imported only once a request is known
     from typing import BinaryIO
 
-    from capctl.resolve import Plan
+    from capctl.request.resolve import Plan
 
 #: Variables that change what a Python process loads before any capctl code runs.
 DANGEROUS_ENV_PREFIXES = ("LD_", "PYTHON")
@@ -181,7 +182,7 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
         read_bundle_config(state.bundle), state.bundle, f"{state.bundle}/config.json"
     )
     visible = ctr.env.get(oci.VISIBLE)
-    from capctl.devices import MigAdmin, parse_mig_admin, parse_request
+    from capctl.request.devices import MigAdmin, parse_mig_admin, parse_request
 
     want_config = parse_mig_admin(MigAdmin.CONFIG, ctr.env.get(oci.MIG_CONFIG))
     want_monitor = parse_mig_admin(MigAdmin.MONITOR, ctr.env.get(oci.MIG_MONITOR))
@@ -197,11 +198,12 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
     if not os.path.exists(f"{proc}/{state.pid}"):
         raise HookError(f"container {state.id}: process {state.pid} is gone")
 
-    from capctl import driver, resolve
-    from capctl.topology import load_topology as _load_topology
+    from capctl.driver import procfs
+    from capctl.request import resolve
+    from capctl.request.topology import load_topology as _load_topology
 
     # Lazy: a MIG request reads its own lines and files; MIG config/monitor reads them all.
-    dstate = driver.load(host, lazy=True)
+    dstate = procfs.load(host, lazy=True)
     plan = (
         resolve.resolve(request, _load_topology(host), dstate, host)
         if not request.empty
@@ -220,7 +222,7 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
     )
 
     from capctl import cgroup
-    from capctl.rules import char
+    from capctl.edits.rules import char
 
     rules = [char(n.major, n.minor, "rw") for n in plan.device_nodes]
     if plan.caps_major is not None:
@@ -279,6 +281,6 @@ def _report(log: Log, message: str) -> None:
 
 
 def _log_path(host: Host) -> str | None:
-    from capctl import settings
+    from capctl.policy import settings
 
     return settings.load(host.config).hook_log

@@ -8,9 +8,9 @@ all errors naming the file and the field (``gpus[6].mig_devices[1].gi``).  The h
 device grants from this data, so it fails closed.
 
 :func:`load_topology` is the one way in: the snapshot when ``host.topology`` is set, NVML
-otherwise.  :mod:`capctl.nvml` (and with it ``pynvml``) is imported only on that branch, so
+otherwise.  :mod:`capctl.request.nvml` (and with it ``pynvml``) is imported only on that branch, so
 importing this module stays cheap for the OCI hook: the snapshot is decoded by
-:mod:`capctl.jsonload` and checked by the plain string functions below (``re``, ``json`` and
+:mod:`capctl._lite.jsonload` and checked by the plain string functions below (``re``, ``json`` and
 ``pathlib`` are about 15 ms of imports the hook does not pay, issue 5).
 """
 
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import os
 
-from capctl import jsonload
-from capctl.devices import HEX, LOWER_HEX, is_uuid
+from capctl._lite import jsonload
+from capctl._lite.record import record
 from capctl.errors import TopologyError
-from capctl.record import record
+from capctl.request.devices import HEX, LOWER_HEX, is_uuid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # collections.abc imports collections (about 1 ms at every hook start)
@@ -318,6 +318,6 @@ def load_topology(host: Host) -> Topology:
     """The topology capctl works with: ``host.topology`` if set, else NVML (imported here)."""
     if host.topology is not None:
         return load_snapshot(host.topology)
-    from capctl import nvml  # deferred: pynvml loads libnvidia-ml; the hook may not need it
+    from capctl.request import nvml  # deferred: pynvml loads libnvidia-ml; the hook may not need it
 
     return nvml.read_topology()

@@ -4,20 +4,24 @@ Both come from the runtime, but ``config.json``'s ``process.env`` is the image's
 user's: hostile.  Everything is bounded and validated; anything malformed is a
 :class:`HookError` naming the field, and the hook fails closed (OCI runtime spec,
 "Lifecycle" and "POSIX-platform Hooks": the state is on stdin, ``bundle`` is absolute).
-Both are decoded by :mod:`capctl.jsonload`: UTF-8 only, and a key repeated in one object or
+Both are decoded by :mod:`capctl._lite.jsonload`: UTF-8 only, and a key repeated in one object or
 a ``NaN`` is an error, since the runtime that reads the same file may not read it the same way.
 """
 
 from __future__ import annotations
 
-from capctl import jsonload
+# collections.abc is a submodule: importing it runs collections/__init__ (about 1 ms at
+# every hook start).  _collections_abc holds the very same classes and is loaded at every
+# start already (os imports it).
+from _collections_abc import Mapping
+
+from capctl._lite import jsonload
+from capctl._lite.record import record
+from capctl.edits.rules import Access, DeviceRule, DeviceType, char
 from capctl.errors import HookError, ParseError
-from capctl.record import record
-from capctl.rules import DeviceRule, oci_device_rules
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # collections.abc imports collections (about 1 ms at every hook start)
-    from collections.abc import Mapping
+if TYPE_CHECKING:
     from typing import Any
 
 #: A state is a few hundred bytes; annotations can add some.
@@ -148,3 +152,101 @@ def parse_config(data: bytes, bundle: str, where: str = "config.json") -> Contai
     except ParseError as err:
         raise HookError(str(err)) from err
     return Container(rootfs, _env(process, where), "CAP_SYS_ADMIN" in bounding, spec_rules)
+
+
+# --- OCI spec --------------------------------------------------------------------------------
+
+# runc's default allowed devices (libcontainer/specconv/spec_linux.go, AllowedDevices), each
+# with the node path that makes runc leave it out when linux.devices names that path.  The
+# same in runc 1.1.x (Debian bookworm: 1.1.5) and >= 1.2.4; 1.2.0-1.2.3 lacked c 10:200
+# (PR #3468, restored by #4555); c 5:1 (/dev/console) went before 1.0.0 (PR #2391).  Needed
+# to rebuild a container's whole filter when its program cannot be read.
+_RUNC_DEFAULTS: tuple[tuple[str | None, DeviceRule], ...] = (
+    (None, DeviceRule(DeviceType.CHAR, None, None, Access("m"))),
+    (None, DeviceRule(DeviceType.BLOCK, None, None, Access("m"))),
+    ("/dev/null", char(1, 3, "rwm")),
+    ("/dev/random", char(1, 8, "rwm")),
+    ("/dev/full", char(1, 7, "rwm")),
+    ("/dev/tty", char(5, 0, "rwm")),
+    ("/dev/zero", char(1, 5, "rwm")),
+    ("/dev/urandom", char(1, 9, "rwm")),
+    (None, char(136, None, "rwm")),  # /dev/pts/*
+    (None, char(5, 2, "rwm")),  # /dev/ptmx
+    (None, char(10, 200, "rwm")),  # /dev/net/tun
+)
+RUNC_DEFAULT_RULES: tuple[DeviceRule, ...] = tuple(rule for _path, rule in _RUNC_DEFAULTS)
+
+
+def _spec_int(entry: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = entry.get(key)
+    if value is None or value == -1:  # OCI: absent (or runc's -1) means wildcard
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ParseError(where, f"{key} must be an integer, not {value!r}")
+    return value
+
+
+def oci_device_rules(config: Mapping[str, Any], where: str = "config.json") -> list[DeviceRule]:
+    """The device cgroup rules a runc-like runtime derives from an OCI ``config.json``.
+
+    As runc builds them: ``linux.resources.devices``, then the runtime defaults
+    (:data:`RUNC_DEFAULT_RULES`) less those whose path ``linux.devices`` names.  The
+    ``linux.devices`` nodes themselves get no rule (runc only creates them; the spec allows
+    them in ``linux.resources.devices``, as Docker, containerd and podman do).  Fails closed
+    (:class:`ParseError`) on anything malformed, including an empty ``access``, which runc
+    refuses too.
+    """
+    linux = config.get("linux", {})
+    if not isinstance(linux, Mapping):
+        raise ParseError(where, "linux must be an object")
+    resources = linux.get("resources", {})
+    if not isinstance(resources, Mapping):
+        raise ParseError(where, "linux.resources must be an object")
+    rules: list[DeviceRule] = []
+    for i, entry in enumerate(
+        _spec_list(resources.get("devices"), where, "linux.resources.devices")
+    ):
+        here = f"{where}: linux.resources.devices[{i}]"
+        allow = entry.get("allow")
+        if not isinstance(allow, bool):
+            raise ParseError(here, "allow must be true or false")
+        type_text = entry.get("type", "a") or "a"
+        access_text = entry.get("access")
+        if not isinstance(access_text, str) or not access_text:
+            raise ParseError(here, "access must be a non-empty string (runc refuses it too)")
+        try:
+            rules.append(
+                DeviceRule(
+                    DeviceType(type_text),
+                    _spec_int(entry, "major", here),
+                    _spec_int(entry, "minor", here),
+                    Access.parse(access_text),
+                    allow,
+                )
+            )
+        except ValueError as err:
+            raise ParseError(here, str(err)) from err
+    node_paths: set[str] = set()
+    for i, entry in enumerate(_spec_list(linux.get("devices"), where, "linux.devices")):
+        here = f"{where}: linux.devices[{i}]"
+        type_text = entry.get("type")
+        if type_text not in ("c", "b", "u", "p"):
+            raise ParseError(here, f"type must be c, b, u or p, not {type_text!r}")
+        path = entry.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ParseError(here, "path must be an absolute path")
+        if type_text != "p":
+            major, minor = _spec_int(entry, "major", here), _spec_int(entry, "minor", here)
+            if major is None or minor is None:
+                raise ParseError(here, "a device node needs a major and a minor")
+        node_paths.add(path)
+    rules.extend(rule for path, rule in _RUNC_DEFAULTS if path is None or path not in node_paths)
+    return rules
+
+
+def _spec_list(value: object, where: str, name: str) -> list[Mapping[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(e, Mapping) for e in value):
+        raise ParseError(where, f"{name} must be a list of objects")
+    return value

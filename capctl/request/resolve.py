@@ -36,10 +36,15 @@ from __future__ import annotations
 import os
 import stat
 
-from capctl import caps
-from capctl import devices as devices  # re-exported: the hook calls resolve.devices
-from capctl.caps import Kind
-from capctl.devices import (
+from capctl._lite.record import record, replace
+from capctl.devfs.nodes import file_kind
+from capctl.driver import capnames, procdevices
+from capctl.driver.capnames import Kind
+from capctl.driver.procfs import DriverState
+from capctl.errors import DeviceError, DriverError, NodeError, TopologyError, os_error
+from capctl.host import Host
+from capctl.request import devices as devices  # re-exported: the hook calls resolve.devices
+from capctl.request.devices import (
     GpuByIndex,
     GpuByUuid,
     MigAdmin,
@@ -47,15 +52,9 @@ from capctl.devices import (
     MigByInstance,
     MigByUuid,
     Ref,
-    Request,
+    Request,  # re-exported
 )
-from capctl.devices import parse_mig_admin as parse_mig_admin  # re-exported
-from capctl.driver import DriverState
-from capctl.errors import DeviceError, DriverError, NodeError, TopologyError, os_error
-from capctl.host import Host
-from capctl.nodes import file_kind
-from capctl.record import record, replace
-from capctl.topology import Gpu, MigDevice, Topology
+from capctl.request.topology import Gpu, MigDevice, Topology
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,7 +89,7 @@ class CapGrant:
 
     @property
     def path(self) -> str:
-        return "/" + caps.node_relpath(self.minor)
+        return "/" + capnames.node_relpath(self.minor)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "minor": self.minor, "path": self.path}
@@ -219,8 +218,8 @@ class _Nodes:
         wanted = (
             (gpu_node_path(minor), frontend, minor, "nvidia"),
             (CTL_PATH, frontend, CTL_MINOR, "nvidia"),
-            (UVM_PATH, self.majors.uvm, UVM_MINOR, caps.UVM_MAJOR_NAME),
-            (UVM_TOOLS_PATH, self.majors.uvm, UVM_TOOLS_MINOR, caps.UVM_MAJOR_NAME),
+            (UVM_PATH, self.majors.uvm, UVM_MINOR, procdevices.UVM_MAJOR_NAME),
+            (UVM_TOOLS_PATH, self.majors.uvm, UVM_TOOLS_MINOR, procdevices.UVM_MAJOR_NAME),
         )
         nodes = (self._get(*w) for w in wanted)
         return tuple(n for n in nodes if n is not None)
@@ -248,8 +247,8 @@ def mig_caps(state: DriverState, gpu: Gpu, mig: MigDevice, device: str,
              topology: Topology, host: Host) -> tuple[CapGrant, CapGrant]:
     """The GI and CI capabilities of one MIG device; both must exist now."""
     return (
-        _cap(state, caps.gi_name(gpu.minor, mig.gi), device, topology, host),
-        _cap(state, caps.ci_name(gpu.minor, mig.gi, mig.ci), device, topology, host),
+        _cap(state, capnames.gi_name(gpu.minor, mig.gi), device, topology, host),
+        _cap(state, capnames.ci_name(gpu.minor, mig.gi, mig.ci), device, topology, host),
     )
 
 
@@ -342,16 +341,16 @@ def resolve_visible_devices(value: str | None, host: Host, *,
 
     Parses first; an empty request returns an empty plan without reading the driver or the
     topology (so containers without GPUs never touch NVML).  Otherwise loads what was not
-    passed in: the driver state (:func:`capctl.driver.load`) and the topology
-    (:func:`capctl.topology.load_topology`: ``host.topology`` or NVML).
+    passed in: the driver state (:func:`capctl.driver.procfs.load`) and the topology
+    (:func:`capctl.request.topology.load_topology`: ``host.topology`` or NVML).
     """
-    from capctl import driver
-    from capctl import topology as topo
+    from capctl.driver import procfs
+    from capctl.request import topology as topo
 
     request = devices.parse_request(value)
     if request.empty:
         return Plan()
-    state = driver.load(host) if state is None else state
+    state = procfs.load(host) if state is None else state
     topology = topo.load_topology(host) if topology is None else topology
     return resolve(request, topology, state, host)
 
@@ -373,7 +372,7 @@ def admin_caps(
     minors = set(gpu_minors)
     chosen = [fixed] + [
         c for c in state.table
-        if c.source is caps.Source.MIG and c.ref.kind in (Kind.GI, Kind.CI)
+        if c.source is capnames.Source.MIG and c.ref.kind in (Kind.GI, Kind.CI)
         and c.ref.gpu in minors
     ]
     grants = (_grant_any(state, c.name, c.minor) for c in chosen)
@@ -382,7 +381,7 @@ def admin_caps(
 
 def _grant_any(state: DriverState, name: str, minor: int) -> CapGrant:
     cf = state.existing.get(name)
-    return CapGrant(name, minor, cf.mode if cf is not None else caps.default_mode(name))
+    return CapGrant(name, minor, cf.mode if cf is not None else capnames.default_mode(name))
 
 
 def with_admin(plan: Plan, which: MigAdmin, state: DriverState) -> Plan:

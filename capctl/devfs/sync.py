@@ -8,27 +8,23 @@ runs (udev firing for every GPU at once) serialise instead of racing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from capctl import caps, nodes, safefs
-from capctl.caps import Capability
-from capctl.driver import DriverState
+from capctl._lite import record
+from capctl.devfs import nodes, safefs
+from capctl.devfs.nodes import Action, Changes, NodeSpec
+from capctl.driver import capnames, procfs
+from capctl.driver.minorsfile import Capability
+from capctl.driver.procfs import DriverState, write_modify
 from capctl.host import Host
-from capctl.nodes import Action, Changes, NodeSpec
+from capctl.policy.grants import Ownership
+from capctl.policy.store import load_policy, locked
 
 CHAR_DIR = "dev/char"
-
-
-@dataclass(frozen=True, slots=True)
-class Ownership:
-    """How a granted capability's node deviates from the driver default (see grants)."""
-
-    mode: int
-    uid: int = 0
-    gid: int = 0
-    acl: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,7 @@ def plan(
         if cf is None:
             if not everything:
                 continue
-            mode = caps.CONFIG_MODE if name == "config" else caps.DEFAULT_MODE  # default_mode
+            mode = capnames.CONFIG_MODE if name == "config" else capnames.DEFAULT_MODE  # default_mode
         else:
             mode = cf.mode
         grant = grants.get(name) if grants else None
@@ -87,7 +83,7 @@ def plan(
             out.skipped.append(Skip(name, "DeviceFileModify: 0 (managed by someone else)"))
             continue
         else:
-            spec = NodeSpec(f"nvidia-cap{minor}", major, minor, mode)  # caps.node_name
+            spec = NodeSpec(f"nvidia-cap{minor}", major, minor, mode)  # capnames.node_name
         append((cap, spec))
     return out
 
@@ -97,21 +93,21 @@ def apply(host: Host, state: DriverState, p: SyncPlan, *, dry_run: bool = False)
     report = SyncReport(skipped=list(p.skipped), dry_run=dry_run)
     root_fd = safefs.open_root(str(host.root))
     try:
-        if dry_run and not os.path.isdir(host.path(caps.CAPS_DEV_DIR)):
+        if dry_run and not os.path.isdir(host.path(capnames.CAPS_DEV_DIR)):
             report.changes = Changes.missing(
-                host.display(caps.CAPS_DEV_DIR), [spec.name for _cap, spec in p.specs]
+                host.display(capnames.CAPS_DEV_DIR), [spec.name for _cap, spec in p.specs]
             )
             return report
         dir_fd = safefs.open_dir(
-            root_fd, caps.CAPS_DEV_DIR, create=not dry_run, mode=0o755, display=str(host.root)
+            root_fd, capnames.CAPS_DEV_DIR, create=not dry_run, mode=0o755, display=str(host.root)
         )
         try:
-            with nodes.locked(dir_fd, host.display(caps.CAPS_DEV_DIR)):
+            with nodes.locked(dir_fd, host.display(capnames.CAPS_DEV_DIR)):
                 _fix_dir_mode(dir_fd, dry_run)
                 report.changes = nodes.ensure_nodes(
                     dir_fd,
                     [s for _c, s in p.specs],
-                    display_dir=host.display(caps.CAPS_DEV_DIR),
+                    display_dir=host.display(capnames.CAPS_DEV_DIR),
                     dry_run=dry_run,
                 )
                 report.link_changes = _ensure_char_links(host, root_fd, state, p, dry_run)
@@ -138,7 +134,7 @@ def _ensure_char_links(
     them too; udev would, but it does not know about nodes it did not create.
     """
     # bytes: what readlink(2) returns, compared undecoded (nodes.ensure_links); the node's
-    # name is caps.node_name(minor).
+    # name is capnames.node_name(minor).
     minors = [spec.minor for _c, spec in p.specs]
     prefix = b"%d:" % state.caps_major
     names = [prefix + b"%d" % minor for minor in minors]
@@ -154,3 +150,24 @@ def _ensure_char_links(
         )
     finally:
         os.close(char_fd)
+
+
+def sync_host(host: Host, *, everything: bool = False, dry_run: bool = False) -> SyncReport:
+    """``capctl sync`` with grants: re-pin the proc files of granted capabilities that exist
+    (a driver reload resets ``DeviceFileModify`` to 1), then create or repair every node."""
+    lock = contextlib.nullcontext() if dry_run or not Path(host.config).parent.is_dir() else \
+        locked(Path(host.config), shared=True)
+    with lock:
+        policy = load_policy(Path(host.config))
+        state = procfs.load(host)
+        own = policy.ownership()
+        if not dry_run:
+            existing = dict(state.existing)
+            for name in own:
+                cf = existing.get(name)
+                cap = state.table.get(name)
+                if cf is not None and cap is not None and cf.modify:
+                    existing[name] = write_modify(host, cap, cf, False)
+            state = record.replace(state, existing=existing)
+        return apply(host, state, plan(state, everything=everything, grants=own),
+                          dry_run=dry_run)

@@ -1,6 +1,6 @@
 """Read the driver's view of capabilities from a :class:`~capctl.host.Host` root.
 
-This is the I/O half of :mod:`capctl.caps`: it finds and reads ``/proc/devices``, the
+This is the I/O half of :mod:`capctl.driver.capnames`: it finds and reads ``/proc/devices``, the
 ``*-minors`` files and the capability files, and cross-checks them.  A missing ``mig-minors``
 means the driver (or its devfs capability interface) is not there, which is reported as such,
 never as "no capabilities".
@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 
-from capctl import caps
-from capctl.caps import Capability, CapabilityFile, CapabilityTable, Majors, Source
-from capctl.errors import DriverError, ParseError
+from capctl._lite.record import record, replace
+from capctl.driver import capfile, capnames, minorsfile, procdevices
+from capctl.driver.capfile import CapabilityFile
+from capctl.driver.capnames import Source
+from capctl.driver.minorsfile import Capability, CapabilityTable
+from capctl.driver.procdevices import Majors
+from capctl.errors import DriverError, ParseError, os_error
 from capctl.host import read_bounded, read_optional
-from capctl.record import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,14 +55,14 @@ def load_majors(host: Host) -> Majors:
         text = read_bounded(path)
     except FileNotFoundError as err:
         raise DriverError(f"{path}: missing; is {host.root} a Linux root with /proc?") from err
-    return caps.nvidia_majors(caps.parse_proc_devices(text, path))
+    return procdevices.nvidia_majors(procdevices.parse_proc_devices(text, path))
 
 
 def load_table(host: Host) -> CapabilityTable:
     """Parse every known ``*-minors`` file; ``mig-minors`` is required."""
     parts: dict[Source, list[Capability]] = {}
     for source in Source:
-        path = host.path(f"{caps.MINORS_DIR}/{source.value}")
+        path = host.path(f"{capnames.MINORS_DIR}/{source.value}")
         text = read_optional(path)
         if text is None:
             if source is Source.MIG:
@@ -69,8 +72,8 @@ def load_table(host: Host) -> CapabilityTable:
                     "nv_cap_enable_devfs=1)"
                 )
             continue
-        parts[source] = caps.parse_minors(text, path, source)
-    return caps.merge_tables(parts, host.display(caps.MINORS_DIR))
+        parts[source] = minorsfile.parse_minors(text, path, source)
+    return minorsfile.merge_tables(parts, host.display(capnames.MINORS_DIR))
 
 
 def _existing_mig(host: Host, table: CapabilityTable) -> dict[str, str]:
@@ -81,10 +84,10 @@ def _existing_mig(host: Host, table: CapabilityTable) -> dict[str, str]:
     capability missing from ``mig-minors`` is an inconsistency: fail.
     """
     found: dict[str, str] = {}
-    prefix = caps.CAPABILITIES_DIR + "/"
+    prefix = capnames.CAPABILITIES_DIR + "/"
     # (directory, its root-relative path), depth first, each directory's files before its
     # subdirectories (the order os.walk gives).
-    todo = [(host.path(caps.CAPABILITIES_DIR), caps.CAPABILITIES_DIR)]
+    todo = [(host.path(capnames.CAPABILITIES_DIR), capnames.CAPABILITIES_DIR)]
     while todo:
         dirpath, reldir = todo.pop()
         try:
@@ -101,7 +104,7 @@ def _existing_mig(host: Host, table: CapabilityTable) -> dict[str, str]:
                 if not entry.is_symlink():
                     subdirs.append((entry.path, rel))
                 continue
-            name = caps.name_from_proc_relpath(rel)
+            name = capnames.name_from_proc_relpath(rel)
             if name is None:
                 # Not a MIG capability: an nvlink/sys one if the table knows its path.
                 name = rel[len(prefix) :]
@@ -127,7 +130,7 @@ def _read_capability_file(path: str, cap: Capability) -> CapabilityFile | None:
     text = read_optional(path, _MAX_CAPFILE)
     if text is None:
         return None
-    cf = caps.parse_capability_file(text, path)
+    cf = capfile.parse_capability_file(text, path)
     if cf.minor != cap.minor:
         raise ParseError(
             path,
@@ -159,7 +162,7 @@ def load(host: Host, *, lazy: bool = False) -> DriverState:
     """
     majors = load_majors(host)
     if lazy:
-        path = host.path(f"{caps.MINORS_DIR}/{Source.MIG.value}")
+        path = host.path(f"{capnames.MINORS_DIR}/{Source.MIG.value}")
         text = read_optional(path)
         if text is None:
             load_table(host)  # raises the missing-driver error
@@ -194,10 +197,10 @@ class LazyTable(CapabilityTable):
         return self._full
 
     def get(self, name: str) -> Capability | None:
-        if self._full is not None or caps.parse_mig_name(name) is None:
+        if self._full is not None or capnames.parse_mig_name(name) is None:
             return self._all().get(name)
         if name not in self._found:
-            self._found[name] = caps.find_mig_capability(self._text, self._path, name)
+            self._found[name] = minorsfile.find_mig_capability(self._text, self._path, name)
         return self._found[name]
 
     def __contains__(self, name: object) -> bool:
@@ -248,3 +251,42 @@ class LazyFiles(Mapping[str, CapabilityFile]):
 
     def __len__(self) -> int:
         return len(self._everything())
+
+
+# --- applying to the driver's files ------------------------------------------------------------
+
+
+def write_modify(host: Host, cap: Capability, cf: CapabilityFile, modify: bool) -> CapabilityFile:
+    """Set ``DeviceFileModify`` in the capability's proc file; returns the new fields.
+
+    The driver's proc file takes the single line ``DeviceFileModify: 0|1`` (DESIGN.md).  A
+    simulated root has plain files instead: those are rewritten whole, keeping the other
+    fields, by create-then-rename.  Kernel proc files report size 0 (seq_file), which is how
+    the two are told apart.
+    """
+    new = replace(cf, modify=modify)
+    if cf.modify == modify:
+        return new
+    path = host.path(cap.proc_relpath)
+    try:
+        st = os.stat(path)
+        if st.st_mode & 0o170000 == 0o100000 and st.st_size > 0:  # a regular file: simulated
+            head, name = os.path.split(path)
+            tmp = os.path.join(head, f".{name}.capctl-{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         st.st_mode & 0o7777)
+            try:
+                os.write(fd, capfile.format_capability_file(new).encode("ascii"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                os.write(fd, f"DeviceFileModify: {int(modify)}\n".encode("ascii"))
+            finally:
+                os.close(fd)
+    except OSError as err:
+        raise os_error(path, err, f"cannot write DeviceFileModify: {int(modify)}") from err
+    return new

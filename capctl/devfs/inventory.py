@@ -10,9 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from capctl import driver, sync
+from capctl.devfs import sync
+from capctl.devfs.nodes import Action
+from capctl.driver import procfs
 from capctl.host import Host
-from capctl.nodes import Action
+from capctl.policy import grants
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +40,8 @@ class Entry:
         }
 
 
-def inventory(host: Host, grants: Mapping[str, sync.Ownership] | None = None) -> list[Entry]:
-    state = driver.load(host)
+def inventory(host: Host, grants: Mapping[str, grants.Ownership] | None = None) -> list[Entry]:
+    state = procfs.load(host)
     plan = sync.plan(state, everything=True, grants=grants)
     report = sync.apply(host, state, plan, dry_run=True)
     by_name = {

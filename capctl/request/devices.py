@@ -21,14 +21,14 @@ is matched against one small exact parser per form (ASCII only: ``str.isdigit`` 
 (``all,0`` is ambiguous, so it is refused).  The parsers are plain string code, not regular
 expressions: ``re`` costs about 5 ms of every hook start (issue 5).
 
-Nothing here knows about GPUs that exist: that is :mod:`capctl.resolve`'s job.
+Nothing here knows about GPUs that exist: that is :mod:`capctl.request.resolve`'s job.
 """
 
 from __future__ import annotations
 
+from capctl._lite.litenum import Enum
+from capctl._lite.record import record
 from capctl.errors import DeviceError
-from capctl.litenum import Enum
-from capctl.record import record
 
 #: Longest token accepted (``MIG-GPU-<36>/<gi>/<ci>`` is at most 52 characters).
 MAX_TOKEN = 64

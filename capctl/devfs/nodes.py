@@ -1,7 +1,7 @@
 """Create, verify and repair device nodes in one directory.
 
 The logic is split in two: :func:`diagnose` is pure (what is wrong with what ``lstat`` saw),
-:func:`ensure_nodes` / :func:`ensure_links` act under a directory fd via :mod:`capctl.safefs`.
+:func:`ensure_nodes` / :func:`ensure_links` act under a directory fd via :mod:`capctl.devfs.safefs`.
 A correct node is never touched (same inode after a re-run); a wrong one is replaced
 atomically; a missing one is created.  The same code builds the host's ``/dev/nvidia-caps``
 and the nodes inside a container's rootfs.
@@ -19,10 +19,10 @@ try:  # the C module (``operator`` is a Python module over it): see record.py
 except ImportError:  # not CPython
     from operator import itemgetter
 
-from capctl import safefs
+from capctl._lite.litenum import Enum
+from capctl._lite.record import record, set_field
+from capctl.devfs import safefs
 from capctl.errors import NodeError, os_error
-from capctl.litenum import Enum
-from capctl.record import record, set_field
 
 ACL_XATTR = "system.posix_acl_access"
 _CHR = stat.S_IFCHR

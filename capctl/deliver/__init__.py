@@ -1,0 +1,1 @@
+"""Deliveries: each takes the same edits to a container another way (the OCI hook today)."""

@@ -1,0 +1,76 @@
+"""Parse and print a capability's proc file (``DeviceFileMinor/Mode/Modify``).  Pure.
+
+Format: ``docs/driver.md``, "Capability files".
+"""
+
+from __future__ import annotations
+
+from capctl._lite.record import record
+from capctl.devnum import MAX_MINOR
+from capctl.driver.capnames import _digits
+from capctl.errors import ParseError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    pass
+
+
+_CAPFILE_KEYS = ("DeviceFileMinor", "DeviceFileMode", "DeviceFileModify")
+
+
+def _capfile_line(line: str) -> tuple[str, int] | None:
+    """``(DeviceFileMinor|DeviceFileMode|DeviceFileModify): ([0-9]{1,7})``: a capability file
+    line's key and value, None if malformed."""
+    key, _, value_text = line.partition(": ")
+    if key not in _CAPFILE_KEYS or len(value_text) > 7:
+        return None
+    value = _digits(value_text)
+    return None if value < 0 else (key, value)
+
+
+@record
+class CapabilityFile:
+    """The three fields of a capability's proc file."""
+
+    minor: int
+    mode: int
+    modify: bool
+
+
+def parse_capability_file(text: str, path: str) -> CapabilityFile:
+    """Parse a capability proc file: ``DeviceFileMinor``, ``DeviceFileMode`` (decimal),
+    ``DeviceFileModify`` (0 or 1), each exactly once."""
+    fields: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parsed = _capfile_line(line.strip())
+        if parsed is None:
+            raise ParseError(path, f"malformed line {line[:80]!r}", lineno)
+        key, value = parsed
+        if key in fields:
+            raise ParseError(path, f"{key} repeated", lineno)
+        fields[key] = value
+    missing = [k for k in _CAPFILE_KEYS if k not in fields]
+    if missing:
+        raise ParseError(path, f"missing {', '.join(missing)}")
+    minor, mode, modify = (
+        fields["DeviceFileMinor"],
+        fields["DeviceFileMode"],
+        fields["DeviceFileModify"],
+    )
+    if minor > MAX_MINOR:
+        raise ParseError(path, f"DeviceFileMinor {minor} out of range")
+    if mode > 0o777:
+        raise ParseError(path, f"DeviceFileMode {mode} is not a permission mode (want <= 511)")
+    if modify not in (0, 1):
+        raise ParseError(path, f"DeviceFileModify {modify} (want 0 or 1)")
+    return CapabilityFile(minor, mode, bool(modify))
+
+
+def format_capability_file(cf: CapabilityFile) -> str:
+    """The proc file's text, as the driver prints it."""
+    return (
+        f"DeviceFileMinor: {cf.minor}\nDeviceFileMode: {cf.mode}\n"
+        f"DeviceFileModify: {int(cf.modify)}\n"
+    )

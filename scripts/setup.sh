@@ -1,6 +1,7 @@
 # Sourced by demo.sh, test.sh and .ci/run: installs what capctl needs, once, quietly.
-#  - Debian packages for the real-kernel tests and the demo (runc, busybox-static, acl, udev)
-#    when running as root on Debian/Ubuntu and they are missing;
+#  - Debian packages for the real-kernel tests and the demo (runc, busybox-static, acl, udev;
+#    podman, docker.io and containerd for the real-client tests) when running as root on
+#    Debian/Ubuntu and they are missing;
 #  - a virtual environment in .venv with capctl (editable) and its test tools.
 # Idempotent: a second run costs a few hundred milliseconds.
 set -euo pipefail
@@ -12,6 +13,9 @@ command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
 [ -x /bin/busybox ] || need_pkgs+=(busybox-static)
 command -v setfacl >/dev/null 2>&1 || need_pkgs+=(acl)
 command -v udevadm >/dev/null 2>&1 || need_pkgs+=(udev)
+command -v podman >/dev/null 2>&1 || need_pkgs+=(podman)
+command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+command -v containerd >/dev/null 2>&1 || need_pkgs+=(containerd)
 "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

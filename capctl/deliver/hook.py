@@ -28,7 +28,7 @@ import time
 
 from capctl.devfs import nodes, safefs
 from capctl.devfs.nodes import Action, NodeSpec
-from capctl.errors import CapctlError, HookError, NodeError
+from capctl.errors import CapctlError, HookError
 from capctl.host import Host
 from capctl.request import oci
 
@@ -36,7 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # resolve is imported only once a request is known
     from typing import BinaryIO
 
-    from capctl.request.resolve import Plan
+    from capctl.edits.edits import Edits
 
 #: Variables that change what a Python process loads before any capctl code runs.
 DANGEROUS_ENV_PREFIXES = ("LD_", "PYTHON")
@@ -140,9 +140,11 @@ def _ensure(dir_fd: int, specs: list[NodeSpec], display: str, made: Made) -> lis
 
 
 def make_container_nodes(
-    pid: int, rootfs: str, plan: Plan, made: Made, *, proc: str = "/proc"
+    pid: int, rootfs: str, edits: Edits, made: Made, *, proc: str = "/proc"
 ) -> list[str]:
-    """Create the plan's nodes under the container's rootfs, in its mount namespace."""
+    """Create the edits' nodes under the container's rootfs, in its mount namespace."""
+    from capctl.edits.edits import CAPS_DIR, DEV_DIR
+
     where = f"container rootfs {rootfs}"
     try:
         ns_root = os.open(f"{proc}/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -154,23 +156,16 @@ def make_container_nodes(
     real = os.path.realpath(rootfs)
     rfd = safefs.open_dir(ns_root, real, display="")
     made.fds.append(rfd)
-    dev_fd = _open_dir(rfd, "dev", made, where)
     did: list[str] = []
-    gpu_specs = [
-        NodeSpec(n.path.rsplit("/", 1)[1], n.major, n.minor, n.mode)
-        for n in plan.device_nodes
-        if n.path.startswith("/dev/") and "/" not in n.path[5:]
-    ]
-    if len(gpu_specs) != len(plan.device_nodes):
-        raise NodeError(rootfs, "device node outside /dev in the plan; refusing")
-    did += _ensure(dev_fd, gpu_specs, f"{where}/dev", made)
-    if plan.caps:
-        assert plan.caps_major is not None
-        caps_fd = _open_dir(dev_fd, "nvidia-caps", made, f"{where}/dev")
-        cap_specs = [
-            NodeSpec(f"nvidia-cap{c.minor}", plan.caps_major, c.minor, c.mode) for c in plan.caps
-        ]
-        did += _ensure(caps_fd, cap_specs, f"{where}/dev/nvidia-caps", made)
+    dev_fd = _open_dir(rfd, "dev", made, where)
+    for directory, parent_fd, name in ((DEV_DIR, rfd, "dev"), (CAPS_DIR, dev_fd, "nvidia-caps")):
+        nodes_here = edits.in_dir(directory)
+        if not nodes_here:
+            continue
+        dir_fd = dev_fd if directory == DEV_DIR else _open_dir(
+            parent_fd, name, made, f"{where}/dev")
+        specs = [NodeSpec(n.name, n.major, n.minor, n.mode) for n in nodes_here]
+        did += _ensure(dir_fd, specs, f"{where}{directory}", made)
     return did
 
 
@@ -222,11 +217,10 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
     )
 
     from capctl import cgroup
-    from capctl.edits.rules import char
+    from capctl.edits.edits import from_plan
 
-    rules = [char(n.major, n.minor, "rw") for n in plan.device_nodes]
-    if plan.caps_major is not None:
-        rules += [char(plan.caps_major, c.minor, "r") for c in plan.caps]
+    edits = from_plan(plan, host.root)
+    rules = list(edits.rules)
     backend = cgroup.devices(state.pid, proc=proc)
     if backend.allows_all():
         log(f"cgroup {backend.path} already allows every device (privileged): no rule changes")
@@ -236,7 +230,7 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
         log(f"cgroup {backend.path}: allowed {', '.join(r.line() for r in rules)}")
     made = Made()
     try:
-        did = make_container_nodes(state.pid, ctr.rootfs, plan, made, proc=proc)
+        did = make_container_nodes(state.pid, ctr.rootfs, edits, made, proc=proc)
         log("nodes: " + ("; ".join(did) or "all present"))
     except BaseException:
         made.rollback()

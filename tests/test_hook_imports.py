@@ -22,8 +22,9 @@ import pytest
 from capctl import simulated
 from capctl.main import HOOK_INTERPRETER_ARGS
 from tests.support.cgroups import V1_DEVICES, child_cgroup
+from tests.support.runc import RuncHarness
 
-from .conftest import needs_root
+from .conftest import needs_root, needs_runc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,3 +149,45 @@ def test_allow_list_catches_heavy_modules() -> None:
     assert not_allowed({"capctl.deliver.hook", "os", "_json", "re", "pathlib", "enum", "json"}) == [
         "enum", "json", "pathlib", "re"
     ]
+
+
+#: What the v2 backend adds: ctypes for bpf(2) (and what ctypes itself imports), resource
+#: for RLIMIT_MEMLOCK, struct for instruction encoding.  Still no re, enum, contextlib, ...
+V2_STDLIB = frozenset({
+    "ctypes", "_ctypes", "types", "struct", "_struct", "ctypes._endian", "resource",
+})
+
+
+def _parse_importtime(text: str) -> set[str]:
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in text.splitlines()
+        if line.startswith("import time:") and "|" in line
+    } - {"imported package"}
+
+
+@needs_runc
+@pytest.mark.parametrize("stage", ["createRuntime", "prestart"])
+def test_hook_imports_on_cgroup_v2(sim_root: Path, tmp_path: Path, stage: str) -> None:
+    """The same allow-list on cgroup v2, with the hook run by runc as a real hook (the v2
+    grant extends the container's eBPF program), in a private cgroup2 mount namespace."""
+    out = tmp_path / "importtime.txt"
+    mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); {HOOK_INTERPRETER_ARGS[2]}"
+    hook_argv = [
+        sys.executable, "-I", "-S", "-X", "importtime", "-c", code,
+        "--root", str(sim_root), "--topology", str(sim_root / "topology.json"),
+        "--config", str(tmp_path / "none.toml"), "hook",
+    ]
+    script = 'exec "$@" 2>"$OUT"'
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", script, "sh", *hook_argv],
+            "env": [f"OUT={out}", "PATH=/usr/bin:/bin"]}
+    with RuncHarness(tmp_path / "runc", cgroup2=True) as runc:
+        bundle = runc.bundle(env={"NVIDIA_VISIBLE_DEVICES": mig}, hooks={stage: [hook]})
+        ctr = runc.run_detached(bundle)
+        assert runc.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{simulated.minor_of('gpu0/gi7/access')}") \
+            == "ENXIO"
+    mods = _parse_importtime(out.read_text()) - _importtime("pass", [], b"")
+    assert {"capctl.deliver.hook", "capctl.cgroup.v2", "capctl.cgroup.bpf"} <= mods
+    assert sorted(m for m in not_allowed(mods) if m not in V2_STDLIB) == []
+    assert not {"capctl.cli", "capctl.devfs.sync", "capctl.cgroup.v1"} & mods

@@ -12,11 +12,9 @@ kernel does) without patching module globals.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
-import re
 import resource
 
 from capctl._lite.record import record
@@ -25,7 +23,7 @@ from capctl.errors import CgroupError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    pass
 
 # enum bpf_cmd
 BPF_PROG_LOAD = 5
@@ -155,8 +153,18 @@ class ProgInfo:
 
 
 def kernel_version(release: str | None = None) -> tuple[int, int]:
-    m = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
-    return (int(m[1]), int(m[2])) if m else (0, 0)
+    """``(major, minor)`` of a kernel release string (``"5.4.0-150-generic"``); (0, 0) if it
+    does not start with ``<digits>.<digits>``."""
+    text = release or os.uname().release
+    major, _, rest = text.partition(".")
+    minor = rest
+    for i, ch in enumerate(rest):
+        if not ("0" <= ch <= "9"):
+            minor = rest[:i]
+            break
+    if not (major and minor and major.isascii() and major.isdigit()):
+        return (0, 0)
+    return (int(major), int(minor))
 
 
 class Bpf:
@@ -275,33 +283,39 @@ class Bpf:
         self._call(BPF_PROG_DETACH, "PROG_DETACH", attr)
 
 
-@contextlib.contextmanager
-def memlock_for_bpf(release: str | None = None) -> Iterator[None]:
+class memlock_for_bpf:  # a context manager named like a function, as contextlib's are
     """Raise RLIMIT_MEMLOCK around a load on kernels that charge bpf memory to it.
 
     Before 5.11 bpf programs and maps were charged to RLIMIT_MEMLOCK; since then to the
     memory cgroup (commit "bpf: eliminate rlimit-based memory accounting", v5.11), where
-    touching the limit is needless.  The previous limit is restored afterwards.
+    touching the limit is needless.  The previous limit is restored afterwards.  A class, not
+    a ``contextlib`` generator: the hook's v2 path does not import contextlib.
     """
-    if kernel_version(release) >= (5, 11):
-        yield
-        return
-    old = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    inf = resource.RLIM_INFINITY
-    try:
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, (inf, inf))
-    except (ValueError, OSError):
-        # Without CAP_SYS_RESOURCE the hard limit cannot grow: take the soft one up to it.
-        try:
-            resource.setrlimit(resource.RLIMIT_MEMLOCK, (old[1], old[1]))
-        except (ValueError, OSError) as err:
-            log(WARNING, "cannot raise RLIMIT_MEMLOCK for bpf: %s", err)
-            yield
+
+    def __init__(self, release: str | None = None) -> None:
+        self._release = release
+        self._old: tuple[int, int] | None = None
+
+    def __enter__(self) -> None:
+        if kernel_version(self._release) >= (5, 11):
             return
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, old)
+        old = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        inf = resource.RLIM_INFINITY
+        try:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (inf, inf))
+        except (ValueError, OSError):
+            # Without CAP_SYS_RESOURCE the hard limit cannot grow: take the soft one up to it.
+            try:
+                resource.setrlimit(resource.RLIMIT_MEMLOCK, (old[1], old[1]))
+            except (ValueError, OSError) as err:
+                log(WARNING, "cannot raise RLIMIT_MEMLOCK for bpf: %s", err)
+                return
+        self._old = old
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, self._old)
+            self._old = None
 
 
 def is_missing_replace(err: BpfError) -> bool:

@@ -176,45 +176,13 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
     ctr = oci.parse_config(
         read_bundle_config(state.bundle), state.bundle, f"{state.bundle}/config.json"
     )
-    visible = ctr.env.get(oci.VISIBLE)
-    from capctl.request.devices import MigAdmin, parse_mig_admin, parse_request
-
-    want_config = parse_mig_admin(MigAdmin.CONFIG, ctr.env.get(oci.MIG_CONFIG))
-    want_monitor = parse_mig_admin(MigAdmin.MONITOR, ctr.env.get(oci.MIG_MONITOR))
-    request = parse_request(visible)
-    if request.empty and not (want_config or want_monitor):
-        log(f"no NVIDIA devices requested ({oci.VISIBLE}={visible!r}); nothing to do")
-        return
-    if (want_config or want_monitor) and not ctr.sys_admin:
-        which = oci.MIG_CONFIG if want_config else oci.MIG_MONITOR
-        raise HookError(
-            f"container {state.id}: {which}=all needs CAP_SYS_ADMIN in the bounding set"
-        )
     if not os.path.exists(f"{proc}/{state.pid}"):
         raise HookError(f"container {state.id}: process {state.pid} is gone")
+    from capctl.request.container import plan_for
 
-    from capctl.driver import procfs
-    from capctl.request import resolve
-    from capctl.request.topology import load_topology as _load_topology
-
-    # Lazy: a MIG request reads its own lines and files; MIG config/monitor reads them all.
-    dstate = procfs.load(host, lazy=True)
-    plan = (
-        resolve.resolve(request, _load_topology(host), dstate, host)
-        if not request.empty
-        else resolve.Plan()
-    )
-    for admin, wanted in (
-        (MigAdmin.CONFIG, want_config),
-        (MigAdmin.MONITOR, want_monitor),
-    ):
-        if wanted:
-            plan = resolve.with_admin(plan, admin, dstate)
-    log(
-        "devices "
-        + (", ".join(d.uuid for d in plan.devices) or "-")
-        + f"; caps {', '.join(c.name for c in plan.caps) or '-'}"
-    )
+    plan = plan_for(host, ctr, log, container_id=state.id)
+    if plan is None:
+        return
 
     from capctl import cgroup
     from capctl.edits.edits import from_plan

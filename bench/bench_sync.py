@@ -1,6 +1,6 @@
 """Benchmark: ``sync --all`` (4324 nodes + /dev/char links) against a raw ``os.mknod`` loop.
 
-Goals (issue 2): first run within 2x of the raw mknod floor; a no-change re-run at least 3x
+Goals (docs/contract.md, "Speed goals"): first run within 2x of the raw mknod floor; a no-change re-run at least 3x
 faster than the first run.  Runs on tmpfs (/dev/shm, like a real /dev).  Needs root.
 
     python -m bench.bench_sync [--rounds N]

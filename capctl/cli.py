@@ -220,7 +220,7 @@ def doctor_cmd(host: Host, as_json: bool) -> None:
         sys.exit(1)
 
 
-# --- resolve / topology (issue 3) --------------------------------------------------------------
+# --- resolve / topology ---------------------------------------------------------------
 
 
 @cli.command("resolve")
@@ -289,7 +289,7 @@ def hook_cmd(host: Host) -> None:
     sys.exit(hook.main(host))
 
 
-# --- delegation: grant / revoke / grants / watch (issue 6) -------------------------------------
+# --- delegation: grant / revoke / grants / watch -------------------------------------
 
 
 def _principal(user: str | None, group: str | None, *, required: bool) -> tuple[Any, str | None]:

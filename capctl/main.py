@@ -18,7 +18,7 @@ _OPTIONS = ("--root", "--topology", "--config")
 #: How runtimes start the hook: ``<python> -I -c "..." [options] hook`` (see ``hooks/``).
 #: ``-I`` isolates the interpreter from the environment a runtime may pass through
 #: (``PYTHONPATH``, user site-packages).  ``-c``, not ``-m capctl``: ``-m`` imports runpy
-#: (about 3 ms of every container start, issue 5) and pip's console script imports ``re``.
+#: (about 3 ms of every container start; docs/hook-startup.md) and pip's console script imports ``re``.
 HOOK_INTERPRETER_ARGS = ("-I", "-c", "from capctl.main import hook_entry; hook_entry()")
 
 

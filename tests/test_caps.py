@@ -415,7 +415,7 @@ def test_malformed_block_section_is_not_our_business() -> None:
 # --- the str parsers against the regular expressions they replaced ---------------------------
 #
 # The hook imports caps on every container start, so its line parsers are str methods, not
-# ``re`` (issue 5).  These are the expressions they replaced, kept as the oracle: on every case
+# ``re`` (docs/hook-startup.md).  These are the expressions they replaced, kept as the oracle: on every case
 # below, hand-written and mutated at random, a parser and its expression must agree.
 
 ORACLE_MIG_NAME = re.compile(
@@ -933,7 +933,7 @@ def test_whole_file_pattern_agrees_with_its_old_construction(source: Source) -> 
 
 # --- what importing caps costs the hook ------------------------------------------------------
 
-#: What a module on the hook's path may import from the standard library (issue 5), and what
+#: What a module on the hook's path may import from the standard library (docs/hook-startup.md), and what
 #: ``os`` brings with it when ``site`` has not imported it already.
 HOOK_STDLIB = frozenset(
     {

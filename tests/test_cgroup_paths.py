@@ -215,7 +215,7 @@ def test_real_is_cgroup2_agrees_with_statfs(path: str) -> None:
 
 # --- the str parsers against the regular expressions they replaced -----------------------------
 #
-# capctl parsed these lines with re.fullmatch until issue 5 (re costs the hook 5 ms at start).
+# capctl parsed these lines with re.fullmatch before the hook dropped re (it costs the hook 5 ms at start).
 # The expressions stay here, verbatim, as the oracle: the parsers must accept exactly the
 # lines they accept, give the same fields, and raise the same errors.  One deliberate change:
 # \d of a str pattern matches any script's decimal digit (and int() reads them); the parsers
@@ -577,7 +577,7 @@ def test_locations_as_str_or_path_agree(tmp_path: Path) -> None:
 # --- what the hook's imports cost ----------------------------------------------------------
 
 ROOT = str(Path(__file__).resolve().parent.parent)
-#: Never imported on the hook's v1 path (issue 5: measured costs at start): re, enum (with
+#: Never imported on the hook's v1 path (docs/hook-startup.md: measured costs at start): re, enum (with
 #: functools and collections), pathlib, json, contextlib, typing, dataclasses (inspect),
 #: logging (failure paths only), ctypes/platform and the v2 backend.
 HEAVY = frozenset({

@@ -1,4 +1,4 @@
-"""The hook imports only what a container start needs (issue 5: "check python -X importtime").
+"""The hook imports only what a container start needs (docs/hook-startup.md).
 
 A real hook run (cgroup v1 grant, nodes made) under ``-X importtime``, started as the shipped
 hook definitions start it (``HOOK_INTERPRETER_ARGS``), but with ``-S``: this repository's

@@ -91,7 +91,7 @@ def test_parse_rule_fails_closed(line: str) -> None:
         parse_rule(line)
 
 
-# The regular expressions parse_rule and Access.parse used until issue 5 (re costs the hook
+# The regular expressions parse_rule and Access.parse used before the hook dropped re (it costs the hook
 # 5 ms at start), verbatim: the oracle the str parsers must equal, errors included.
 OLD_LINE_RE = re.compile(
     r"(?P<type>[abc]) (?P<major>\*|[0-9]+):(?P<minor>\*|[0-9]+) (?P<access>[rwm]{1,3})"

@@ -1,7 +1,7 @@
 """Strict JSON decoding for the hook's path, without importing the :mod:`json` package.
 
 ``import json`` costs about 1 ms on top of :mod:`re` (``json.decoder`` imports it and
-compiles patterns at import), paid on every container start (issue 5).  The work is done by
+compiles patterns at import), paid on every container start (docs/hook-startup.md).  The work is done by
 CPython's C scanner, ``_json.make_scanner``, which ``json`` itself uses; this module only
 does what ``json.JSONDecoder.decode`` adds around it: skip JSON whitespace, require the
 whole input to be consumed, and report errors with their position.

@@ -1,7 +1,7 @@
 """Enumerations without :mod:`enum`: the subset capctl uses, for modules on the hook's path.
 
 ``import enum`` costs about 3 ms at every start (it pulls in functools and collections),
-a tenth of the hook's whole budget (issue 5).  Here a class body's public plain attributes
+a tenth of the hook's whole budget (docs/hook-startup.md).  Here a class body's public plain attributes
 become its members, each an instance of the class with ``name`` and ``value``:
 
 - ``Cls.NAME`` is the member, ``Cls(value)`` looks one up (``ValueError`` if none),

@@ -17,7 +17,7 @@ Locations are arguments (``proc``, ``cgroup_root``), defaulting to the real ones
 processes are always the host's, never under capctl's ``--root``.  Parsing is pure and strict.
 
 The OCI hook imports this module at every container start, so it does without ``pathlib``
-(9 ms at start), ``re`` (5.5 ms) and ``enum`` (3 ms; issue 5): paths are ``str``, kept as
+(9 ms at start), ``re`` (5.5 ms) and ``enum`` (3 ms; docs/hook-startup.md): paths are ``str``, kept as
 ``str(PurePosixPath(...))`` would give them (:func:`normalized`, :func:`join`; arguments may
 be any path-like), and each line kind has a parser of ``str`` methods held by the tests to
 the regular expression it replaces.

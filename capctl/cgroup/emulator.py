@@ -13,7 +13,7 @@ capctl never believes in a restriction the kernel does not enforce.
 from __future__ import annotations
 
 # collections.abc is a submodule: importing it runs collections/__init__ (about 1 ms at
-# every hook start, issue 5).  _collections_abc holds the very same classes and is loaded
+# every hook start; docs/hook-startup.md).  _collections_abc holds the very same classes and is loaded
 # at every start already (os imports it).
 from capctl.edits.rules import (
     ALLOW_ALL,

@@ -119,7 +119,7 @@ def apply(host: Host, state: DriverState, p: SyncPlan, *, dry_run: bool = False)
 
 
 def _fix_dir_mode(dir_fd: int, dry_run: bool) -> None:
-    # DESIGN.md: the node directory has mode 0755, root-owned.
+    # docs/driver.md: the node directory has mode 0755, root-owned.
     st = os.fstat(dir_fd)
     if not dry_run and (st.st_mode & 0o7777 != 0o755):
         os.fchmod(dir_fd, 0o755)

@@ -24,7 +24,7 @@ CAPABILITIES_DIR = "proc/driver/nvidia/capabilities"
 NVLINK_CAPABILITIES_DIR = "proc/driver/nvidia-nvlink/capabilities"
 
 #: Default node modes when the driver publishes no capability file (``sync --all``):
-#: DESIGN.md, "256 = 0400 for config, 292 = 0444 otherwise".
+#: docs/driver.md, "256 = 0400 for config, 292 = 0444 otherwise".
 CONFIG_MODE = 0o400
 DEFAULT_MODE = 0o444
 
@@ -51,7 +51,7 @@ class Source(Enum):
 #
 # One small parser per line kind, with str methods instead of regular expressions: the OCI hook
 # imports this module on every container start, and ``import re`` alone costs it about 5 ms
-# (issue 5).  Each parser accepts exactly what its grammar (a regex in its docstring) does;
+# (docs/hook-startup.md).  Each parser accepts exactly what its grammar (a regex in its docstring) does;
 # the tests hold them to those regexes.  Numbers are ASCII digits only: ``str.isdigit`` alone
 # takes '²' and ``int`` takes '٣'.
 

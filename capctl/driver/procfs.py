@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from capctl.host import Host
 else:
     # What collections.abc re-exports, without the collections package that importing it
-    # loads (about 1.5 ms of every hook start, issue 5); os has loaded this module already.
+    # loads (about 1.5 ms of every hook start; docs/hook-startup.md); os has loaded this module already.
     from _collections_abc import Mapping
 
 #: A capability file holds three short lines.
@@ -259,7 +259,7 @@ class LazyFiles(Mapping[str, CapabilityFile]):
 def write_modify(host: Host, cap: Capability, cf: CapabilityFile, modify: bool) -> CapabilityFile:
     """Set ``DeviceFileModify`` in the capability's proc file; returns the new fields.
 
-    The driver's proc file takes the single line ``DeviceFileModify: 0|1`` (DESIGN.md).  A
+    The driver's proc file takes the single line ``DeviceFileModify: 0|1`` (docs/driver.md).  A
     simulated root has plain files instead: those are rewritten whole, keeping the other
     fields, by create-then-rename.  Kernel proc files report size 0 (seq_file), which is how
     the two are told apart.

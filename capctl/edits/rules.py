@@ -8,7 +8,7 @@ files, the cgroup v2 eBPF generator, the edits every delivery consumes) speaks i
 from __future__ import annotations
 
 # collections.abc is a submodule: importing it runs collections/__init__ (about 1 ms at
-# every hook start, issue 5).  _collections_abc holds the very same classes and is loaded
+# every hook start; docs/hook-startup.md).  _collections_abc holds the very same classes and is loaded
 # at every start already (os imports it).
 from capctl._lite.litenum import StrEnum
 from capctl._lite.record import record
@@ -79,7 +79,7 @@ RW = Access("rw")
 RWM = Access("rwm")
 
 # The parsers of this module use str methods rather than re (5 ms to import at every hook
-# start, issue 5), each exactly as strict as the expression in its comment; tests/test_rules.py
+# start; docs/hook-startup.md), each exactly as strict as the expression in its comment; tests/test_rules.py
 # holds them to those expressions.
 
 

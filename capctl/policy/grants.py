@@ -32,7 +32,7 @@ from capctl.driver import capnames
 from capctl.errors import ParseError
 from capctl.policy import acl, tomlwrite
 
-#: ``capctl grant mig-config`` means the driver's ``config`` capability (DESIGN.md).
+#: ``capctl grant mig-config`` means the driver's ``config`` capability (docs/contract.md).
 ALIASES = {"mig-config": "config", "mig-monitor": "monitor"}
 #: What ``useradd`` accepts, and a little more (NSS names from LDAP may contain dots or '$').
 _PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.$@-]{0,255}")

@@ -1,6 +1,6 @@
 """Pure grammar of ``NVIDIA_VISIBLE_DEVICES``: text -> a :class:`Request` of device references.
 
-The syntax is DESIGN.md's contract (the container toolkit's): a comma-separated list of
+The syntax is capctl's contract (docs/contract.md) (the container toolkit's): a comma-separated list of
 
 =================================  =========================================================
 ``MIG-<uuid>``                     one MIG device by its UUID (R470+ drivers)
@@ -19,7 +19,7 @@ device access from it, so anything else is an error that quotes the offending to
 is matched against one small exact parser per form (ASCII only: ``str.isdigit`` would take
 ``'²'``) and is never used to build a path; ``all``, ``none`` and ``void`` must stand alone
 (``all,0`` is ambiguous, so it is refused).  The parsers are plain string code, not regular
-expressions: ``re`` costs about 5 ms of every hook start (issue 5).
+expressions: ``re`` costs about 5 ms of every hook start (docs/hook-startup.md).
 
 Nothing here knows about GPUs that exist: that is :mod:`capctl.request.resolve`'s job.
 """

@@ -40,7 +40,7 @@ _WANTED = (VISIBLE, MIG_CONFIG, MIG_MONITOR)
 
 # A container id is ``[A-Za-z0-9][A-Za-z0-9_.+:-]{0,1023}``: ASCII letters and digits, then
 # also ``_.+:-``; nothing path-like.  Checked with sets, not a regular expression: importing
-# ``re`` costs about 5 ms of every hook start (issue 5).
+# ``re`` costs about 5 ms of every hook start (docs/hook-startup.md).
 _ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _ID_CHARS = _ID_FIRST | frozenset("_.+:-")
 MAX_ID = 1024

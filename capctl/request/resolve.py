@@ -1,6 +1,6 @@
 """Resolution: a device request + the topology + the driver -> a :class:`Plan` of exact grants.
 
-What a container needs to use a device (DESIGN.md, from the MIG User Guide, "Device Nodes and
+What a container needs to use a device (docs/driver.md, from the MIG User Guide, "Device Nodes and
 Capabilities"):
 
 - **a MIG device**: its parent GPU's node ``/dev/nvidia<minor>``, ``/dev/nvidiactl``,
@@ -25,7 +25,7 @@ is an error.  The node's permission bits are taken from the host node, so the OC
 create the same nodes in the container.
 
 ``NVIDIA_MIG_CONFIG_DEVICES=all`` / ``NVIDIA_MIG_MONITOR_DEVICES=all`` (container-toolkit
-semantics, DESIGN.md): :func:`admin_caps` / :func:`with_admin` add ``config`` (or ``monitor``)
+semantics, docs/contract.md): :func:`admin_caps` / :func:`with_admin` add ``config`` (or ``monitor``)
 and every possible ``gpu<N>/...`` capability of each GPU in the plan, from ``mig-minors``,
 existing or not, because instances created later must be usable.  Checking that the container
 holds CAP_SYS_ADMIN in its bounding set is the hook's job, not this module's.
@@ -124,7 +124,7 @@ class ResolvedDevice:
         return self.gi is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``capctl resolve --json`` entry (DESIGN.md contract)."""
+        """The ``capctl resolve --json`` entry (docs/contract.md)."""
         return {
             "uuid": self.uuid,
             "gpu_uuid": self.gpu_uuid,

@@ -1,7 +1,7 @@
 """The MIG topology: which GPUs and MIG devices exist, from a snapshot file or from NVML.
 
-The data model (:class:`Gpu`, :class:`MigDevice`, :class:`Topology`) is DESIGN.md's
-"Topology snapshot" JSON, one field per key.  :func:`from_dict` validates that JSON strictly:
+The data model (:class:`Gpu`, :class:`MigDevice`, :class:`Topology`) is the
+"Topology snapshot" JSON of docs/contract.md, one field per key.  :func:`from_dict` validates that JSON strictly:
 unknown or missing keys, wrong types (``true`` is not an integer), malformed UUIDs or PCI ids,
 duplicate GPUs, minors, UUIDs or instances, and MIG devices on a GPU whose MIG mode is off are
 all errors naming the file and the field (``gpus[6].mig_devices[1].gi``).  The hook builds
@@ -11,7 +11,7 @@ device grants from this data, so it fails closed.
 otherwise.  :mod:`capctl.request.nvml` (and with it ``pynvml``) is imported only on that branch, so
 importing this module stays cheap for the OCI hook: the snapshot is decoded by
 :mod:`capctl._lite.jsonload` and checked by the plain string functions below (``re``, ``json`` and
-``pathlib`` are about 15 ms of imports the hook does not pay, issue 5).
+``pathlib`` are about 15 ms of imports the hook does not pay; docs/hook-startup.md).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class Topology:
     source: str = "topology"
 
     def to_dict(self) -> dict[str, Any]:
-        """The snapshot JSON object (DESIGN.md), keys in contract order."""
+        """The snapshot JSON object (docs/contract.md), keys in contract order."""
         return {
             "gpus": [
                 {

@@ -79,7 +79,7 @@ def _ci_profile(gi_profile: str, n_cis: int) -> str:
 
 
 def topology() -> dict[str, Any]:
-    """The snapshot (DESIGN.md "Topology snapshot") of the simulated host."""
+    """The snapshot (docs/contract.md, "Topology snapshot") of the simulated host."""
     gpus: list[dict[str, Any]] = []
     for gpu in GPUS:
         mig_devices: list[dict[str, Any]] = []

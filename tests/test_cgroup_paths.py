@@ -18,19 +18,16 @@ from capctl.cgroup.discovery import (
     Mount,
     Version,
     check_not_root,
-    exists,
     find_cgroup,
     fs_magic,
     is_cgroup2,
-    is_dir,
-    join,
-    normalized,
     parse_cgroup_line,
     parse_mountinfo,
     parse_mountinfo_line,
     parse_proc_cgroup,
     resolve,
 )
+from capctl.cgroup.strpath import exists, is_dir, join, normalized
 from capctl.errors import CgroupError, ParseError
 from tests.support.fuzz import Op, mutants, outcome
 

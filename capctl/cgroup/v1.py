@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 
 from capctl.cgroup import DeviceCgroup
-from capctl.cgroup.discovery import check_not_root, exists, join, normalized
+from capctl.cgroup.discovery import check_not_root
 from capctl.cgroup.emulator import Emulator
+from capctl.cgroup.strpath import exists, join, normalized
 from capctl.cgroup.undo import ERROR, Undo, log
 from capctl.edits.rules import Access, DeviceRule
 from capctl.errors import CgroupError

@@ -41,7 +41,8 @@ from capctl.cgroup.bpf import (
     BpfError,
     is_missing_replace,
 )
-from capctl.cgroup.discovery import CGROUP2_SUPER_MAGIC, check_not_root, fs_magic, normalized
+from capctl.cgroup.discovery import CGROUP2_SUPER_MAGIC, check_not_root, fs_magic
+from capctl.cgroup.strpath import normalized
 from capctl.cgroup.undo import ERROR, INFO, WARNING, Undo, log
 from capctl.edits.rules import ALLOW_ALL, Access, DeviceRule
 from capctl.errors import CgroupError

@@ -25,7 +25,6 @@ Entries of capabilities that do not change are not touched, whatever their form.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable
 
 import tomlkit
@@ -97,11 +96,19 @@ def _set_keys(entry: Table, g: CapGrants, nl: str) -> None:
         if not ps:
             if have is not None:
                 del entry[k]
-        elif _values(entry.item(k) if k in entry else None) != want:
+        elif k not in entry:
+            # After the table's last key, not after the comments that follow it (which
+            # tomlkit's append would do); tomlkit has no public way to say so.
+            keys = [key for key, _v in entry.value.body if key is not None]
+            if keys:
+                entry.value._insert_after(keys[-1], k, _array(ps, nl))
+            else:
+                entry.append(k, _array(ps, nl))
+        elif _values(entry.item(k)) != want:
             entry[k] = _array(ps, nl)
 
 
-def _mark_cut(entry: Table, n: int) -> None:
+def _mark_cut(entry: Table, name: str, n: int) -> None:
     """Mark an emptied table's text for :func:`_cut`: from its header's indent to its last key.
 
     Its trailing comments and blank lines are rendered after the end mark and so are kept."""
@@ -118,7 +125,7 @@ def _mark_cut(entry: Table, n: int) -> None:
     elif isinstance(first, Comment):
         first.trivia.indent = _END.format(n) + first.trivia.indent
     else:  # not reached: only keys, whitespace and comments are in a table's body
-        raise EditError(f"cannot remove [grants.{toml_key('?')}]: unexpected layout")
+        raise EditError(f"cannot remove [grants.{toml_key(name)}]: unexpected layout")
 
 
 def _cut(text: str, cuts: int, nl: str) -> str:
@@ -159,7 +166,6 @@ def edit(text: str, changes: dict[str, CapGrants]) -> str:
     if grants is not None and any(k is not None and k.key == "grants" and k.is_dotted()
                                   for k, _v in doc.body):
         raise _refuse(next(iter(changes), "?"), "dotted keys")
-    counter = itertools.count()
     cuts = 0
     for name, g in changes.items():
         entry = grants.item(name) if grants is not None and name in grants else None
@@ -171,6 +177,7 @@ def edit(text: str, changes: dict[str, CapGrants]) -> str:
                     doc.append("grants", grants)
                 grants.append(name, _table(g, nl, nl if text.strip() else ""))
         elif isinstance(entry, InlineTable):
+            assert grants is not None  # it holds the entry
             if g:
                 grants[name] = _inline(g)
             else:
@@ -181,7 +188,7 @@ def edit(text: str, changes: dict[str, CapGrants]) -> str:
             if g:
                 _set_keys(entry, g, nl)
             else:
-                _mark_cut(entry, next(counter))
+                _mark_cut(entry, name, cuts)
                 cuts += 1
         elif isinstance(entry, Table):
             how = "arrays of tables" if any(isinstance(v, AoT) for v in entry.value.values()) \

@@ -37,7 +37,7 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$stamp" ] || [ "$CAPCTL_REPO/pyproject
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$CAPCTL_REPO[test]" 2>&1 \
     | grep -v -e '^WARNING: Location' -e 'Running pip as the' >&2 || true
-  "$VENV/bin/python" -c 'import capctl.cli, click, pyroute2, cgroupspy, pynvml' \
+  "$VENV/bin/python" -c 'import capctl.cli, click, pyroute2, pynvml, tomlkit' \
     || { echo "setup: installing capctl into $VENV failed" >&2; exit 1; }
   touch "$stamp"
 fi

@@ -30,12 +30,13 @@ from typing import Any
 
 from capctl.driver import capnames
 from capctl.errors import ParseError
-from capctl.policy import acl, tomlwrite
+from capctl.policy import acl
 
 #: ``capctl grant mig-config`` means the driver's ``config`` capability (docs/contract.md).
 ALIASES = {"mig-config": "config", "mig-monitor": "monitor"}
 #: What ``useradd`` accepts, and a little more (NSS names from LDAP may contain dots or '$').
 _PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.$@-]{0,255}")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class Kind(Enum):
@@ -133,6 +134,18 @@ def _parse_principal(kind: Kind, item: Any, where: str) -> Principal:
     return Principal(kind, ident, name)
 
 
+def toml_key(k: str) -> str:
+    """A key as TOML writes it: bare when it can be, else a basic string (for messages)."""
+    if _BARE_KEY.fullmatch(k):
+        return k
+    escaped = "".join(
+        f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F
+        else "\\" + c if c in '"\\' else c
+        for c in k
+    )
+    return f'"{escaped}"'
+
+
 def parse_document(doc: Mapping[str, Any], path: str) -> Document:
     """Validate a parsed config.  Strict about ``grants``; other tables are not ours to judge."""
     raw = doc.get("grants", {})
@@ -140,7 +153,7 @@ def parse_document(doc: Mapping[str, Any], path: str) -> Document:
         raise ParseError(path, "'grants' must be a table of [grants.\"<capability>\"] tables")
     policy = Policy()
     for name, entry in raw.items():
-        where = f"{path}: [grants.{tomlwrite.key(name)}]"
+        where = f"{path}: [grants.{toml_key(name)}]"
         if not capnames.is_valid_name(name):
             raise ParseError(where, "not a capability name")
         if not isinstance(entry, dict) or not set(entry) <= {"users", "groups"}:

@@ -17,6 +17,8 @@ import pytest
 
 from capctl import simulated
 from tests.support.clients import BUSYBOX, V1_DEVICES, V2_UNIFIED
+from tests.support.containerd import ContainerdHarness
+from tests.support.docker import DOCKER, DockerHarness
 from tests.support.podman import PodmanHarness
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,3 +118,65 @@ def test_podman_with_the_installed_definition(tmp_path: Path, sim: Sim, cgroup2:
         assert podman.probe(ctr, "/dev/nvidia0") == "ENXIO"
         assert podman.probe(ctr, "/other/cap") == "EPERM"
     assert MIG["uuid"] in sim.log.read_text()
+
+
+# --- capctl-runtime: Docker --runtime, ctr run --runc-binary ----------------------------------
+
+needs_docker = pytest.mark.skipif(
+    not (_BASE and shutil.which("dockerd") and Path(DOCKER).exists()),
+    reason="needs root, runc, busybox-static and docker.io",
+)
+needs_containerd = pytest.mark.skipif(
+    not (_BASE and shutil.which("containerd") and shutil.which("ctr")),
+    reason="needs root, runc, busybox-static and containerd",
+)
+
+
+def wrapper_config(sim: Sim, tmp: Path) -> Path:
+    """A root-owned config naming the simulated host and the real runc, for the wrapper."""
+    path = tmp / "wrapper.toml"
+    path.write_text(
+        f'[hook]\nlog_file = "{sim.log}"\n'
+        f'[host]\ndriver_root = "{sim.root}"\ntopology = "{sim.topology}"\n'
+        f'[runtime]\nruntime = "{shutil.which("runc")}"\n'
+    )
+    os.chmod(path, 0o644)
+    return path
+
+
+@needs_docker
+def test_docker_runtime_capctl(tmp_path: Path, sim: Sim) -> None:
+    config = wrapper_config(sim, tmp_path)
+    daemon_json = tmp_path / "daemon.json"
+    subprocess.run([str(BIN / "capctl"), "--config", str(config), "install", "--no-hooks",
+                    "--docker-config", str(daemon_json), "--containerd-dir", str(tmp_path / "u1"),
+                    "--crio-dir", str(tmp_path / "u2")], check=True, capture_output=True)
+    runtimes = json.loads(daemon_json.read_text())["runtimes"]
+    with DockerHarness(tmp_path, runtimes=runtimes) as docker:
+        ctr = docker.run(extra=["--runtime", "capctl", "-e", f"NVIDIA_VISIBLE_DEVICES={MIG['uuid']}",
+                                "-v", sim.other()])
+        assert docker.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{OWN_GI}") == "ENXIO"
+        assert docker.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{OWN_CI}") == "ENXIO"
+        assert docker.probe(ctr, "/dev/nvidia0") == "ENXIO"
+        assert docker.probe(ctr, "/other/cap") == "EPERM"
+        # A container asking for nothing gets nothing.
+        plain = docker.run(extra=["--runtime", "capctl", "-v", sim.other()])
+        assert docker.probe(plain, "/other/cap") == "EPERM"
+    assert "config.json: added c " in sim.log.read_text()
+
+
+@needs_containerd
+def test_ctr_run_with_the_wrapper(tmp_path: Path, sim: Sim) -> None:
+    config = wrapper_config(sim, tmp_path)
+    # --runc-binary takes no arguments: a one-line script names the config.
+    runc = tmp_path / "capctl-runc"
+    runc.write_text(f'#!/bin/sh\nexec {BIN}/capctl-runtime --capctl-config {config} "$@"\n')
+    runc.chmod(0o755)
+    other = sim.other().rsplit(":", 2)[0]
+    with ContainerdHarness(tmp_path, runc_binary=str(runc)) as cd:
+        ctr = cd.run(extra=["--env", f"NVIDIA_VISIBLE_DEVICES={MIG['uuid']}", "--mount",
+                            f"type=bind,src={other},dst=/other/cap,options=rbind:ro"])
+        assert cd.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{OWN_GI}") == "ENXIO"
+        assert cd.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{OWN_CI}") == "ENXIO"
+        assert cd.probe(ctr, "/dev/nvidia0") == "ENXIO"
+        assert cd.probe(ctr, "/other/cap") == "EPERM"

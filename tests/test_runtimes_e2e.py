@@ -180,3 +180,50 @@ def test_ctr_run_with_the_wrapper(tmp_path: Path, sim: Sim) -> None:
         assert cd.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{OWN_CI}") == "ENXIO"
         assert cd.probe(ctr, "/dev/nvidia0") == "ENXIO"
         assert cd.probe(ctr, "/other/cap") == "EPERM"
+
+
+# --- Docker --gpus: dockerd runs capctl-docker-hook as nvidia-container-runtime-hook ----------
+
+
+def dockerd_with_config(tmp: Path, config_text: str) -> Path:
+    """A dockerd launcher: dockerd in a private mount namespace whose /etc has capctl's default
+    config (an overlay on the host's /etc), so its hooks read that config and the host's /etc
+    is untouched."""
+    upper, work = tmp / "etc-upper", tmp / "etc-work"
+    (upper / "capctl").mkdir(parents=True)
+    work.mkdir()
+    (upper / "capctl/capctl.toml").write_text(config_text)
+    os.chmod(upper / "capctl/capctl.toml", 0o644)
+    launcher = tmp / "dockerd-ns"
+    launcher.write_text(
+        "#!/bin/sh\n"
+        "exec unshare -m --propagation private -- sh -c '"
+        f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc "
+        f'&& exec {shutil.which("dockerd")} "$@"\' dockerd "$@"\n'
+    )
+    launcher.chmod(0o755)
+    return launcher
+
+
+@needs_docker
+def test_docker_gpus_through_the_installed_link(tmp_path: Path, sim: Sim) -> None:
+    bindir = tmp_path / "bin"
+    subprocess.run([str(BIN / "capctl"), "install", "--no-hooks", "--docker-config",
+                    str(tmp_path / "u0.json"), "--containerd-dir", str(tmp_path / "u1"),
+                    "--crio-dir", str(tmp_path / "u2"), "--docker-hook-link", str(bindir)],
+                   check=True, capture_output=True)
+    assert os.readlink(bindir / "nvidia-container-runtime-hook") == str(BIN / "capctl-docker-hook")
+    launcher = dockerd_with_config(
+        tmp_path,
+        f'[hook]\nlog_file = "{sim.log}"\n'
+        f'[host]\ndriver_root = "{sim.root}"\ntopology = "{sim.topology}"\n',
+    )
+    # dockerd's environment reaches the hook; capctl's hook drops it (this one is harmless).
+    with DockerHarness(tmp_path, path_prepend=[bindir], dockerd=str(launcher),
+                       env={"CAPCTL_ROOT": "/nonexistent"}) as docker:
+        ctr = docker.run(extra=["--gpus", f'"device={MIG["uuid"]}"', "-v", sim.other()])
+        assert docker.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{OWN_GI}") == "ENXIO"
+        assert docker.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{OWN_CI}") == "ENXIO"
+        assert docker.probe(ctr, "/dev/nvidia0") == "ENXIO"
+        assert docker.probe(ctr, "/other/cap") == "EPERM"
+    assert MIG["uuid"] in sim.log.read_text()

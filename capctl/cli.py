@@ -220,6 +220,65 @@ def doctor_cmd(host: Host, as_json: bool) -> None:
         sys.exit(1)
 
 
+# --- install ----------------------------------------------------------------------------------
+
+
+@cli.command("install")
+@click.option("--hooks-dir", default=None, metavar="DIR",
+              help="hooks.d directory (podman, CRI-O); default /usr/share/containers/oci/hooks.d.")
+@click.option("--no-hooks", is_flag=True, help="Write no hooks.d definition.")
+@click.option("--always", is_flag=True,
+              help="hooks.d: run the hook for every container, not only annotated ones.")
+@click.option("--docker-config", default=None, metavar="FILE",
+              help="Docker daemon.json to add runtime 'capctl' to (default if /etc/docker exists).")
+@click.option("--containerd-dir", default=None, metavar="DIR",
+              help="containerd drop-in directory (default if /etc/containerd exists).")
+@click.option("--crio-dir", default=None, metavar="DIR",
+              help="CRI-O drop-in directory (default if /etc/crio exists).")
+@click.option("--docker-hook-link", default=None, metavar="DIR",
+              help="Also link DIR/nvidia-container-runtime-hook to capctl-docker-hook (Docker --gpus).")
+@click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
+@click.pass_context
+def install_cmd(
+    ctx: click.Context, hooks_dir: str | None, no_hooks: bool, always: bool,
+    docker_config: str | None, containerd_dir: str | None, crio_dir: str | None,
+    docker_hook_link: str | None, dry_run: bool,
+) -> None:
+    """Write capctl's hook and runtime definitions for this installation."""
+    from capctl import install
+
+    host: Host = ctx.obj
+    options: list[str] = []
+    if host.root != "/":
+        options += ["--root", os.path.abspath(host.root)]
+    if host.topology is not None:
+        options += ["--topology", os.path.abspath(host.topology)]
+    if host.config != DEFAULT_CONFIG:
+        options += ["--config", os.path.abspath(host.config)]
+    inst = install.Installation(sys.executable, os.path.dirname(sys.executable), tuple(options))
+    found = install.default_targets([d for d in ("/etc/docker", "/etc/containerd", "/etc/crio")
+                                     if os.path.isdir(d)])
+    writes = install.plan(
+        inst,
+        hooks_dir=None if no_hooks else (hooks_dir or install.HOOKS_DIR),
+        always=always,
+        docker_config=docker_config or found["docker_config"],
+        capctl_config=None if host.config == DEFAULT_CONFIG else os.path.abspath(host.config),
+        containerd_dir=containerd_dir or found["containerd_dir"],
+        crio_dir=crio_dir or found["crio_dir"],
+    )
+    verb = "would write" if dry_run else "wrote"
+    for w in writes:
+        if not dry_run:
+            install.write_atomic(w)
+        click.echo(f"{verb} {w.path}: {w.what}{' (replaced own file)' if w.replaces else ''}")
+        if dry_run:
+            click.echo("    " + w.text.rstrip().replace("\n", "\n    "))
+    if docker_hook_link is not None:
+        path = install.link_docker_hook(docker_hook_link, inst, dry_run=dry_run)
+        click.echo(f"{'would link' if dry_run else 'linked'} {path} -> {inst.docker_hook}")
+
+
 # --- resolve / topology ---------------------------------------------------------------
 
 

@@ -8,9 +8,10 @@ look at the real machine, as the hook would.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -165,29 +166,116 @@ def check_cgroups(
 
 
 HOOK_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
+DOCKER_CONFIG = "/etc/docker/daemon.json"
 
 
-def check_runtimes(hook_dirs: Iterable[str] = HOOK_DIRS) -> list[Finding]:
+def imports_capctl(path: str, argv0: str, env: Sequence[str]) -> str | None:
+    """Run ``path`` as a definition runs it (same ``argv[0]``, same env) importing capctl.
+
+    None when it imports; else why not.  ``argv[0]`` matters: a venv interpreter started as
+    ``python3`` finds itself on ``PATH`` and loses its site-packages.
+    """
+    import subprocess
+
+    environ = dict(e.split("=", 1) for e in env if "=" in e)
+    try:
+        res = subprocess.run(
+            [argv0, "-I", "-c", "import capctl.main"],
+            executable=path, env=environ, capture_output=True, text=True, timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"cannot run {path}: {err}"
+    if res.returncode != 0:
+        lines = res.stderr.strip().splitlines()
+        return lines[-1] if lines else f"exit status {res.returncode}"
+    return None
+
+
+def interpreter_of(program: str, argv0: str) -> tuple[str, str] | str:
+    """The interpreter a definition runs, as (path, argv[0]); or why it cannot be found.
+
+    A Python interpreter runs as itself; a console script (``capctl``, ``capctl-runtime``)
+    runs its ``#!`` line's interpreter.
+    """
+    if os.path.basename(program).startswith("python"):
+        return program, argv0
+    try:
+        with open(program, "rb") as f:
+            first = f.readline(4096).decode(errors="replace")
+    except OSError as err:
+        return f"{program}: {err.strerror or err}"
+    if not first.startswith("#!") or not first[2:].split():
+        return f"{program}: no #! line naming an interpreter"
+    python = first[2:].split()[0]
+    return python, python
+
+
+def check_definition(where: str, program: str, argv0: str, env: Sequence[str]) -> Finding:
+    """Whether one installed definition's interpreter imports capctl."""
+    found = interpreter_of(program, argv0)
+    why = found if isinstance(found, str) else imports_capctl(found[0], found[1], env)
+    if why is not None:
+        return Finding(Level.FAIL, f"{where}: its interpreter cannot import capctl: {why}",
+                       "capctl install (writes the definitions for this installation)")
+    return Finding(Level.OK, f"{where}: runs {program}, which imports capctl")
+
+
+def check_hook_file(path: str) -> Finding | None:
+    """One hooks.d file: None if it does not mention capctl, else whether it can run capctl."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as err:
+        return Finding(Level.WARN, f"{path}: unreadable ({err.strerror})")
+    if "capctl" not in text:
+        return None
+    try:
+        doc = json.loads(text)
+        hook = doc["hook"]
+        program = str(hook["path"])
+        args = hook.get("args") or [program]
+        env = [str(e) for e in hook.get("env", [])]
+    except (ValueError, KeyError, TypeError) as err:
+        return Finding(Level.FAIL, f"{path}: not a hooks.d definition ({err})", "capctl install")
+    return check_definition(f"OCI hook {path}", program, str(args[0]), env)
+
+
+def check_docker_runtime(config: str = DOCKER_CONFIG) -> list[Finding]:
+    """Docker's ``runtimes.capctl``: the wrapper's interpreter imports capctl."""
+    try:
+        doc = json.loads(Path(config).read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as err:
+        return [Finding(Level.WARN, f"{config}: unreadable ({err})")]
+    runtimes = doc.get("runtimes") if isinstance(doc, dict) else None
+    entry = runtimes.get("capctl") if isinstance(runtimes, dict) else None
+    if not isinstance(entry, dict):
+        return []
+    program = str(entry.get("path"))
+    return [check_definition(f"Docker runtime capctl ({config})", program, program, [])]
+
+
+def check_runtimes(
+    hook_dirs: Iterable[str] = HOOK_DIRS, docker_config: str = DOCKER_CONFIG
+) -> list[Finding]:
     out: list[Finding] = []
-    for tool in ("runc", "crun", "podman", "containerd"):
+    for tool in ("runc", "crun", "podman", "containerd", "dockerd"):
         if shutil.which(tool):
             out.append(Finding(Level.OK, f"{tool} found at {shutil.which(tool)}"))
     hooks = [
-        p
-        for d in hook_dirs
-        for p in glob.glob(f"{d}/*.json")
-        if "capctl" in Path(p).read_text(errors="replace")
+        f for d in hook_dirs for p in sorted(glob.glob(f"{d}/*.json"))
+        if (f := check_hook_file(p)) is not None
     ]
-    if hooks:
-        out.append(Finding(Level.OK, f"OCI hook installed: {', '.join(hooks)}"))
-    else:
+    out += hooks
+    if not hooks:
         out.append(
             Finding(
                 Level.WARN,
                 "no hooks.d entry runs capctl (podman/CRI-O); runc and containerd need it in their config",
-                "install -m 0644 hooks/oci-capctl.json /usr/share/containers/oci/hooks.d/ (see README)",
+                "capctl install (see README)",
             )
         )
+    out += check_docker_runtime(docker_config)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,9 +80,14 @@ def test_cgroup_version_as_the_hook_sees_it(tmp_path: Path) -> None:
 
 
 def test_hook_detected(tmp_path: Path) -> None:
+    # A definition that mentions capctl is checked by running its interpreter, not by grep.
+    capctl_script = Path(sys.executable).parent / "capctl"
+    (tmp_path / "oci-capctl.json").write_text(json.dumps({"hook": {"path": str(capctl_script)}}))
+    findings = doctor.check_runtimes([str(tmp_path)])
+    assert any(f.level is doctor.Level.OK and "OCI hook" in f.what for f in findings), findings
     (tmp_path / "oci-capctl.json").write_text('{"hook": {"path": "/usr/bin/capctl"}}')
     findings = doctor.check_runtimes([str(tmp_path)])
-    assert any(f.level is doctor.Level.OK and "OCI hook installed" in f.what for f in findings)
+    assert any(f.level is doctor.Level.FAIL and "/usr/bin/capctl" in f.what for f in findings)
     findings = doctor.check_runtimes([str(tmp_path / "none")])
     assert any(f.level is doctor.Level.WARN for f in findings)
 

@@ -1,8 +1,11 @@
-"""The shipped hook definitions: valid JSON, isolated interpreter, explicit minimal env."""
+"""The shipped hook definitions: valid JSON, isolated interpreter, explicit minimal env, and an
+interpreter that, started exactly as the definition starts it, imports capctl."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,8 @@ import pytest
 from capctl.main import HOOK_INTERPRETER_ARGS
 
 HOOKS = Path(__file__).resolve().parent.parent / "hooks"
+#: The install prefix the shipped files assume (hooks/README.md, README "Install").
+PREFIX = "/opt/capctl/venv"
 
 
 def _hook_entries() -> list[tuple[str, dict[str, object]]]:
@@ -31,6 +36,11 @@ def _hook_entries() -> list[tuple[str, dict[str, object]]]:
 ENTRIES = _hook_entries()
 
 
+def here(value: str) -> str:
+    """A shipped path with the documented install prefix replaced by this venv's."""
+    return value.replace(PREFIX, sys.prefix)
+
+
 def test_there_are_hook_files() -> None:
     assert len(ENTRIES) >= 3
 
@@ -42,3 +52,34 @@ def test_hook_is_isolated_with_explicit_env(name: str, hook: dict[str, object]) 
     assert args[1:] == [*HOOK_INTERPRETER_ARGS, "hook"], "isolated interpreter, options as arguments"
     env = hook["env"]
     assert isinstance(env, list) and env and all(str(e).startswith("PATH=") for e in env)
+
+
+@pytest.mark.parametrize(("name", "hook"), ENTRIES, ids=[n for n, _ in ENTRIES])
+def test_argv0_is_the_interpreter_path(name: str, hook: dict[str, object]) -> None:
+    # Python finds its venv from argv[0]: a bare "python3" resolves on PATH and loses capctl.
+    args = hook["args"]
+    assert isinstance(args, list) and args[0] == hook["path"]
+
+
+@pytest.mark.parametrize(("name", "hook"), ENTRIES, ids=[n for n, _ in ENTRIES])
+def test_shipped_definition_imports_capctl(name: str, hook: dict[str, object]) -> None:
+    """Run the definition's program with its own argv[0] and env (only the prefix moved)."""
+    args = [here(str(a)) for a in hook["args"]]  # type: ignore[attr-defined]
+    env = dict(str(e).split("=", 1) for e in hook["env"])  # type: ignore[attr-defined]
+    res = subprocess.run(
+        [args[0], "-I", "-c", "import capctl.main; print(capctl.main.__file__)"],
+        executable=here(str(hook["path"])), env=env, capture_output=True, text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("capctl/main.py")
+
+
+def test_bare_python3_argv0_loses_the_venv() -> None:
+    """The failure the full path avoids: the same venv interpreter, argv[0] = "python3"."""
+    res = subprocess.run(
+        ["python3", "-I", "-c", "import sys; print(sys.prefix)"],
+        executable=here(f"{PREFIX}/bin/python3"),
+        env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+        capture_output=True, text=True, check=True,
+    )
+    assert res.stdout.strip() != sys.prefix

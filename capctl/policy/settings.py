@@ -175,3 +175,47 @@ def _cache_write(path: StrPath, data: bytes, settings: Settings) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+
+
+# --- [host] and [runtime]: for entry points that cannot take capctl's options -----------------
+
+#: The real OCI runtime the wrapper runs when the config names none.
+DEFAULT_RUNTIME = "/usr/sbin/runc"
+
+
+@record
+class HostSettings:
+    """``[host]``: what ``--root`` and ``--topology`` give the ``capctl`` command line."""
+
+    driver_root: str = "/"
+    topology: str | None = None  # None: NVML
+
+
+@record
+class RuntimeSettings:
+    """``[runtime]``: the real OCI runtime ``capctl-runtime`` runs."""
+
+    runtime: str = DEFAULT_RUNTIME
+
+
+def _table(path: StrPath, table: dict[str, Any], name: str, keys: set[str]) -> dict[str, Any]:
+    sub = table.get(name, {})
+    if not isinstance(sub, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    unknown = set(sub) - keys
+    if unknown:
+        raise ConfigError(f"{path}: [{name}]: unknown setting(s) {', '.join(sorted(unknown))}")
+    for key, value in sub.items():
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise ConfigError(f"{path}: [{name}] {key} must be an absolute path")
+    return sub
+
+
+def host_from_table(path: StrPath, table: dict[str, Any]) -> HostSettings:
+    sub = _table(path, table, "host", {"driver_root", "topology"})
+    return HostSettings(sub.get("driver_root", "/"), sub.get("topology"))
+
+
+def runtime_from_table(path: StrPath, table: dict[str, Any]) -> RuntimeSettings:
+    sub = _table(path, table, "runtime", {"runtime"})
+    return RuntimeSettings(sub.get("runtime", DEFAULT_RUNTIME))

@@ -1,0 +1,133 @@
+"""The runtime wrapper's delivery: write a container's edits into its bundle's ``config.json``.
+
+What is added (OCI runtime spec ``config-linux.md``, "Devices" and "Device allowlist"): one
+``linux.devices`` entry per node (type ``c``, major, minor, the node's ``fileMode``, owner
+root) and one ``linux.resources.devices`` allow rule per node with exactly the node's access.
+The runtime then makes the nodes and the cgroup rules itself, and a systemd cgroup driver
+learns of the devices too (``DeviceAllow=``), so they survive ``systemctl daemon-reload``
+(``docs/runtimes.md``).  Every other field is kept as it was; the file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from capctl.edits.edits import Edits
+from capctl.errors import CapctlError, HookError
+
+
+def bundle_of(args: list[str]) -> str:
+    """The ``--bundle``/``-b`` of runc's ``create``/``run`` arguments; the cwd without one."""
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in ("--bundle", "-b", "-bundle"):
+            if eq:
+                return value
+            if i + 1 < len(args):
+                return args[i + 1]
+            raise HookError(f"runtime arguments: {arg} without a directory")
+    return os.getcwd()
+
+
+def container_id_of(args: list[str]) -> str:
+    """The container id: runc's last argument of ``create``/``run``."""
+    return args[-1] if args and not args[-1].startswith("-") else "-"
+
+
+def add_edits(spec: dict[str, Any], edits: Edits, where: str) -> dict[str, Any]:
+    """``spec`` with the edits' devices and allow rules added; every other field untouched.
+
+    A node already in ``linux.devices`` with the same numbers is kept; one at the same path
+    with other numbers is an error (a spec that would give the container something else there).
+    """
+    linux = spec.setdefault("linux", {})
+    if not isinstance(linux, dict):
+        raise HookError(f"{where}: linux is not an object")
+    devices = linux.setdefault("devices", [])
+    resources = linux.setdefault("resources", {})
+    if not isinstance(devices, list) or not isinstance(resources, dict):
+        raise HookError(f"{where}: linux.devices / linux.resources malformed")
+    rules = resources.setdefault("devices", [])
+    if not isinstance(rules, list):
+        raise HookError(f"{where}: linux.resources.devices is not a list")
+    present = {d.get("path"): d for d in devices if isinstance(d, dict)}
+    for node in edits.nodes:
+        old = present.get(node.path)
+        if old is not None:
+            if (old.get("type"), old.get("major"), old.get("minor")) != ("c", node.major, node.minor):
+                raise HookError(f"{where}: linux.devices has {node.path} as another device")
+        else:
+            devices.append({
+                "path": node.path, "type": "c", "major": node.major, "minor": node.minor,
+                "fileMode": node.mode, "uid": 0, "gid": 0,
+            })  # fmt: skip
+        rules.append({
+            "allow": True, "type": "c", "major": node.major, "minor": node.minor,
+            "access": node.access,
+        })  # fmt: skip
+    return spec
+
+
+def write_spec(path: str, spec: dict[str, Any]) -> None:
+    """Replace ``path`` atomically (temp file beside it, fsync, rename), keeping its mode."""
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+        tmp = f"{path}.capctl-{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+        try:
+            os.write(fd, json.dumps(spec).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as err:
+        raise HookError(f"{path}: cannot rewrite: {err.strerror or err}") from err
+
+
+def deliver(config: str, data: bytes | None, args: list[str], log: Any) -> None:
+    """Plan the container of runc's ``create``/``run`` ``args`` and write its edits."""
+    from capctl.deliver.hook import read_bundle_config
+    from capctl.edits.edits import from_plan
+    from capctl.host import Host
+    from capctl.policy import settings
+    from capctl.request import oci
+    from capctl.request.container import plan_for
+
+    table = settings.parse_config(config, data) if data is not None else {}
+    hs = settings.host_from_table(config, table)
+    host = Host(root=hs.driver_root, config=config, topology=hs.topology)
+    log.path = settings.from_table(config, table).hook_log
+    bundle = bundle_of(args)
+    cid = container_id_of(args)
+    log.container = cid
+    where = f"{bundle.rstrip('/')}/config.json"
+    raw = read_bundle_config(bundle)
+    ctr = oci.parse_config(raw, bundle, where)
+    plan = plan_for(host, ctr, log, container_id=cid)
+    if plan is None:
+        return
+    edits = from_plan(plan, host.root)
+    spec = json.loads(raw)
+    write_spec(where, add_edits(spec, edits, where))
+    log(f"{where}: added {', '.join(r.line() for r in edits.rules)}")
+
+
+def main(config: str, data: bytes | None, args: list[str]) -> int:
+    """Entry from :mod:`capctl.runtime_main`: one ``capctl-runtime: error:`` line on failure."""
+    import sys
+
+    from capctl.deliver.hook import Log
+
+    log = Log()
+    try:
+        deliver(config, data, args, log)
+    except CapctlError as err:
+        try:
+            log(f"error: {err}")
+        except OSError:
+            pass
+        sys.stderr.write(f"capctl-runtime: error: {err}\n")
+        return 1
+    return 0

@@ -1,0 +1,305 @@
+"""``capctl install``: write capctl's definitions for this installation into each runtime's place.
+
+What is written (``docs/runtimes.md``):
+
+- a hooks.d definition (podman, CRI-O), the directory created if missing (Debian's podman
+  does not create ``/usr/share/containers/oci/hooks.d``);
+- Docker's ``daemon.json``: a ``runtimes.capctl`` entry running ``capctl-runtime``, every
+  other key kept;
+- containerd's CRI runtime ``capctl`` (``options.BinaryName``) and CRI-O's runtime ``capctl``,
+  as TOML snippets in their drop-in directories;
+- with an explicit option only, a link named ``nvidia-container-runtime-hook`` to
+  ``capctl-docker-hook``, never over a file that is not capctl's.
+
+Each definition names this installation's interpreter by its full path, as both the program and
+``args[0]``: Python finds its virtual environment from ``argv[0]``, so a bare ``python3`` there
+makes a venv interpreter resolve itself on ``PATH`` and lose capctl (``docs/runtimes.md``).
+
+Nothing is clobbered: a file is replaced only when capctl wrote it (hook JSON that runs
+``capctl.main``, a TOML snippet starting with :data:`MARK`); ``daemon.json`` is merged, and a
+``capctl`` runtime there that runs something else is refused.  Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from capctl.errors import CapctlError
+from capctl.main import HOOK_INTERPRETER_ARGS
+
+#: First line of every TOML snippet capctl writes: how a later install knows the file is its own.
+MARK = "# Written by 'capctl install'; it replaces this file on the next install."
+HOOKS_DIR = "/usr/share/containers/oci/hooks.d"
+DOCKER_CONFIG = "/etc/docker/daemon.json"
+CONTAINERD_DIR = "/etc/containerd/conf.d"
+CRIO_DIR = "/etc/crio/crio.conf.d"
+HOOK_FILE = "oci-capctl.json"
+SNIPPET = "99-capctl.toml"
+CRIO_SNIPPET = "99-capctl.conf"
+RUNTIME_NAME = "capctl"
+NVIDIA_HOOK = "nvidia-container-runtime-hook"
+HOOK_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ANNOTATION = {"^capctl\\.io/nvidia$": "^(true|yes|1)$"}
+
+
+class InstallError(CapctlError):
+    """A definition cannot be installed (a foreign file in the way, an unreadable config)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Installation:
+    """Where this capctl lives and the options its entry points get."""
+
+    python: str  # the interpreter's full path (sys.executable of the venv)
+    bindir: str  # where the console scripts are (capctl-runtime, capctl-docker-hook)
+    options: tuple[str, ...] = ()  # global options for the hook: --root R --topology T --config C
+
+    @property
+    def runtime(self) -> str:
+        return os.path.join(self.bindir, "capctl-runtime")
+
+    @property
+    def docker_hook(self) -> str:
+        return os.path.join(self.bindir, "capctl-docker-hook")
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One file to write: its path, its new text, and whether it replaces an own file."""
+
+    path: str
+    text: str
+    what: str
+    replaces: bool = False
+
+
+def hook_command(inst: Installation) -> dict[str, Any]:
+    """The ``hook`` object of an OCI hook definition running this installation's hook."""
+    return {
+        "path": inst.python,
+        "args": [inst.python, *HOOK_INTERPRETER_ARGS, *inst.options, "hook"],
+        "env": [HOOK_ENV],
+        "timeout": 10,
+    }
+
+
+def hooks_d_definition(inst: Installation, *, always: bool) -> dict[str, Any]:
+    """A hooks.d (schema 1.0.0) definition: every container, or those annotated for capctl."""
+    when: dict[str, Any] = {"always": True} if always else {"annotations": dict(ANNOTATION)}
+    return {
+        "version": "1.0.0",
+        "hook": hook_command(inst),
+        "when": when,
+        "stages": ["createRuntime"],
+    }
+
+
+def is_own_hook(doc: object) -> bool:
+    """Whether a parsed hooks.d file runs capctl's hook entry (so capctl wrote it)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("hook"), dict):
+        return False
+    args = doc["hook"].get("args")
+    return isinstance(args, list) and HOOK_INTERPRETER_ARGS[-1] in args
+
+
+def docker_runtime(inst: Installation, capctl_config: str | None) -> dict[str, Any]:
+    """The ``daemon.json`` ``runtimes`` entry: dockerd puts ``runtimeArgs`` first."""
+    entry: dict[str, Any] = {"path": inst.runtime}
+    if capctl_config is not None:
+        entry["runtimeArgs"] = ["--capctl-config", capctl_config]
+    return entry
+
+
+def merge_daemon_json(path: str, current: str | None, entry: Mapping[str, Any]) -> str:
+    """``daemon.json`` with ``runtimes.capctl`` = ``entry``, every other key kept.
+
+    Refuses a file that is not a JSON object and a ``capctl`` runtime running another program.
+    """
+    doc: Any = {}
+    if current is not None and current.strip():
+        try:
+            doc = json.loads(current)
+        except json.JSONDecodeError as err:
+            raise InstallError(f"{path}: not valid JSON ({err}); fix it first") from err
+    if not isinstance(doc, dict):
+        raise InstallError(f"{path}: not a JSON object; refusing to change it")
+    runtimes = doc.setdefault("runtimes", {})
+    if not isinstance(runtimes, dict):
+        raise InstallError(f"{path}: 'runtimes' is not an object; refusing to change it")
+    old = runtimes.get(RUNTIME_NAME)
+    if old is not None and not _runs_capctl_runtime(old):
+        raise InstallError(
+            f"{path}: runtime {RUNTIME_NAME!r} runs {old.get('path') if isinstance(old, dict) else old!r}, "
+            "not capctl-runtime; refusing to replace it"
+        )
+    runtimes[RUNTIME_NAME] = dict(entry)
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _runs_capctl_runtime(entry: object) -> bool:
+    return isinstance(entry, dict) and os.path.basename(str(entry.get("path"))) == "capctl-runtime"
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string of printable text is a TOML basic string
+
+
+def containerd_snippet(inst: Installation) -> str:
+    """containerd's CRI runtime ``capctl`` (config version 2): runc v2 shim, our binary.
+
+    ``BinaryName`` takes no arguments, so the wrapper reads the default config.
+    """
+    table = 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes.capctl'
+    return (
+        f"{MARK}\n"
+        "# containerd 1.x reads it only when config.toml imports it:\n"
+        f'#   imports = ["{CONTAINERD_DIR}/*.toml"]\n'
+        "version = 2\n\n"
+        f"[{table}]\n"
+        'runtime_type = "io.containerd.runc.v2"\n\n'
+        f"[{table}.options]\n"
+        f"BinaryName = {_toml_str(inst.runtime)}\n"
+    )
+
+
+def crio_snippet(inst: Installation) -> str:
+    """CRI-O's runtime ``capctl`` (``crio.conf.d`` drop-in)."""
+    return (
+        f"{MARK}\n"
+        "[crio.runtime.runtimes.capctl]\n"
+        f"runtime_path = {_toml_str(inst.runtime)}\n"
+        'runtime_type = "oci"\n'
+        'runtime_root = "/run/capctl-runtime"\n'
+    )
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InstallError(f"{path}: cannot read: {err}") from err
+
+
+def plan_hook(path: str, inst: Installation, *, always: bool) -> Write:
+    text = json.dumps(hooks_d_definition(inst, always=always), indent=2) + "\n"
+    current = _read(path)
+    if current is not None:
+        try:
+            own = is_own_hook(json.loads(current))
+        except json.JSONDecodeError:
+            own = False
+        if not own:
+            raise InstallError(f"{path}: exists and does not run capctl; refusing to replace it")
+    return Write(path, text, "hooks.d definition (podman, CRI-O)", current is not None)
+
+
+def plan_snippet(path: str, text: str, what: str) -> Write:
+    current = _read(path)
+    if current is not None and not current.startswith(MARK):
+        raise InstallError(f"{path}: exists and was not written by capctl; refusing to replace it")
+    return Write(path, text, what, current is not None)
+
+
+def plan_docker(path: str, inst: Installation, capctl_config: str | None) -> Write:
+    current = _read(path)
+    text = merge_daemon_json(path, current, docker_runtime(inst, capctl_config))
+    return Write(path, text, "Docker runtime 'capctl' (daemon.json)", current is not None)
+
+
+def write_atomic(w: Write) -> None:
+    """Create the directory if needed, then temp file, fsync, rename over the target."""
+    directory = os.path.dirname(w.path) or "."
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        tmp = f"{w.path}.capctl-{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(w.text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, w.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError as err:
+        raise InstallError(f"{w.path}: cannot write: {err.strerror or err}") from err
+
+
+def link_docker_hook(directory: str, inst: Installation, *, dry_run: bool) -> str:
+    """A link ``DIR/nvidia-container-runtime-hook`` -> ``capctl-docker-hook``.
+
+    Refuses to replace anything but such a link: NVIDIA's own hook binary is never replaced.
+    """
+    path = os.path.join(directory, NVIDIA_HOOK)
+    try:
+        target: str | None = os.readlink(path)
+    except FileNotFoundError:
+        target = None
+    except OSError as err:  # EINVAL: a regular file, NVIDIA's binary or another one
+        raise InstallError(
+            f"{path}: exists and is not capctl's link ({err.strerror}); refusing to replace it"
+        ) from err
+    if target is not None and os.path.basename(target) != "capctl-docker-hook":
+        raise InstallError(f"{path}: links to {target}, not capctl; refusing to replace it")
+    if not dry_run:
+        tmp = f"{path}.capctl-{os.getpid()}"
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            os.symlink(inst.docker_hook, tmp)
+            os.rename(tmp, path)
+        except OSError as err:
+            raise InstallError(f"{path}: cannot link: {err.strerror or err}") from err
+    return path
+
+
+def plan(
+    inst: Installation,
+    *,
+    hooks_dir: str | None,
+    always: bool = False,
+    docker_config: str | None = None,
+    capctl_config: str | None = None,
+    containerd_dir: str | None = None,
+    crio_dir: str | None = None,
+) -> list[Write]:
+    """Every file to write; raises :class:`InstallError` before anything is written."""
+    out: list[Write] = []
+    if hooks_dir is not None:
+        out.append(plan_hook(os.path.join(hooks_dir, HOOK_FILE), inst, always=always))
+    if docker_config is not None:
+        out.append(plan_docker(docker_config, inst, capctl_config))
+    if containerd_dir is not None:
+        out.append(
+            plan_snippet(
+                os.path.join(containerd_dir, SNIPPET), containerd_snippet(inst),
+                "containerd CRI runtime 'capctl'",
+            )
+        )
+    if crio_dir is not None:
+        out.append(
+            plan_snippet(
+                os.path.join(crio_dir, CRIO_SNIPPET), crio_snippet(inst), "CRI-O runtime 'capctl'"
+            )
+        )
+    return out
+
+
+def default_targets(exists: Sequence[str] = ()) -> dict[str, str | None]:
+    """Runtime targets whose configuration directory exists on this host."""
+    present = {d for d in ("/etc/docker", "/etc/containerd", "/etc/crio") if d in exists}
+    return {
+        "docker_config": DOCKER_CONFIG if "/etc/docker" in present else None,
+        "containerd_dir": CONTAINERD_DIR if "/etc/containerd" in present else None,
+        "crio_dir": CRIO_DIR if "/etc/crio" in present else None,
+    }

@@ -1,0 +1,134 @@
+"""``capctl-runtime``: argument handling, the spec rewrite, and the fast path that execs the
+real runtime without importing capctl."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from capctl import runtime_main as rm
+from capctl.deliver import runtime
+from capctl.edits.edits import Edits, NodeEdit
+from capctl.errors import HookError
+from capctl.host import DEFAULT_CONFIG
+from capctl.policy import settings
+
+EDITS = Edits((
+    NodeEdit("/dev/nvidia0", "/dev/nvidia0", 195, 0, 0o666, "rw"),
+    NodeEdit("/dev/nvidia-caps/nvidia-cap30", "/dev/nvidia-caps/nvidia-cap30", 238, 30, 0o444, "r"),
+))  # fmt: skip
+
+
+def test_defaults_agree() -> None:
+    assert rm.DEFAULT_CONFIG == DEFAULT_CONFIG
+    assert rm.DEFAULT_RUNTIME == settings.DEFAULT_RUNTIME
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "sub"),
+    [
+        (["--capctl-config", "/c", "--root", "/r", "create", "--bundle", "/b", "x"], "/c", "create"),
+        (["--capctl-config=/c", "state", "x"], "/c", "state"),
+        (["--root", "/run/docker/runtime-runc/moby", "--log", "l", "--log-format", "json",
+          "--systemd-cgroup", "run", "-d", "x"], None, "run"),
+        (["--debug", "delete", "--force", "x"], None, "delete"),
+        (["--version"], None, None),
+    ],
+    ids=["own-option", "own-option-eq", "docker-globals", "flag", "no-subcommand"],
+)
+def test_split_and_subcommand(argv: list[str], config: str | None, sub: str | None) -> None:
+    got_config, args = rm.split_args(argv)
+    assert got_config == config
+    i = rm.subcommand(args)
+    assert (args[i] if i is not None else None) == sub
+
+
+@pytest.mark.parametrize(
+    ("args", "bundle"),
+    [(["--bundle", "/b", "id"], "/b"), (["-b=/b", "id"], "/b"), (["--pid-file", "p", "id"], None)],
+    ids=["long", "short-eq", "cwd"],
+)
+def test_bundle_of(args: list[str], bundle: str | None) -> None:
+    assert runtime.bundle_of(args) == (bundle or os.getcwd())
+
+
+def test_add_edits_keeps_every_other_field() -> None:
+    spec = {
+        "ociVersion": "1.0.2", "x-unknown": {"a": [1, 2.5]},
+        "linux": {"devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}],
+                  "resources": {"devices": [{"allow": False, "access": "rwm"}], "memory": {}},
+                  "cgroupsPath": "/x"},
+    }  # fmt: skip
+    out = runtime.add_edits(json.loads(json.dumps(spec)), EDITS, "config.json")
+    assert out["x-unknown"] == spec["x-unknown"] and out["linux"]["cgroupsPath"] == "/x"
+    assert out["linux"]["devices"][0]["path"] == "/dev/fuse"
+    assert out["linux"]["devices"][1:] == [
+        {"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0, "fileMode": 0o666,
+         "uid": 0, "gid": 0},
+        {"path": "/dev/nvidia-caps/nvidia-cap30", "type": "c", "major": 238, "minor": 30,
+         "fileMode": 0o444, "uid": 0, "gid": 0},
+    ]  # fmt: skip
+    assert out["linux"]["resources"]["devices"] == [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 195, "minor": 0, "access": "rw"},
+        {"allow": True, "type": "c", "major": 238, "minor": 30, "access": "r"},
+    ]
+    assert out["linux"]["resources"]["memory"] == {}
+
+
+def test_add_edits_refuses_another_device_at_the_path() -> None:
+    spec = {"linux": {"devices": [{"path": "/dev/nvidia0", "type": "c", "major": 1, "minor": 3}]}}
+    with pytest.raises(HookError, match="another device"):
+        runtime.add_edits(spec, EDITS, "config.json")
+
+
+def test_write_spec_is_atomic_and_keeps_mode(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text("{}")
+    os.chmod(path, 0o600)
+    runtime.write_spec(str(path), {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def _run_wrapper(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from capctl.runtime_main import main; sys.argv[0] = 'capctl-runtime'; main()"
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code, "--capctl-config", str(config), *args],
+        capture_output=True, text=True,
+    )
+
+
+def test_other_subcommands_exec_without_importing_capctl(tmp_path: Path) -> None:
+    real = tmp_path / "real-runc"
+    real.write_text('#!/bin/sh\necho "real $*"\n')
+    real.chmod(0o755)
+    config = tmp_path / "capctl.toml"
+    config.write_text(f'[runtime]\nruntime = "{real}"\n')
+    os.chmod(config, 0o644)
+    first = _run_wrapper(config, "--root", "/r", "state", "ctr1")
+    assert first.returncode == 0 and first.stdout == "real --root /r state ctr1\n", first.stderr
+    # The first call parsed the config and cached the runtime; the next ones import nothing
+    # of capctl but the entry module.
+    second = _run_wrapper(config, "kill", "ctr1", "KILL")
+    assert second.stdout == "real kill ctr1 KILL\n"
+    imported = {line.split("|")[-1].strip() for line in second.stderr.splitlines()}
+    assert {m for m in imported if m.startswith("capctl")} == {"capctl", "capctl.runtime_main"}
+    assert "tomllib" not in imported
+    # A changed config is read again, never the stale cache.
+    config.write_text('[runtime]\nruntime = "/bin/echo"\n')
+    assert _run_wrapper(config, "state", "x").stdout == "state x\n"
+
+
+def test_bad_runtime_config_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "capctl.toml"
+    config.write_text('[runtime]\nruntime = "runc"\n')
+    os.chmod(config, 0o644)
+    res = _run_wrapper(config, "state", "x")
+    assert res.returncode != 0 and "absolute path" in res.stderr

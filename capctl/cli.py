@@ -274,6 +274,43 @@ def topology_cmd(host: Host, as_json: bool) -> None:
     _table(rows, ("DEVICE", "MINOR", "GI", "CI", "UUID", "NAME/PROFILE", "PCI BUS ID"))
 
 
+# --- cdi -------------------------------------------------------------------------------------
+
+
+def _cdi_kind(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from capctl.deliver import cdi
+
+    try:
+        cdi.check_kind(value)
+    except CapctlError as err:
+        raise click.BadParameter(str(err)) from err
+    return value
+
+
+@cli.group("cdi")
+def cdi_group() -> None:
+    """Container Device Interface specs for CDI-aware runtimes."""
+
+
+@cdi_group.command("generate")
+@click.option("--output", "output", default=None, metavar="FILE",
+              help="Spec file to write atomically ('-': stdout).  "
+                   "[default: /var/run/cdi/capctl.io-mig.json]")
+@click.option("--kind", default="capctl.io/mig", show_default=True, callback=_cdi_kind,
+              metavar="VENDOR/CLASS", help="CDI kind of the devices.")
+@click.pass_obj
+def cdi_generate_cmd(host: Host, output: str | None, kind: str) -> None:
+    """A CDI spec for every MIG device and GPU of the host's current topology."""
+    from capctl.deliver import cdi, cdifile
+
+    output = cdi.DEFAULT_OUTPUT if output is None else output
+    if output == "-":
+        click.echo(cdifile.render(host, kind).decode("ascii"), nl=False)
+        return
+    changed = cdifile.generate(host, output, kind)
+    click.echo(f"{output}: {'written' if changed else 'unchanged'}", err=True)
+
+
 # --- hook -------------------------------------------------------------------------------------
 
 

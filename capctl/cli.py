@@ -149,6 +149,25 @@ def _grant_ownership(host: Host) -> dict[str, Any]:
     return dict(delegate.ownership(host))
 
 
+def _sync_cdi(host: Host, dry_run: bool) -> dict[str, Any] | None:
+    """Regenerate the CDI spec named by ``[cdi] output`` (None: not configured)."""
+    from capctl.deliver import cdifile
+    from capctl.policy import settings
+
+    output = settings.load_cdi(host.config).output
+    if output is None:
+        return None
+    if dry_run:
+        data = cdifile.render(host)
+        try:
+            with open(output, "rb") as f:
+                changed = f.read(len(data) + 1) != data
+        except FileNotFoundError:
+            changed = True
+        return {"path": output, "changed": changed}
+    return {"path": output, "changed": cdifile.refresh(host, output)}
+
+
 @cli.command("sync")
 @click.option(
     "--all",
@@ -166,10 +185,12 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
 
     # Also re-writes DeviceFileModify: 0 for granted capabilities (a driver reload resets it).
     report = sync.sync_host(host, everything=everything, dry_run=dry_run)
+    cdi_out = _sync_cdi(host, dry_run)
     if as_json:
         _print_json(
             {
                 "dry_run": dry_run,
+                **({} if cdi_out is None else {"cdi": cdi_out}),
                 "nodes": [
                     {"path": c.path, "action": c.action.value, "reason": c.reason or None}
                     for c in report.changes
@@ -189,6 +210,8 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
             click.echo(f"{would}{change.action.value}: {change.path}{why}")
     for skip in report.skipped:
         click.echo(f"skipped: {skip.name}: {skip.reason}")
+    if cdi_out is not None and (cdi_out["changed"] or verbose):
+        click.echo(f"{would}{'written' if cdi_out['changed'] else 'unchanged'}: {cdi_out['path']}")
     click.echo(
         f"{report.count(Action.CREATED)} {would}created, {report.count(Action.REPAIRED)} "
         f"{would}repaired, {report.count(Action.UNCHANGED)} unchanged, {len(report.skipped)} skipped"

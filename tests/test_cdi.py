@@ -228,3 +228,85 @@ def test_cli_default_output() -> None:
     assert cdi.DEFAULT_OUTPUT == "/var/run/cdi/capctl.io-mig.json"
     res = CliRunner().invoke(cli, ["cdi", "generate", "--help"])
     assert "/var/run/cdi/capctl.io-mig.json" in res.stdout
+
+
+# --- [cdi] output: sync keeps the spec current ---------------------------------------------
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "capctl.toml"
+    path.write_text(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def test_cdi_settings(tmp_path: Path) -> None:
+    from capctl.policy import settings
+
+    assert settings.load_cdi(tmp_path / "absent.toml").output is None
+    cfg = _config(tmp_path, '[hook]\nlog_file = "/l"\n[cdi]\noutput = "/etc/cdi/x.json"\n')
+    assert settings.load_cdi(cfg).output == "/etc/cdi/x.json"
+    assert settings.load(cfg).hook_log == "/l"  # the [hook] reader ignores [cdi]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['cdi = 1\n', '[cdi]\noutput = "rel.json"\n', '[cdi]\noutput = "/etc/cdi/x.yaml"\n',
+     '[cdi]\noutput = 3\n', '[cdi]\noutput = "/x.json"\nkind = "a/b"\n'],
+    ids=["not-a-table", "relative", "not-json", "not-a-string", "unknown-key"],
+)
+def test_bad_cdi_settings_refused(tmp_path: Path, text: str) -> None:
+    from capctl.errors import ConfigError
+    from capctl.policy import settings
+
+    with pytest.raises(ConfigError):
+        settings.load_cdi(_config(tmp_path, text))
+
+
+def _sync(root: Path, config: Path, *args: str) -> tuple[int, str, str]:
+    res = CliRunner().invoke(
+        cli, ["--root", str(root), "--topology", str(root / "topology.json"), "--config",
+              str(config), "sync", *args],
+        env={"CAPCTL_ROOT": None, "CAPCTL_TOPOLOGY": None, "CAPCTL_CONFIG": None})
+    return res.exit_code, res.stdout, res.stderr
+
+
+def test_sync_regenerates_the_spec(sim_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cdi" / "capctl.io-mig.json"
+    cfg = _config(tmp_path, f'[cdi]\noutput = "{out}"\n')
+    code, stdout, err = _sync(sim_root, cfg, "--dry-run")
+    assert (code, err) == (0, "") and f"would be written: {out}" in stdout
+    assert not out.exists()
+    code, stdout, err = _sync(sim_root, cfg)
+    assert (code, err) == (0, "") and f"written: {out}" in stdout
+    spec = json.loads(out.read_text())
+    assert check_spec(spec) == [] and check_spec(spec, profile=PODMAN_43) == []
+    code, stdout, _err = _sync(sim_root, cfg, "--json")
+    assert json.loads(stdout)["cdi"] == {"path": str(out), "changed": False}
+    # An instance destroyed (its capability files and its snapshot entry): the spec follows.
+    topo = json.loads((sim_root / "topology.json").read_text())
+    gone = topo["gpus"][1]["mig_devices"].pop()
+    (sim_root / "topology.json").write_text(json.dumps(topo))
+    os.unlink(sim_root / f"proc/driver/nvidia/capabilities/gpu1/mig/gi{gone['gi']}"
+              f"/ci{gone['ci']}/access")
+    code, stdout, _err = _sync(sim_root, cfg)
+    assert code == 0 and f"written: {out}" in stdout
+    names = [d["name"] for d in json.loads(out.read_text())["devices"]]
+    assert gone["uuid"] not in names and f"1:{gone['index']}" not in names
+
+
+def test_sync_removes_a_spec_it_cannot_make_current(sim_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "capctl.io-mig.json"
+    cfg = _config(tmp_path, f'[cdi]\noutput = "{out}"\n')
+    assert _sync(sim_root, cfg)[0] == 0 and out.exists()
+    m = TOPO["gpus"][0]["mig_devices"][0]  # destroyed, but the snapshot still names it
+    os.unlink(sim_root / f"proc/driver/nvidia/capabilities/gpu0/mig/gi{m['gi']}/ci0/access")
+    code, _stdout, err = _sync(sim_root, cfg)
+    assert code == 1 and "stale topology" in err
+    assert not out.exists()
+
+
+def test_sync_without_cdi_setting_writes_no_spec(sim_root: Path, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "")
+    code, stdout, _err = _sync(sim_root, cfg, "--json")
+    assert code == 0 and "cdi" not in json.loads(stdout)

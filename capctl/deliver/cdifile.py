@@ -17,7 +17,7 @@ import json
 import os
 
 from capctl.deliver import cdi
-from capctl.errors import NodeError
+from capctl.errors import CapctlError, NodeError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -112,3 +112,20 @@ def remove(path: str) -> bool:
 def generate(host: Host, output: str, kind: str = cdi.DEFAULT_KIND) -> bool:
     """Write the host's current spec to ``output``; False if the file was already current."""
     return write_atomic(output, render(host, kind))
+
+
+def refresh(host: Host, output: str, kind: str = cdi.DEFAULT_KIND) -> bool:
+    """:func:`generate`, for callers that keep a spec current (``sync``, ``watch``).
+
+    When the current spec cannot be built (a topology that disagrees with the driver's
+    capability files, a driver that is not loaded) the old file is removed before the error
+    is raised: a spec that is known to be out of date may map a destroyed instance's UUID to
+    capability minors a new instance now owns, while a missing spec only makes CDI requests
+    fail until the next refresh succeeds (fail closed).
+    """
+    try:
+        data = render(host, kind)
+    except CapctlError:
+        remove(output)
+        raise
+    return write_atomic(output, data)

@@ -436,27 +436,61 @@ def grants_cmd(host: Host, as_json: bool) -> None:
     show_default=True,
     help="Seconds without driver events before running sync.",
 )
+@click.option("--cdi-output", "cdi_output", default=None, metavar="FILE",
+              help="Keep this CDI spec current (default: [cdi] output of the config, if set).")
+@click.option(
+    "--poll",
+    type=click.FloatRange(0.05, 60.0),
+    default=0.5,
+    show_default=True,
+    help="Seconds between polls of the driver's MIG capability files.",
+)
 @click.pass_obj
-def watch_cmd(host: Host, quiet: float) -> None:
-    """Run sync at start and whenever the nvidia driver (re)loads, from kernel uevents
-    (an alternative to the udev rules).  Stops on SIGTERM/SIGINT."""
+def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> None:
+    """Run sync (and regenerate the CDI spec) at start, whenever the nvidia driver (re)loads
+    (kernel uevents: an alternative to the udev rules) and whenever MIG instances are created
+    or destroyed (a poll of the driver's capability files).  Stops on SIGTERM/SIGINT."""
+    import time
+
+    from capctl.deliver import cdifile
     from capctl.devfs import sync
-    from capctl.watch import uevent
+    from capctl.policy import settings
+    from capctl.watch import instances, uevent
+
+    if cdi_output is None:
+        cdi_output = settings.load_cdi(host.config).output
+    files = () if host.topology is None else (str(host.topology),)
+    poller = instances.Poller(host, files=files, settle=poll)
+    last_error: list[str] = [""]
+
+    def report(err: CapctlError | None) -> None:
+        msg = "" if err is None else str(err)
+        if msg and msg != last_error[0]:  # a retry that fails the same way says nothing new
+            click.echo(f"capctl: error: {msg}", err=True)
+        last_error[0] = msg
 
     def run_sync() -> None:
         try:
-            report = sync.sync_host(host)
-        except CapctlError as err:  # keep watching: the next driver event may fix it
-            click.echo(f"capctl: error: {err}", err=True)
+            rep = sync.sync_host(host)
+            n = sum(1 for c in rep.changes if c.action.value != "unchanged")
+            click.echo(f"sync: {n} node(s) created or repaired", err=True)
+            if cdi_output is not None and cdifile.refresh(host, cdi_output):
+                click.echo(f"cdi: {cdi_output} written", err=True)
+        except CapctlError as err:  # keep watching: the next event or poll may fix it
+            report(err)
+            poller.retry()
             return
-        n = sum(1 for c in report.changes if c.action.value != "unchanged")
-        click.echo(f"sync: {n} node(s) created or repaired", err=True)
+        report(None)
 
     def ready() -> None:
-        click.echo("watching kernel uevents for the nvidia driver", err=True)
+        click.echo("watching kernel uevents for the nvidia driver and MIG instances", err=True)
         run_sync()
 
-    uevent.watch(run_sync, quiet=quiet, on_ready=ready)
+    def tick() -> None:
+        if poller.poll(time.monotonic()):
+            run_sync()
+
+    uevent.watch(run_sync, quiet=quiet, on_ready=ready, on_tick=tick, tick=poll)
 
 
 def main() -> None:

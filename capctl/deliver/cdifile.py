@@ -30,8 +30,13 @@ DIR_MODE = 0o755
 
 
 def dumps(spec: dict[str, Any]) -> bytes:
-    """The spec file's bytes: indented JSON and a final newline."""
-    return (json.dumps(spec, indent=2) + "\n").encode("ascii")
+    """The spec file's bytes: compact JSON and a final newline.
+
+    Compact because a runtime parses every spec file on each start that asks for a CDI
+    device, at a cost that grows with the file's size (``docs/cdi.md``: podman 4.3 took
+    20 ms less per start for the simulated host's spec without indentation).
+    """
+    return (json.dumps(spec, separators=(",", ":")) + "\n").encode("ascii")
 
 
 def render(host: Host, kind: str = cdi.DEFAULT_KIND) -> bytes:

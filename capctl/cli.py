@@ -149,6 +149,25 @@ def _grant_ownership(host: Host) -> dict[str, Any]:
     return dict(delegate.ownership(host))
 
 
+def _sync_cdi(host: Host, dry_run: bool) -> dict[str, Any] | None:
+    """Regenerate the CDI spec named by ``[cdi] output`` (None: not configured)."""
+    from capctl.deliver import cdifile
+    from capctl.policy import settings
+
+    output = settings.load_cdi(host.config).output
+    if output is None:
+        return None
+    if dry_run:
+        data = cdifile.render(host)
+        try:
+            with open(output, "rb") as f:
+                changed = f.read(len(data) + 1) != data
+        except FileNotFoundError:
+            changed = True
+        return {"path": output, "changed": changed}
+    return {"path": output, "changed": cdifile.refresh(host, output)}
+
+
 @cli.command("sync")
 @click.option(
     "--all",
@@ -166,10 +185,12 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
 
     # Also re-writes DeviceFileModify: 0 for granted capabilities (a driver reload resets it).
     report = sync.sync_host(host, everything=everything, dry_run=dry_run)
+    cdi_out = _sync_cdi(host, dry_run)
     if as_json:
         _print_json(
             {
                 "dry_run": dry_run,
+                **({} if cdi_out is None else {"cdi": cdi_out}),
                 "nodes": [
                     {"path": c.path, "action": c.action.value, "reason": c.reason or None}
                     for c in report.changes
@@ -189,6 +210,8 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
             click.echo(f"{would}{change.action.value}: {change.path}{why}")
     for skip in report.skipped:
         click.echo(f"skipped: {skip.name}: {skip.reason}")
+    if cdi_out is not None and (cdi_out["changed"] or verbose):
+        click.echo(f"{would}{'written' if cdi_out['changed'] else 'unchanged'}: {cdi_out['path']}")
     click.echo(
         f"{report.count(Action.CREATED)} {would}created, {report.count(Action.REPAIRED)} "
         f"{would}repaired, {report.count(Action.UNCHANGED)} unchanged, {len(report.skipped)} skipped"
@@ -333,6 +356,43 @@ def topology_cmd(host: Host, as_json: bool) -> None:
     _table(rows, ("DEVICE", "MINOR", "GI", "CI", "UUID", "NAME/PROFILE", "PCI BUS ID"))
 
 
+# --- cdi -------------------------------------------------------------------------------------
+
+
+def _cdi_kind(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from capctl.deliver import cdi
+
+    try:
+        cdi.check_kind(value)
+    except CapctlError as err:
+        raise click.BadParameter(str(err)) from err
+    return value
+
+
+@cli.group("cdi")
+def cdi_group() -> None:
+    """Container Device Interface specs for CDI-aware runtimes."""
+
+
+@cdi_group.command("generate")
+@click.option("--output", "output", default=None, metavar="FILE",
+              help="Spec file to write atomically ('-': stdout).  "
+                   "[default: /var/run/cdi/capctl.io-mig.json]")
+@click.option("--kind", default="capctl.io/mig", show_default=True, callback=_cdi_kind,
+              metavar="VENDOR/CLASS", help="CDI kind of the devices.")
+@click.pass_obj
+def cdi_generate_cmd(host: Host, output: str | None, kind: str) -> None:
+    """A CDI spec for every MIG device and GPU of the host's current topology."""
+    from capctl.deliver import cdi, cdifile
+
+    output = cdi.DEFAULT_OUTPUT if output is None else output
+    if output == "-":
+        click.echo(cdifile.render(host, kind).decode("ascii"), nl=False)
+        return
+    changed = cdifile.generate(host, output, kind)
+    click.echo(f"{output}: {'written' if changed else 'unchanged'}", err=True)
+
+
 # --- hook -------------------------------------------------------------------------------------
 
 
@@ -435,27 +495,61 @@ def grants_cmd(host: Host, as_json: bool) -> None:
     show_default=True,
     help="Seconds without driver events before running sync.",
 )
+@click.option("--cdi-output", "cdi_output", default=None, metavar="FILE",
+              help="Keep this CDI spec current (default: [cdi] output of the config, if set).")
+@click.option(
+    "--poll",
+    type=click.FloatRange(0.05, 60.0),
+    default=0.5,
+    show_default=True,
+    help="Seconds between polls of the driver's MIG capability files.",
+)
 @click.pass_obj
-def watch_cmd(host: Host, quiet: float) -> None:
-    """Run sync at start and whenever the nvidia driver (re)loads, from kernel uevents
-    (an alternative to the udev rules).  Stops on SIGTERM/SIGINT."""
+def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> None:
+    """Run sync (and regenerate the CDI spec) at start, whenever the nvidia driver (re)loads
+    (kernel uevents: an alternative to the udev rules) and whenever MIG instances are created
+    or destroyed (a poll of the driver's capability files).  Stops on SIGTERM/SIGINT."""
+    import time
+
+    from capctl.deliver import cdifile
     from capctl.devfs import sync
-    from capctl.watch import uevent
+    from capctl.policy import settings
+    from capctl.watch import instances, uevent
+
+    if cdi_output is None:
+        cdi_output = settings.load_cdi(host.config).output
+    files = () if host.topology is None else (str(host.topology),)
+    poller = instances.Poller(host, files=files, settle=poll)
+    last_error: list[str] = [""]
+
+    def report(err: CapctlError | None) -> None:
+        msg = "" if err is None else str(err)
+        if msg and msg != last_error[0]:  # a retry that fails the same way says nothing new
+            click.echo(f"capctl: error: {msg}", err=True)
+        last_error[0] = msg
 
     def run_sync() -> None:
         try:
-            report = sync.sync_host(host)
-        except CapctlError as err:  # keep watching: the next driver event may fix it
-            click.echo(f"capctl: error: {err}", err=True)
+            rep = sync.sync_host(host)
+            n = sum(1 for c in rep.changes if c.action.value != "unchanged")
+            click.echo(f"sync: {n} node(s) created or repaired", err=True)
+            if cdi_output is not None and cdifile.refresh(host, cdi_output):
+                click.echo(f"cdi: {cdi_output} written", err=True)
+        except CapctlError as err:  # keep watching: the next event or poll may fix it
+            report(err)
+            poller.retry()
             return
-        n = sum(1 for c in report.changes if c.action.value != "unchanged")
-        click.echo(f"sync: {n} node(s) created or repaired", err=True)
+        report(None)
 
     def ready() -> None:
-        click.echo("watching kernel uevents for the nvidia driver", err=True)
+        click.echo("watching kernel uevents for the nvidia driver and MIG instances", err=True)
         run_sync()
 
-    uevent.watch(run_sync, quiet=quiet, on_ready=ready)
+    def tick() -> None:
+        if poller.poll(time.monotonic()):
+            run_sync()
+
+    uevent.watch(run_sync, quiet=quiet, on_ready=ready, on_tick=tick, tick=poll)
 
 
 def main() -> None:

@@ -7,6 +7,11 @@ with a size bound, and a malformed file is an error naming it, never "defaults".
 
     [hook]
     log_file = "/var/log/capctl-hook.log"   # besides syslog; absolute path
+
+    [cdi]
+    output = "/var/run/cdi/capctl.io-mig.json"   # sync also regenerates this CDI spec
+
+Each table has its own record and loader, so the hook never parses tables it does not use.
 """
 
 from __future__ import annotations
@@ -219,3 +224,36 @@ def host_from_table(path: StrPath, table: dict[str, Any]) -> HostSettings:
 def runtime_from_table(path: StrPath, table: dict[str, Any]) -> RuntimeSettings:
     sub = _table(path, table, "runtime", {"runtime"})
     return RuntimeSettings(sub.get("runtime", DEFAULT_RUNTIME))
+
+
+# --- [cdi] ------------------------------------------------------------------------------------
+
+
+@record
+class CdiSettings:
+    """``[cdi]``: where ``capctl sync`` also writes the CDI spec (None: it does not)."""
+
+    output: str | None = None
+
+
+def load_cdi(path: StrPath) -> CdiSettings:
+    """The ``[cdi]`` table of the config at ``path`` (defaults if there is none)."""
+    table = read_table(path)
+    return CdiSettings() if table is None else cdi_from_table(path, table)
+
+
+def cdi_from_table(path: StrPath, table: dict[str, Any]) -> CdiSettings:
+    """``output``: an absolute path ending in ``.json`` (CDI reads only ``*.json`` and
+    ``*.yaml`` spec files, container-device-interface pkg/cdi/spec-dirs.go)."""
+    cdi = table.get("cdi", {})
+    if not isinstance(cdi, dict):
+        raise ConfigError(f"{path}: [cdi] must be a table")
+    unknown = set(cdi) - {"output"}
+    if unknown:
+        raise ConfigError(f"{path}: [cdi]: unknown setting(s) {', '.join(sorted(unknown))}")
+    output = cdi.get("output")
+    if output is None:
+        return CdiSettings()
+    if not isinstance(output, str) or not output.startswith("/") or not output.endswith(".json"):
+        raise ConfigError(f"{path}: [cdi] output must be an absolute path ending in .json")
+    return CdiSettings(output=output)

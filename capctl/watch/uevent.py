@@ -131,6 +131,8 @@ async def _listen(
     debouncer: Debouncer,
     on_ready: Callable[[], None] | None,
     on_event: Callable[[Uevent], None] | None,
+    on_tick: Callable[[], None] | None = None,
+    tick: float = 0.5,
 ) -> None:
     from pyroute2.netlink.uevent import AsyncUeventSocket
 
@@ -149,11 +151,14 @@ async def _listen(
             on_ready()
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         recv: asyncio.Future[Any] | None = None
+        next_tick = time.monotonic() + tick
         try:
             while not stop.is_set():
                 if recv is None:
                     recv = asyncio.ensure_future(receive())
                 due = debouncer.due_at()
+                if on_tick is not None:
+                    due = next_tick if due is None else min(due, next_tick)
                 timeout = None if due is None else max(0.0, due - time.monotonic())
                 waiting: set[asyncio.Future[Any]] = {recv, stopping}
                 done, _pending = await asyncio.wait(
@@ -169,6 +174,9 @@ async def _listen(
                             debouncer.event(time.monotonic())
                 if not stop.is_set() and debouncer.take(time.monotonic()):
                     on_trigger()
+                if on_tick is not None and not stop.is_set() and time.monotonic() >= next_tick:
+                    on_tick()
+                    next_tick = time.monotonic() + tick
         finally:
             for fut in (recv, stopping):
                 if fut is not None and not fut.done():
@@ -187,11 +195,15 @@ def watch(
     match: Match = is_driver_event,
     on_ready: Callable[[], None] | None = None,
     on_event: Callable[[Uevent], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
+    tick: float = 0.5,
 ) -> None:
     """Call ``on_trigger`` after each burst of matching uevents; return on SIGTERM/SIGINT.
 
     ``on_trigger`` runs on the listening thread; events arriving meanwhile wait in the socket's
     receive buffer and cause one more run.  ``on_ready`` is called once the socket is bound
-    (no event after that is missed).
+    (no event after that is missed).  ``on_tick``, when given, is called every ``tick``
+    seconds on the same thread (the MIG instance poll: :mod:`capctl.watch.instances`).
     """
-    asyncio.run(_listen(on_trigger, match, Debouncer(quiet, max_delay), on_ready, on_event))
+    asyncio.run(_listen(on_trigger, match, Debouncer(quiet, max_delay), on_ready, on_event,
+                        on_tick, tick))

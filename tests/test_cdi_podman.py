@@ -1,0 +1,118 @@
+"""capctl's CDI spec in a real podman 4.3 (cgroup v1 and v2): podman creates the nodes and the
+device-cgroup rules from the spec alone, with no hook.
+
+On the simulated host the nvidia majors are unregistered, so in the container a node opens
+with ENXIO when the device cgroup allows it and EPERM when it denies it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from capctl import simulated
+from tests.support.clients import BUSYBOX, V1_DEVICES, Container, classify, probe_argv, unique_name
+from tests.support.podman import CDI_DIR, PodmanHarness
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(
+        not (os.geteuid() == 0 and BUSYBOX.exists() and shutil.which("runc")
+             and shutil.which("podman") and V1_DEVICES.is_dir()),
+        reason="needs root, runc, podman, busybox-static and a cgroup v1 devices hierarchy",
+    ),
+]
+
+TOPO = simulated.topology()
+GPU0 = TOPO["gpus"][0]
+GPU6 = TOPO["gpus"][6]  # index 6, device minor 7
+
+
+def cap_minor(gpu_minor: int, gi: int, ci: int | None = None) -> int:
+    name = f"gpu{gpu_minor}/gi{gi}/access" if ci is None else f"gpu{gpu_minor}/gi{gi}/ci{ci}/access"
+    return simulated.minor_of(name)
+
+
+def probe(podman: PodmanHarness, ctr: Container, path: str, mode: str = "r") -> str:
+    """:meth:`PodmanHarness.probe`; busybox says "can't create" for a failed ``<>`` open."""
+    res = podman.exec(ctr, probe_argv(path, mode))
+    res.stderr = (res.stderr or "").replace(f"can't create {path}:", f"can't open {path}:")
+    return classify(res, path)
+
+
+def capctl(root: Path, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "capctl", "--root", str(root), "--topology",
+         str(root / "topology.json"), *args],
+        check=True, capture_output=True,
+    )
+
+
+class CdiWorld:
+    """A synced simulated host whose CDI spec (kind capctl.io/mig) podman reads."""
+
+    def __init__(self, tmp: Path, podman: PodmanHarness):
+        self.root = tmp / "host"
+        simulated.build(self.root)
+        capctl(self.root, "sync", "--all")
+        self.spec = CDI_DIR / f"{unique_name()}.json"
+        podman.cdi_specs.append(self.spec)  # removed when the harness closes
+        capctl(self.root, "cdi", "generate", "--output", str(self.spec))
+        self.podman = podman
+
+    def node(self, minor: int) -> Path:
+        return self.root / "dev/nvidia-caps" / f"nvidia-cap{minor}"
+
+    def run(self, device: str, others: list[int]) -> Container:
+        extra = ["--device", f"capctl.io/mig={device}"]
+        for m in others:
+            extra += ["-v", f"{self.node(m)}:/other/cap{m}"]
+        return self.podman.run(extra=extra)
+
+
+@pytest.fixture(params=[False, True], ids=["cgroup-v1", "cgroup-v2"])
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[CdiWorld]:
+    with PodmanHarness(tmp_path, cgroup2=bool(request.param)) as podman:
+        yield CdiWorld(tmp_path, podman)
+
+
+@pytest.mark.parametrize("by", ["uuid", "index"])
+def test_mig_device(world: CdiWorld, by: str) -> None:
+    m = GPU6["mig_devices"][1]  # gpu minor 7, gi 2, ci 0
+    device = m["uuid"] if by == "uuid" else f"6:{m['index']}"
+    gi, ci = cap_minor(7, m["gi"]), cap_minor(7, m["gi"], m["ci"])
+    other = GPU6["mig_devices"][0]
+    others = [cap_minor(7, other["gi"]), cap_minor(7, other["gi"], other["ci"]), 1]
+    p = world.podman
+    ctr = world.run(device, others)
+    assert probe(p, ctr, f"/dev/nvidia-caps/nvidia-cap{gi}") == "ENXIO"
+    assert probe(p, ctr, f"/dev/nvidia-caps/nvidia-cap{ci}") == "ENXIO"
+    for path in ("/dev/nvidia7", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"):
+        assert probe(p, ctr, path, "rw") == "ENXIO", path
+    # Capabilities are read-only, as the hook grants them.
+    assert probe(p, ctr, f"/dev/nvidia-caps/nvidia-cap{gi}", "rw") == "EPERM"
+    # Another MIG device's capabilities and MIG config, bind-mounted in: denied.
+    for minor in others:
+        assert probe(p, ctr, f"/other/cap{minor}") == "EPERM"
+    listing = p.exec(ctr, ["/bin/busybox", "ls", "/dev/nvidia-caps"]).stdout.split()
+    assert sorted(listing) == sorted([f"nvidia-cap{gi}", f"nvidia-cap{ci}"])
+    assert p.exec(ctr, ["/bin/busybox", "test", "-e", "/dev/nvidia6"]).returncode != 0
+
+
+def test_whole_gpu(world: CdiWorld) -> None:
+    m = GPU0["mig_devices"][0]
+    others = [cap_minor(0, m["gi"]), cap_minor(0, m["gi"], m["ci"])]
+    p = world.podman
+    ctr = world.run(GPU0["uuid"], others)
+    assert probe(p, ctr, "/dev/nvidia0", "rw") == "ENXIO"
+    assert probe(p, ctr, "/dev/nvidiactl", "rw") == "ENXIO"
+    # A whole GPU in MIG mode is its parent node only: no MIG device's capability.
+    for minor in others:
+        assert probe(p, ctr, f"/other/cap{minor}") == "EPERM"
+    assert p.exec(ctr, ["/bin/busybox", "test", "-e", "/dev/nvidia-caps"]).returncode != 0

@@ -1,0 +1,211 @@
+"""Keeping the CDI spec current: the MIG instance change detector, then ``capctl watch
+--cdi-output`` following instances destroyed and created on a simulated host."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from capctl import simulated
+from capctl.driver import capfile, capnames
+from capctl.host import Host
+from capctl.watch.instances import Detector, Poller, fingerprint
+from tests.support.cdi_check import PODMAN_43, check_spec
+
+from .conftest import needs_root
+
+REPO = Path(__file__).resolve().parents[1]
+CAPS = "proc/driver/nvidia/capabilities"
+
+
+# --- the detector (pure) ---------------------------------------------------------------------
+
+A: Any = (("gpu0/mig/gi1/access", 1),)
+B: Any = (("gpu0/mig/gi1/access", 1), ("gpu0/mig/gi2/access", 2))
+
+
+@pytest.mark.parametrize(
+    ("observations", "want"),
+    [
+        ([(A, 0.0), (A, 5.0)], [False, False]),
+        ([(B, 0.0), (B, 0.4), (B, 0.6), (B, 5.0)], [False, False, True, False]),
+        ([(B, 0.0), (A, 0.3), (A, 0.9)], [False, False, False]),  # back to what was reported
+        ([(B, 0.0), (A, 0.3), (B, 0.6), (B, 1.0), (B, 1.2)], [False, False, False, False, True]),
+    ],
+    ids=["unchanged", "change-settles-once", "change-undone", "still-changing"],
+)
+def test_detector(observations: list[tuple[Any, float]], want: list[bool]) -> None:
+    d = Detector(settle=0.5)
+    d.start(A)
+    assert [d.observe(fp, now) for fp, now in observations] == want
+
+
+def test_detector_retry() -> None:
+    d = Detector(settle=0.5)
+    d.start(A)
+    assert [d.observe(B, 0.0), d.observe(B, 1.0), d.observe(B, 1.5)] == [False, True, False]
+    d.retry()
+    assert d.observe(B, 2.0) is True
+    assert d.observe(B, 2.5) is False
+
+
+def _new_instance(root: Path, gpu_minor: int, gi: int, ci: int) -> None:
+    for name in (capnames.gi_name(gpu_minor, gi), capnames.ci_name(gpu_minor, gi, ci)):
+        path = root / capnames.proc_relpath(name, capnames.Source.MIG)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cf = capfile.CapabilityFile(simulated.minor_of(name), capnames.DEFAULT_MODE, True)
+        path.write_text(capfile.format_capability_file(cf))
+
+
+def test_fingerprint_sees_instances_reloads_and_the_snapshot(sim_host: Host,
+                                                             sim_root: Path) -> None:
+    snap = str(sim_root / "topology.json")
+    fp = fingerprint(sim_host, (snap,))
+    assert fingerprint(sim_host, (snap,)) == fp
+    assert ("gpu7/mig/gi2/ci0/access" in dict(fp)) and ("gpu7/mig/gi2/access" in dict(fp))
+    shutil.rmtree(sim_root / CAPS / "gpu7/mig/gi2/ci0")  # a compute instance destroyed
+    fp2 = fingerprint(sim_host, (snap,))
+    assert fp2 != fp and "gpu7/mig/gi2/ci0/access" not in dict(fp2)
+    _new_instance(sim_root, 0, 14, 3)  # a GPU instance and a compute instance created
+    fp3 = fingerprint(sim_host, (snap,))
+    assert "gpu0/mig/gi14/ci3/access" in dict(fp3)
+    os.utime(snap, ns=(1, 1))  # the snapshot rewritten
+    assert fingerprint(sim_host, (snap,)) != fp3
+    # A driver reload: the same instances under new directories.
+    fp4 = fingerprint(sim_host, (snap,))
+    tree = sim_root / CAPS / "gpu1"
+    shutil.copytree(tree, sim_root / "gpu1.new")
+    shutil.rmtree(tree)
+    os.rename(sim_root / "gpu1.new", tree)
+    assert fingerprint(sim_host, (snap,)) != fp4
+    shutil.rmtree(sim_root / CAPS)  # driver unloaded
+    assert fingerprint(sim_host) == ()
+
+
+def test_poller(sim_host: Host, sim_root: Path) -> None:
+    p = Poller(sim_host, settle=0.2)
+    assert p.poll(0.0) is False
+    _new_instance(sim_root, 0, 14, 3)
+    assert [p.poll(1.0), p.poll(1.1), p.poll(1.3), p.poll(2.0)] == [False, False, True, False]
+
+
+# --- capctl watch --cdi-output -------------------------------------------------------------
+
+GOAL = 2.0
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.rename(tmp, path)
+
+
+class Reader(threading.Thread):
+    """Reads the spec over and over, as a runtime would, noting anything that is not JSON."""
+
+    def __init__(self, path: Path):
+        super().__init__(daemon=True)
+        self.path = path
+        self.stop = threading.Event()
+        self.reads = 0
+        self.missing = 0
+        self.bad: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                text = self.path.read_text()
+            except FileNotFoundError:
+                self.missing += 1
+                continue
+            try:
+                json.loads(text)
+            except ValueError as err:
+                self.bad.append(f"{err}: {text[:80]!r}")
+            self.reads += 1
+
+
+def _names(path: Path) -> list[str]:
+    try:
+        return [d["name"] for d in json.loads(path.read_text())["devices"]]
+    except (FileNotFoundError, ValueError):
+        return []
+
+
+def _wait(pred: Any, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if pred():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+def test_watch_keeps_the_spec_current(sim_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cdi" / "capctl.io-mig.json"
+    snap = sim_root / "topology.json"
+    cmd = ["unshare", "-n", sys.executable, "-m", "capctl", "--root", str(sim_root),
+           "--topology", str(snap), "--config", str(tmp_path / "c.toml"), "watch",
+           "--cdi-output", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    reader = Reader(out)
+    try:
+        _wait(out.exists, 30)  # written at start
+        first = json.loads(out.read_text())
+        assert check_spec(first) == [] and check_spec(first, profile=PODMAN_43) == []
+        reader.start()
+        topo = json.loads(snap.read_text())
+
+        # Destroy MIG device 1:3 (GPU 1, gi 2, ci 0): NVML stops listing it, then the driver
+        # removes its capability files.
+        gone = topo["gpus"][1]["mig_devices"].pop(3)
+        _write_json(snap, topo)
+        shutil.rmtree(sim_root / CAPS / f"gpu1/mig/gi{gone['gi']}")
+        took = _wait(lambda: gone["uuid"] not in _names(out), 10)
+        assert took <= GOAL, took
+        assert "1:3" not in _names(out)
+
+        # Create gi 14 / ci 0 on GPU 0: the driver makes the capability files, then NVML
+        # lists the new MIG device.
+        _new_instance(sim_root, 0, 14, 0)
+        new = {"index": 7, "uuid": "MIG-" + "ab" * 4 + "-cdef-4012-8345-" + "67" * 6,
+               "gi": 14, "ci": 0, "profile": "1g.5gb"}
+        topo["gpus"][0]["mig_devices"].append(new)
+        _write_json(snap, topo)
+        took = _wait(lambda: new["uuid"] in _names(out), 10)
+        assert took <= GOAL, took
+        spec = json.loads(out.read_text())
+        assert check_spec(spec) == [] and check_spec(spec, profile=PODMAN_43) == []
+        dev = {d["name"]: d for d in spec["devices"]}["0:7"]
+        minors = [n["minor"] for n in dev["containerEdits"]["deviceNodes"] if n["major"] == 238]
+        assert minors == [simulated.minor_of("gpu0/gi14/access"),
+                          simulated.minor_of("gpu0/gi14/ci0/access")]
+        # The new instance's node was made by the same run (watch also syncs).
+        assert (sim_root / "dev/nvidia-caps" / f"nvidia-cap{minors[1]}").exists()
+    finally:
+        reader.stop.set()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _out, err = proc.communicate()
+    if reader.is_alive():
+        reader.join(5)
+    assert proc.returncode == 0, err
+    assert reader.bad == [] and reader.missing == 0
+    assert reader.reads > 10
+    assert [n for n in os.listdir(out.parent) if n != out.name] == []  # no temporary left

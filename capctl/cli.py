@@ -179,11 +179,12 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
                     for c in report.link_changes
                 ],
                 "skipped": [{"name": s.name, "reason": s.reason} for s in report.skipped],
+                "removed": [{"path": c.path, "reason": c.reason} for c in report.removed],
             }
         )
         return
     would = "would be " if dry_run else ""
-    for change in report.changes + report.link_changes:
+    for change in [*report.removed, *report.changes, *report.link_changes]:
         if change.action is not Action.UNCHANGED or verbose:
             why = f" ({change.reason})" if change.reason else ""
             click.echo(f"{would}{change.action.value}: {change.path}{why}")
@@ -192,6 +193,7 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
     click.echo(
         f"{report.count(Action.CREATED)} {would}created, {report.count(Action.REPAIRED)} "
         f"{would}repaired, {report.count(Action.UNCHANGED)} unchanged, {len(report.skipped)} skipped"
+        + (f", {len(report.removed)} {would}removed" if len(report.removed) else "")
     )
 
 

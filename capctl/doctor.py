@@ -114,7 +114,11 @@ def check_nodes(host: Host) -> list[Finding]:
         out.append(Finding(Level.FAIL, f"{change.path}: {change.reason}", "capctl sync"))
     if len(wrong) > 5:
         out.append(Finding(Level.FAIL, f"... and {len(wrong) - 5} more wrong nodes", "capctl sync"))
-    if not missing and not wrong:
+    for change in report.removed:
+        out.append(
+            Finding(Level.FAIL, f"{change.path}: stray node: {change.reason}", "capctl sync")
+        )
+    if not missing and not wrong and not len(report.removed):
         out.append(Finding(Level.OK, f"all {len(report.changes)} capability nodes in place"))
     if plan.skipped:
         out.append(

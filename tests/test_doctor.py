@@ -28,7 +28,7 @@ def test_healthy_after_sync(sim_root: Path, tmp_path: Path) -> None:
     CliRunner().invoke(cli, ["--root", str(sim_root), "sync"])
     _code, report = _doctor(sim_root, tmp_path)
     assert all(f["level"] != "fail" for f in report["driver"] + report["nodes"]), report
-    assert any("all 46 capability nodes in place" in f["what"] for f in report["nodes"])
+    assert any("all 48 capability nodes in place" in f["what"] for f in report["nodes"])
 
 
 def test_missing_nodes_fail_with_fix(sim_root: Path, tmp_path: Path) -> None:

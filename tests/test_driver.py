@@ -91,7 +91,7 @@ def test_unrelated_files_in_capabilities_dir_are_ignored(sim_host: Host, sim_roo
 
 def test_nvlink_capability_exists(sim_host: Host, sim_root: Path) -> None:
     path = sim_root / "proc/driver/nvidia-nvlink/capabilities/fabric-mgmt"
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the simulated host has it already
     path.write_text("DeviceFileMinor: 0\nDeviceFileMode: 256\nDeviceFileModify: 1\n")
     assert procfs.load(sim_host).existing["fabric-mgmt"].minor == 0
 
@@ -191,8 +191,9 @@ def test_symlinked_capability_directory_is_not_entered(
 def test_capabilities_tree_walk_finds_every_file(sim_host: Host, sim_root: Path) -> None:
     base = sim_root / "proc/driver/nvidia/capabilities"
     on_disk = {str(p) for p in base.rglob("*") if p.is_file()}
+    nvlink = str(sim_root / "proc/driver/nvidia-nvlink/capabilities/fabric-mgmt")
     found = procfs._existing_mig(sim_host, procfs.load_table(sim_host))
-    assert set(found.values()) == on_disk
+    assert set(found.values()) == on_disk | {nvlink}
     assert found["gpu0/gi7/ci0/access"] == str(base / "gpu0/mig/gi7/ci0/access")
 
 
@@ -200,6 +201,7 @@ def test_no_capabilities_directory_means_none_exist(sim_host: Host, sim_root: Pa
     import shutil
 
     shutil.rmtree(sim_root / "proc/driver/nvidia/capabilities")
+    shutil.rmtree(sim_root / "proc/driver/nvidia-nvlink/capabilities")
     assert dict(procfs.load(sim_host).existing) == {}
 
 

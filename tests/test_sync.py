@@ -46,7 +46,7 @@ def test_creates_existing_capabilities(sim_host: Host, sim_root: Path) -> None:
         st = os.lstat(node(sim_root, name))
         assert stat.S_ISCHR(st.st_mode)
         assert os.major(st.st_rdev) == 238 and os.minor(st.st_rdev) == simulated.minor_of(name)
-        assert stat.S_IMODE(st.st_mode) == (0o400 if name == "config" else 0o444)
+        assert stat.S_IMODE(st.st_mode) == simulated.mode_of(name)  # fabric-*: 0400 too
         assert (st.st_uid, st.st_gid) == (0, 0)
     assert stat.S_IMODE(os.stat(sim_root / CAPS).st_mode) == 0o755
     # Capabilities that do not exist get no node without --all.

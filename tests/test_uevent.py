@@ -193,8 +193,8 @@ def test_cli_watch_syncs_on_driver_load(sim_root: Path, tmp_path: Path) -> None:
     lines = res.stdout.splitlines()
     assert res.returncode == 0, res.stderr
     assert lines[0].startswith("watching")
-    assert lines[1].startswith("sync: 46 node(s)")
+    assert lines[1].startswith("sync: 48 node(s)")
     assert lines[2] == "after-unrelated False"
-    assert lines[3].startswith("sync: 46 node(s)")
+    assert lines[3].startswith("sync: 48 node(s)")
     assert lines[4] == "rc 0 ''"  # one sync for the whole burst, then a clean exit
     assert (caps_dir / "nvidia-cap1").exists()

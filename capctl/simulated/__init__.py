@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capctl.driver import capfile, capnames
+from capctl.driver import capnames
 
 CAPS_MAJOR = 238
 FRONTEND_MAJOR = 195
@@ -122,8 +122,17 @@ def mig_minors_text() -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The nvlink and sys capabilities, with their minors: ``fabric-mgmt`` first of all, and
+#: ``fabric-imex-mgmt`` after the last MIG minor (``docs/driver.md``, "Minors").
+OTHER_CAPS = {"fabric-mgmt": 0, "fabric-imex-mgmt": 3 + N_GPUS * N_GIS * (1 + N_CIS)}
+#: Their ``*-minors`` files.
+OTHER_SOURCES = {"fabric-mgmt": capnames.Source.NVLINK, "fabric-imex-mgmt": capnames.Source.SYS}
+
+
 def minor_of(name: str) -> int:
-    """The simulated driver's minor for a MIG capability name (same layout as the driver)."""
+    """The simulated driver's minor for a capability name (same layout as the driver)."""
+    if name in OTHER_CAPS:
+        return OTHER_CAPS[name]
     ref = capnames.parse_mig_name(name)
     if ref is None:
         raise ValueError(name)
@@ -160,14 +169,39 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def capability_names() -> list[str]:
-    """Every capability that exists on the simulated host (has a proc file)."""
+def mode_of(name: str) -> int:
+    """The driver's ``DeviceFileMode`` of a capability: 0400 for ``config`` and the fabric
+    capabilities, 0444 for the rest (``docs/driver.md``, "Default modes")."""
+    return capnames.CONFIG_MODE if name == "config" or name in OTHER_CAPS else capnames.DEFAULT_MODE
+
+
+def mig_capability_names() -> list[str]:
+    """Every MIG capability that exists on the simulated host (has a proc file)."""
     names = ["config", "monitor"]
     for gpu in GPUS:
         for _profile, gi, cis in gpu.instances or ():
             names.append(capnames.gi_name(gpu.minor, gi))
             names.extend(capnames.ci_name(gpu.minor, gi, ci) for ci in cis)
     return names
+
+
+def capability_names() -> list[str]:
+    """Every capability that exists on the simulated host (has a proc file): the MIG ones,
+    then ``fabric-mgmt`` and ``fabric-imex-mgmt``."""
+    return mig_capability_names() + list(OTHER_CAPS)
+
+
+def write_capability_file(root: Path, name: str, *, modify: int = 1) -> Path:
+    """Write (or rewrite) one capability's proc file as the driver would after allocating it:
+    its minor, its default mode and ``DeviceFileModify: <modify>``."""
+    source = OTHER_SOURCES.get(name, capnames.Source.MIG)
+    path = root / capnames.proc_relpath(name, source)
+    _write(
+        path,
+        f"DeviceFileMinor: {minor_of(name)}\nDeviceFileMode: {mode_of(name)}\n"
+        f"DeviceFileModify: {modify}\n",
+    )
+    return path
 
 
 def build(root: Path, *, dev_nodes: bool = True) -> dict[str, Any]:
@@ -181,12 +215,10 @@ def build(root: Path, *, dev_nodes: bool = True) -> dict[str, Any]:
     _write(root / capnames.MINORS_DIR / "nvlink-minors", "fabric-mgmt 0\n")
     _write(
         root / capnames.MINORS_DIR / "sys-minors",
-        f"fabric-imex-mgmt {minor_of('gpu31/gi14/ci7/access') + 1}\n",
+        f"fabric-imex-mgmt {OTHER_CAPS['fabric-imex-mgmt']}\n",
     )
     for name in capability_names():
-        mode = capnames.CONFIG_MODE if name == "config" else capnames.DEFAULT_MODE
-        cf = capfile.CapabilityFile(minor_of(name), mode, True)
-        _write(root / capnames.proc_relpath(name, capnames.Source.MIG), capfile.format_capability_file(cf))
+        write_capability_file(root, name)
     topo = topology()
     for gpu in GPUS:
         _write(

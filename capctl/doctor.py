@@ -49,7 +49,7 @@ def check_driver(host: Host) -> list[Finding]:
         out.append(
             Finding(
                 Level.FAIL,
-                "nvidia driver not loaded (no nvidia-frontend/nvidia major in /proc/devices)",
+                "nvidia driver not loaded (no nvidia or nvidia-frontend major in /proc/devices)",
                 "modprobe nvidia",
             )
         )
@@ -71,8 +71,10 @@ def check_driver(host: Host) -> list[Finding]:
         out.append(
             Finding(
                 Level.FAIL,
-                "capabilities use the legacy /proc interface: capctl manages /dev/nvidia-caps nodes",
-                "load nvidia with nv_cap_enable_devfs=1 (options nvidia nv_cap_enable_devfs=1 in /etc/modprobe.d)",
+                f"capability files under {capdir} but no {mig_minors}: every driver since R450 "
+                "publishes it (docs/driver.md, \"Minors files\")",
+                "check that --root is the driver's root and its /proc is complete; "
+                "upgrade a driver older than R450",
             )
         )
     elif majors.frontend is not None:

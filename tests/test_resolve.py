@@ -218,7 +218,7 @@ def test_no_frontend_major(bare_host: Host) -> None:
     state = procfs.load(bare_host)
     state = replace(state, majors=replace(state.majors, frontend=None))
     topo = topology.load_snapshot(Path(bare_host.root) / "topology.json")
-    with pytest.raises(DriverError, match="nvidia-frontend"):
+    with pytest.raises(DriverError, match=r"'nvidia' .*'nvidia-frontend'"):
         resolve.resolve(parse_request("0"), topo, state, bare_host)
 
 

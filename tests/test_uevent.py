@@ -44,7 +44,7 @@ def ev(action: str, devpath: str, subsystem: str, **env: str) -> Uevent:
         (ev("bind", "/devices/pci0000:00/0000:00:03.0", "pci", DRIVER="virtio-pci"), False),
         (ev("add", "/devices/pci0000:00/0000:00:07.0", "pci", DRIVER="nvidia"), False),
         (ev("add", "/devices/virtual/nvidia-caps-imex-channels/channel0",
-            "nvidia-caps-imex-channels"), True),
+            "nvidia-caps-imex-channels"), False),  # IMEX channels: not capctl's nodes
         (ev("remove", "/devices/virtual/nvidia-caps-imex-channels/channel0",
             "nvidia-caps-imex-channels"), False),
         (ev("change", "/devices/virtual/mem/null", "mem"), False),

@@ -161,11 +161,17 @@ def _ensure_char_links(
     """``/dev/char/<major>:<minor>`` -> ``../nvidia-caps/nvidia-capN``.
 
     systemd's ``DeviceAllow=`` resolves nodes through these links, and nvidia-modprobe makes
-    them too; udev would, but it does not know about nodes it did not create.
+    them too; udev would, but it does not know about nodes it did not create.  Also for the
+    capabilities left alone (``DeviceFileModify`` not 1): nvidia-modprobe makes the link
+    whatever that value says (``docs/driver.md``, "/dev/char links").
     """
     # bytes: what readlink(2) returns, compared undecoded (nodes.ensure_links); the node's
     # name is capnames.node_name(minor).
     minors = [spec.minor for _c, spec in p.specs]
+    for skip in p.skipped:
+        cap = state.table.get(skip.name)
+        if cap is not None:
+            minors.append(cap.minor)
     prefix = b"%d:" % state.caps_major
     names = [prefix + b"%d" % minor for minor in minors]
     if dry_run and not os.path.isdir(host.path(CHAR_DIR)):

@@ -19,9 +19,20 @@ _CAPFILE_KEYS = ("DeviceFileMinor", "DeviceFileMode", "DeviceFileModify")
 
 
 def _capfile_line(line: str) -> tuple[str, int] | None:
-    """``(DeviceFileMinor|DeviceFileMode|DeviceFileModify): ([0-9]{1,7})``: a capability file
-    line's key and value, None if malformed."""
+    """``(DeviceFileMinor|DeviceFileMode): ([0-9]{1,7})|DeviceFileModify: (-?[0-9]{1,10})``:
+    a capability file line's key and value, None if malformed.
+
+    ``DeviceFileModify`` is whatever integer was last written to the file: the driver stores
+    and prints any ``int`` (``docs/driver.md``, "DeviceFileModify").
+    """
     key, _, value_text = line.partition(": ")
+    if key == "DeviceFileModify":
+        negative = value_text[:1] == "-"
+        digits = value_text[1:] if negative else value_text
+        if len(digits) > 10:
+            return None
+        value = _digits(digits)
+        return None if value < 0 else (key, -value if negative else value)
     if key not in _CAPFILE_KEYS or len(value_text) > 7:
         return None
     value = _digits(value_text)
@@ -34,12 +45,15 @@ class CapabilityFile:
 
     minor: int
     mode: int
+    #: Whether the driver's helper (nvidia-modprobe) manages the node: ``DeviceFileModify``
+    #: is exactly 1.  Any other value, 0 or not, means "leave it alone", as nvidia-modprobe
+    #: reads it (``docs/driver.md``, "DeviceFileModify").
     modify: bool
 
 
 def parse_capability_file(text: str, path: str) -> CapabilityFile:
     """Parse a capability proc file: ``DeviceFileMinor``, ``DeviceFileMode`` (decimal),
-    ``DeviceFileModify`` (0 or 1), each exactly once."""
+    ``DeviceFileModify`` (any integer; only 1 means managed), each exactly once."""
     fields: dict[str, int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -63,9 +77,7 @@ def parse_capability_file(text: str, path: str) -> CapabilityFile:
         raise ParseError(path, f"DeviceFileMinor {minor} out of range")
     if mode > 0o777:
         raise ParseError(path, f"DeviceFileMode {mode} is not a permission mode (want <= 511)")
-    if modify not in (0, 1):
-        raise ParseError(path, f"DeviceFileModify {modify} (want 0 or 1)")
-    return CapabilityFile(minor, mode, bool(modify))
+    return CapabilityFile(minor, mode, modify == 1)
 
 
 def format_capability_file(cf: CapabilityFile) -> str:

@@ -84,19 +84,31 @@ def _is_word(text: str) -> bool:
     return text.split() == [text]
 
 
-def _is_other_name(name: str) -> bool:
-    """``[a-z][a-z0-9]*(?:-[a-z0-9]+)*``: an nvlink/sys capability name, lower-case words
-    joined by single '-' (``fabric-mgmt``)."""
-    return "a" <= name[:1] <= "z" and all(
-        part and not part.strip(_LOWER_ALNUM) for part in name.split("-")
+def _is_other_segment(segment: str) -> bool:
+    """``[a-z][a-z0-9]*(?:-[a-z0-9]+)*``: lower-case words joined by single '-'."""
+    return "a" <= segment[:1] <= "z" and all(
+        part and not part.strip(_LOWER_ALNUM) for part in segment.split("-")
     )
 
 
+def _is_other_name(name: str) -> bool:
+    """``S(?:/S)*`` with ``S`` = ``[a-z][a-z0-9]*(?:-[a-z0-9]+)*``: an nvlink/sys capability
+    name (``fabric-mgmt``).
+
+    The driver prints these names with ``%s`` and makes their proc files under the name as a
+    path (``docs/driver.md``, "Minors files"), so a '/' is allowed between segments; each
+    segment starts with a letter, so no name climbs out of its directory (``..``) or is
+    absolute.
+    """
+    return all(_is_other_segment(segment) for segment in name.split("/"))
+
+
 def _is_name_of(name: str, source: Source) -> bool:
-    """True if ``name`` may appear in ``source``'s minors file."""
+    """True if ``name`` may appear in ``source``'s minors file (a MIG name only in
+    ``mig-minors``: one table holds every name)."""
     if source is Source.MIG:
         return _mig_name(name) is not None
-    return _is_other_name(name)
+    return _is_other_name(name) and _mig_name(name) is None
 
 
 @record

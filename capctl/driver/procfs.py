@@ -66,10 +66,11 @@ def load_table(host: Host) -> CapabilityTable:
         text = read_optional(path)
         if text is None:
             if source is Source.MIG:
+                # Every driver with MIG (R450 on) publishes it when the module loads; there is
+                # no module parameter that turns it off (docs/driver.md, "Minors files").
                 raise DriverError(
-                    f"{path}: missing; the nvidia driver is not loaded, is older than R450, or "
-                    "uses the /proc-based capability interface (load nvidia with "
-                    "nv_cap_enable_devfs=1)"
+                    f"{path}: missing; the nvidia driver is not loaded (modprobe nvidia), is "
+                    "older than R450, or --root is not the driver's root"
                 )
             continue
         parts[source] = minorsfile.parse_minors(text, path, source)

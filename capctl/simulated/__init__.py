@@ -145,7 +145,7 @@ def minor_of(name: str) -> int:
     return base if ref.ci is None else base + 1 + ref.ci
 
 
-PROC_DEVICES = f"""Character devices:
+_PROC_DEVICES = """Character devices:
   1 mem
   4 /dev/vc/0
   4 tty
@@ -154,14 +154,22 @@ PROC_DEVICES = f"""Character devices:
   5 /dev/ptmx
  10 misc
 136 pts
-{FRONTEND_MAJOR} nvidia-frontend
-{CAPS_MAJOR} nvidia-caps
-{UVM_MAJOR} nvidia-uvm
+{gpu}
+{caps} nvidia-caps
+{uvm} nvidia-uvm
 
 Block devices:
   7 loop
-{CAPS_MAJOR} blkext
+{caps} blkext
 """
+#: ``/proc/devices`` as drivers from 545 on write it: 195 as ``nvidia`` and ``nvidiactl``.
+PROC_DEVICES = _PROC_DEVICES.format(
+    gpu=f"{FRONTEND_MAJOR} nvidia\n{FRONTEND_MAJOR} nvidiactl", caps=CAPS_MAJOR, uvm=UVM_MAJOR
+)
+#: ... and as older drivers did: 195 as ``nvidia-frontend``.
+LEGACY_PROC_DEVICES = _PROC_DEVICES.format(
+    gpu=f"{FRONTEND_MAJOR} nvidia-frontend", caps=CAPS_MAJOR, uvm=UVM_MAJOR
+)
 
 
 def _write(path: Path, text: str) -> None:
@@ -204,13 +212,14 @@ def write_capability_file(root: Path, name: str, *, modify: int = 1) -> Path:
     return path
 
 
-def build(root: Path, *, dev_nodes: bool = True) -> dict[str, Any]:
+def build(root: Path, *, dev_nodes: bool = True, legacy_names: bool = False) -> dict[str, Any]:
     """Write the simulated driver root under ``root``; returns the topology snapshot.
 
     Also writes ``root/topology.json``.  ``dev_nodes`` (needs CAP_MKNOD) creates the host's
-    ``/dev/nvidia*`` GPU, control and UVM nodes.
+    ``/dev/nvidia*`` GPU, control and UVM nodes.  ``legacy_names``: ``/proc/devices`` as a
+    driver before 545 writes it (``nvidia-frontend``).
     """
-    _write(root / "proc/devices", PROC_DEVICES)
+    _write(root / "proc/devices", LEGACY_PROC_DEVICES if legacy_names else PROC_DEVICES)
     _write(root / capnames.MINORS_DIR / "mig-minors", mig_minors_text())
     _write(root / capnames.MINORS_DIR / "nvlink-minors", "fabric-mgmt 0\n")
     _write(
@@ -222,7 +231,9 @@ def build(root: Path, *, dev_nodes: bool = True) -> dict[str, Any]:
     topo = topology()
     for gpu in GPUS:
         _write(
-            root / f"proc/driver/nvidia/gpus/{gpu.pci.lower()}/information",
+            # The driver names these directories with a 4-digit domain (0000:07:00.0), where
+            # NVML's bus id has 8 (00000000:07:00.0).
+            root / f"proc/driver/nvidia/gpus/{gpu.pci[4:].lower()}/information",
             f"Model: \t\t NVIDIA A100-SXM4-40GB\nIRQ:   \t\t 100\nGPU UUID: \t {gpu_uuid(gpu)}\n"
             f"Video BIOS: \t 92.00.36.00.01\nBus Type: \t PCIe\nDMA Size: \t 47 bits\n"
             f"DMA Mask: \t 0x7fffffffffff\nBus Location: \t {gpu.pci[4:].lower()}\n"

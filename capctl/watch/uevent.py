@@ -76,16 +76,17 @@ def is_driver_event(ev: Uevent) -> bool:
       files exist by then, since the kernel sends a module's ``add`` after its init function
       returns (``do_init_module`` in kernel/module/main.c); a reload has wiped what capctl made
       from the old ``nvidia-caps`` major's point of view (the major may change);
-    - ``bind`` of a PCI device to the ``nvidia`` driver: a GPU (re)attached (reset, rebind);
-    - ``add`` of a device in an ``nvidia-caps*`` class (``nvidia-caps-imex-channels``).
+    - ``bind`` of a PCI device to the ``nvidia`` driver: a GPU (re)attached (reset, rebind).
 
-    Removals need nothing: a gone driver has nothing to sync.
+    Removals need nothing: a gone driver has nothing to sync.  Devices of the
+    ``nvidia-caps-imex-channels`` class are IMEX channels, whose nodes capctl does not manage
+    (``/dev/nvidia-caps-imex-channels``, nvidia-modprobe's ``-i``): not an event for ``sync``.
     """
     if ev.subsystem == "module":
         return ev.action == "add" and ev.devpath == "/module/nvidia"
     if ev.subsystem == "pci":
         return ev.action == "bind" and ev.env.get("DRIVER") == "nvidia"
-    return ev.action == "add" and ev.subsystem.startswith("nvidia-caps")
+    return False
 
 
 @dataclass

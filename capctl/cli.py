@@ -378,27 +378,43 @@ def grants_cmd(host: Host, as_json: bool) -> None:
     show_default=True,
     help="Seconds without driver events before running sync.",
 )
+@click.option(
+    "--poll",
+    type=click.FloatRange(0.05, 60.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds between looks for MIG instances created or destroyed (no event exists).",
+)
 @click.pass_obj
-def watch_cmd(host: Host, quiet: float) -> None:
-    """Run sync at start and whenever the nvidia driver (re)loads, from kernel uevents
-    (an alternative to the udev rules).  Stops on SIGTERM/SIGINT."""
+def watch_cmd(host: Host, quiet: float, poll: float) -> None:
+    """Run sync at start, whenever the nvidia driver (re)loads (kernel uevents), and whenever
+    a capability node changes (inotify) or a MIG instance appears or goes (a poll), so that
+    grants hold.  Stops on SIGTERM/SIGINT."""
     from capctl.devfs import sync
-    from capctl.watch import uevent
+    from capctl.watch import changes, uevent
 
-    def run_sync() -> None:
+    def run_sync(always: bool = False) -> None:
         try:
             report = sync.sync_host(host)
         except CapctlError as err:  # keep watching: the next driver event may fix it
             click.echo(f"capctl: error: {err}", err=True)
             return
         n = sum(1 for c in report.changes if c.action.value != "unchanged")
-        click.echo(f"sync: {n} node(s) created or repaired", err=True)
+        if n or always:  # a sync that found nothing to do (e.g. after its own changes): quiet
+            removed = f", {len(report.removed)} stray(s) removed" if len(report.removed) else ""
+            click.echo(f"sync: {n} node(s) created or repaired{removed}", err=True)
+        elif len(report.removed):
+            click.echo(f"sync: {len(report.removed)} stray(s) removed", err=True)
 
     def ready() -> None:
-        click.echo("watching kernel uevents for the nvidia driver", err=True)
-        run_sync()
+        click.echo(
+            "watching kernel uevents for the nvidia driver, /dev/nvidia-caps and MIG instances",
+            err=True,
+        )
+        run_sync(always=True)
 
-    uevent.watch(run_sync, quiet=quiet, on_ready=ready)
+    with changes.ChangeDetector(host, poll_interval=poll) as detector:
+        uevent.watch(run_sync, quiet=quiet, on_ready=ready, detector=detector)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""``capctl watch``: run ``sync`` when the NVIDIA driver (re)loads, from kernel uevents.
+"""``capctl watch``: run ``sync`` when the NVIDIA driver (re)loads, from kernel uevents, and
+when a capability node or the set of MIG instances changes (:mod:`capctl.watch.changes`).
 
 For hosts and driver containers without udev.  The listener joins the kernel's uevent
 multicast group (``NETLINK_KOBJECT_UEVENT``, group 1: events as the kernel sends them, before
@@ -16,6 +17,12 @@ Three parts, two of them pure and tested on their own:
   ``max_delay`` after the first event of a burst.
 
 A forged event (root can send to the group) costs one ``sync``, which is idempotent.
+
+Node and instance changes (a :class:`~capctl.watch.changes.ChangeDetector` on the same loop)
+use a second debouncer with a short quiet period (``NODE_QUIET``): nvidia-modprobe re-creates
+a node in a few system calls (unlink, mknod, chmod, chown), and one ``sync`` after the last
+puts the grant back.  capctl's own ``sync`` changes nodes too, which costs one more ``sync``
+that finds nothing to do.
 """
 
 from __future__ import annotations
@@ -25,10 +32,16 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from capctl.watch.changes import ChangeDetector
 
 #: The kernel's uevent multicast group (``MONITOR_GROUP_KERNEL`` in pyroute2; udev's is 2).
 KERNEL_GROUP = 1
+#: Quiet period and longest wait after a node change before ``sync`` (seconds).
+NODE_QUIET = 0.01
+NODE_MAX_DELAY = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +145,25 @@ async def _listen(
     debouncer: Debouncer,
     on_ready: Callable[[], None] | None,
     on_event: Callable[[Uevent], None] | None,
+    detector: ChangeDetector | None = None,
 ) -> None:
     from pyroute2.netlink.uevent import AsyncUeventSocket
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    kick = asyncio.Event()
+    fast = Debouncer(NODE_QUIET, NODE_MAX_DELAY)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if detector is not None:
+
+        def changed(_change: object) -> None:
+            fast.event(time.monotonic())
+            kick.set()
+
+        detector.subscribe_nodes(changed)
+        detector.subscribe_instances(changed)
+        loop.add_reader(detector.fileno(), detector.read_nodes)
     sock = AsyncUeventSocket()
     try:
         await sock.bind(groups=KERNEL_GROUP)
@@ -150,16 +175,27 @@ async def _listen(
             on_ready()
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         recv: asyncio.Future[Any] | None = None
+        kicked: asyncio.Future[Any] | None = None
         try:
             while not stop.is_set():
                 if recv is None:
                     recv = asyncio.ensure_future(receive())
-                due = debouncer.due_at()
+                if kicked is None:
+                    kicked = asyncio.ensure_future(kick.wait())
+                dues = [debouncer.due_at(), fast.due_at()]
+                if detector is not None:
+                    dues.append(detector.next_poll_at())
+                due = min((d for d in dues if d is not None), default=None)
                 timeout = None if due is None else max(0.0, due - time.monotonic())
-                waiting: set[asyncio.Future[Any]] = {recv, stopping}
+                waiting: set[asyncio.Future[Any]] = {recv, stopping, kicked}
                 done, _pending = await asyncio.wait(
                     waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
+                if kicked in done:
+                    kick.clear()
+                    kicked = None
+                if detector is not None and time.monotonic() >= detector.next_poll_at():
+                    detector.poll()
                 if recv in done:
                     msgs, recv = recv.result(), None
                     for msg in msgs:
@@ -168,10 +204,14 @@ async def _listen(
                             if on_event is not None:
                                 on_event(ev)
                             debouncer.event(time.monotonic())
-                if not stop.is_set() and debouncer.take(time.monotonic()):
+                now = time.monotonic()
+                driver, nodes = debouncer.take(now), fast.take(now)
+                if not stop.is_set() and (driver or nodes):
                     on_trigger()
         finally:
-            for fut in (recv, stopping):
+            if detector is not None:
+                loop.remove_reader(detector.fileno())
+            for fut in (recv, stopping, kicked):
                 if fut is not None and not fut.done():
                     fut.cancel()
     finally:
@@ -188,11 +228,15 @@ def watch(
     match: Match = is_driver_event,
     on_ready: Callable[[], None] | None = None,
     on_event: Callable[[Uevent], None] | None = None,
+    detector: ChangeDetector | None = None,
 ) -> None:
-    """Call ``on_trigger`` after each burst of matching uevents; return on SIGTERM/SIGINT.
+    """Call ``on_trigger`` after each burst of matching uevents, and (with ``detector``) soon
+    after each node or instance change; return on SIGTERM/SIGINT.
 
     ``on_trigger`` runs on the listening thread; events arriving meanwhile wait in the socket's
-    receive buffer and cause one more run.  ``on_ready`` is called once the socket is bound
-    (no event after that is missed).
+    receive buffer (and the inotify queue) and cause one more run.  ``on_ready`` is called
+    once the socket is bound (no event after that is missed).
     """
-    asyncio.run(_listen(on_trigger, match, Debouncer(quiet, max_delay), on_ready, on_event))
+    asyncio.run(
+        _listen(on_trigger, match, Debouncer(quiet, max_delay), on_ready, on_event, detector)
+    )

@@ -16,8 +16,10 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,9 +29,9 @@ from capctl.host import Host
 from capctl.watch import changes
 
 from .conftest import needs_root
-from .test_grants_kernel import People, cli_ok, node, open_as, people, traversable
+from .test_grants_kernel import People, cli_ok, node, open_as, people
 
-__all__ = ["people", "traversable"]  # fixtures, used by name
+__all__ = ["people"]  # a fixture, used by name
 
 GI7 = "gpu0/gi7/access"
 GOAL_S = 0.100
@@ -72,11 +74,24 @@ pytestmark = [needs_root, pytest.mark.kernel,
               pytest.mark.skipif(not shutil.which("useradd"), reason="needs useradd")]
 
 
-@pytest.mark.usefixtures("traversable")
+@pytest.fixture
+def open_root() -> Iterator[tuple[Host, Path]]:
+    """A simulated root in its own directory that the test users may walk: not under pytest's
+    shared, 0700 temporary base, whose mode other test runs on this machine change."""
+    base = Path(tempfile.mkdtemp(prefix="capctl-watch-"))
+    try:
+        os.chmod(base, 0o711)
+        simulated.build(base / "root")
+        yield Host(root=base / "root", config=base / "capctl.toml"), base / "root"
+    finally:
+        shutil.rmtree(base)
+
+
 @pytest.mark.parametrize("recreate", [True, False], ids=["recreate-0444", "chmod-0444"])
 def test_grant_restored_after_instance_recreation(
-    sim_host: Host, sim_root: Path, people: People, recreate: bool
+    open_root: tuple[Host, Path], people: People, recreate: bool
 ) -> None:
+    sim_host, sim_root = open_root
     cli_ok(sim_host, "grant", GI7, "--user", people.granted)
     proc = sim_root / "proc/driver/nvidia/capabilities/gpu0/mig/gi7"
     path, minor = node(sim_root, GI7), simulated.minor_of(GI7)

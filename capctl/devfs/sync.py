@@ -149,7 +149,7 @@ def find_strays(dir_fd: int, caps_major: int, planned: set[str]) -> list[tuple[s
 
 
 def _fix_dir_mode(dir_fd: int, dry_run: bool) -> None:
-    # DESIGN.md: the node directory has mode 0755, root-owned.
+    # docs/driver.md, "Nodes": the node directory has mode 0755, root-owned.
     st = os.fstat(dir_fd)
     if not dry_run and (st.st_mode & 0o7777 != 0o755):
         os.fchmod(dir_fd, 0o755)

@@ -5,7 +5,7 @@ Format: ``docs/driver.md``, "Capability files".
 
 from __future__ import annotations
 
-from capctl._lite.record import record
+from capctl._lite.record import record, set_field
 from capctl.devnum import MAX_MINOR
 from capctl.driver.capnames import _digits
 from capctl.errors import ParseError
@@ -50,10 +50,19 @@ class CapabilityFile:
     #: reads it (``docs/driver.md``, "DeviceFileModify").
     modify: bool
 
+    def __init__(self, minor: int, mode: int, modify: bool) -> None:
+        # Positional, like minorsfile.Capability: sync builds one per existing capability.
+        set_field(self, "minor", minor)
+        set_field(self, "mode", mode)
+        set_field(self, "modify", modify)
+
 
 def parse_capability_file(text: str, path: str) -> CapabilityFile:
     """Parse a capability proc file: ``DeviceFileMinor``, ``DeviceFileMode`` (decimal),
     ``DeviceFileModify`` (any integer; only 1 means managed), each exactly once."""
+    fast = _parse_as_printed(text)
+    if fast is not None:
+        return fast
     fields: dict[str, int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -78,6 +87,42 @@ def parse_capability_file(text: str, path: str) -> CapabilityFile:
     if mode > 0o777:
         raise ParseError(path, f"DeviceFileMode {mode} is not a permission mode (want <= 511)")
     return CapabilityFile(minor, mode, modify == 1)
+
+
+_MINOR_KEY, _MODE_KEY, _MODIFY_KEY = (f"{k}: " for k in _CAPFILE_KEYS)
+
+
+def _parse_as_printed(text: str) -> CapabilityFile | None:
+    """:func:`parse_capability_file` for a file exactly as the driver prints it (the three
+    lines in order, ``DeviceFileModify`` 0 or 1), in a few C-level calls; None if in doubt.
+
+    ``sync`` reads one file per existing capability, up to 4324; anything else (another
+    order, blank lines, other values, an error) is left to the line parser.
+    """
+    lines = text.split("\n")
+    if len(lines) != 4 or lines[3]:
+        return None
+    minor_line, mode_line, modify_line = lines[0], lines[1], lines[2]
+    if (
+        minor_line[:17] != _MINOR_KEY
+        or mode_line[:16] != _MODE_KEY
+        or modify_line not in ("DeviceFileModify: 0", "DeviceFileModify: 1")
+    ):
+        return None
+    minor_text, mode_text = minor_line[17:], mode_line[16:]
+    if not (
+        0 < len(minor_text) <= 7
+        and 0 < len(mode_text) <= 3
+        and minor_text.isascii()
+        and minor_text.isdigit()
+        and mode_text.isascii()
+        and mode_text.isdigit()
+    ):
+        return None
+    mode = int(mode_text)
+    if mode > 0o777:
+        return None
+    return CapabilityFile(int(minor_text), mode, modify_line[18] == "1")
 
 
 def format_capability_file(cf: CapabilityFile) -> str:

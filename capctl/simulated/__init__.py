@@ -123,7 +123,7 @@ def mig_minors_text() -> str:
 
 
 #: The nvlink and sys capabilities, with their minors: ``fabric-mgmt`` first of all, and
-#: ``fabric-imex-mgmt`` after the last MIG minor (``docs/driver.md``, "Minors").
+#: ``fabric-imex-mgmt`` after the last MIG minor (``docs/driver.md``, "Minors files").
 OTHER_CAPS = {"fabric-mgmt": 0, "fabric-imex-mgmt": 3 + N_GPUS * N_GIS * (1 + N_CIS)}
 #: Their ``*-minors`` files.
 OTHER_SOURCES = {"fabric-mgmt": capnames.Source.NVLINK, "fabric-imex-mgmt": capnames.Source.SYS}

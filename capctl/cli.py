@@ -200,11 +200,12 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
                     for c in report.link_changes
                 ],
                 "skipped": [{"name": s.name, "reason": s.reason} for s in report.skipped],
+                "removed": [{"path": c.path, "reason": c.reason} for c in report.removed],
             }
         )
         return
     would = "would be " if dry_run else ""
-    for change in report.changes + report.link_changes:
+    for change in [*report.removed, *report.changes, *report.link_changes]:
         if change.action is not Action.UNCHANGED or verbose:
             why = f" ({change.reason})" if change.reason else ""
             click.echo(f"{would}{change.action.value}: {change.path}{why}")
@@ -215,6 +216,7 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
     click.echo(
         f"{report.count(Action.CREATED)} {would}created, {report.count(Action.REPAIRED)} "
         f"{would}repaired, {report.count(Action.UNCHANGED)} unchanged, {len(report.skipped)} skipped"
+        + (f", {len(report.removed)} {would}removed" if len(report.removed) else "")
     )
 
 
@@ -500,56 +502,69 @@ def grants_cmd(host: Host, as_json: bool) -> None:
 @click.option(
     "--poll",
     type=click.FloatRange(0.05, 60.0),
-    default=0.5,
+    default=1.0,
     show_default=True,
-    help="Seconds between polls of the driver's MIG capability files.",
+    help="Seconds between looks for MIG instances created or destroyed (no event exists).",
 )
 @click.pass_obj
 def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> None:
     """Run sync (and regenerate the CDI spec) at start, whenever the nvidia driver (re)loads
-    (kernel uevents: an alternative to the udev rules) and whenever MIG instances are created
-    or destroyed (a poll of the driver's capability files).  Stops on SIGTERM/SIGINT."""
+    (kernel uevents), whenever a capability node changes (inotify) and whenever a MIG instance
+    appears or goes (a poll), so that grants hold and the spec stays current.  Stops on
+    SIGTERM/SIGINT."""
     import time
 
     from capctl.deliver import cdifile
     from capctl.devfs import sync
     from capctl.policy import settings
-    from capctl.watch import instances, uevent
+    from capctl.watch import changes, instances, uevent
 
     if cdi_output is None:
         cdi_output = settings.load_cdi(host.config).output
+    # The CDI spec also depends on the topology snapshot, which the change detector does not
+    # watch: its own poll (instances) sees the snapshot and the capability files settle.
     files = () if host.topology is None else (str(host.topology),)
-    poller = instances.Poller(host, files=files, settle=poll)
+    poller = instances.Poller(host, files=files, settle=min(poll, 0.5)) if cdi_output else None
     last_error: list[str] = [""]
 
-    def report(err: CapctlError | None) -> None:
+    def report_error(err: CapctlError | None) -> None:
         msg = "" if err is None else str(err)
         if msg and msg != last_error[0]:  # a retry that fails the same way says nothing new
             click.echo(f"capctl: error: {msg}", err=True)
         last_error[0] = msg
 
-    def run_sync() -> None:
+    def run_sync(always: bool = False) -> None:
         try:
-            rep = sync.sync_host(host)
-            n = sum(1 for c in rep.changes if c.action.value != "unchanged")
-            click.echo(f"sync: {n} node(s) created or repaired", err=True)
+            report = sync.sync_host(host)
             if cdi_output is not None and cdifile.refresh(host, cdi_output):
                 click.echo(f"cdi: {cdi_output} written", err=True)
         except CapctlError as err:  # keep watching: the next event or poll may fix it
-            report(err)
-            poller.retry()
+            report_error(err)
+            if poller is not None:
+                poller.retry()
             return
-        report(None)
+        report_error(None)
+        n = sum(1 for c in report.changes if c.action.value != "unchanged")
+        if n or always:  # a sync that found nothing to do (e.g. after its own changes): quiet
+            removed = f", {len(report.removed)} stray(s) removed" if len(report.removed) else ""
+            click.echo(f"sync: {n} node(s) created or repaired{removed}", err=True)
+        elif len(report.removed):
+            click.echo(f"sync: {len(report.removed)} stray(s) removed", err=True)
 
     def ready() -> None:
-        click.echo("watching kernel uevents for the nvidia driver and MIG instances", err=True)
-        run_sync()
+        click.echo(
+            "watching kernel uevents for the nvidia driver, /dev/nvidia-caps and MIG instances",
+            err=True,
+        )
+        run_sync(always=True)
 
     def tick() -> None:
-        if poller.poll(time.monotonic()):
+        if poller is not None and poller.poll(time.monotonic()):
             run_sync()
 
-    uevent.watch(run_sync, quiet=quiet, on_ready=ready, on_tick=tick, tick=poll)
+    with changes.ChangeDetector(host, poll_interval=poll) as detector:
+        uevent.watch(run_sync, quiet=quiet, on_ready=ready, detector=detector,
+                     on_tick=tick if poller is not None else None, tick=min(poll, 0.5))
 
 
 def main() -> None:

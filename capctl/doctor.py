@@ -50,7 +50,7 @@ def check_driver(host: Host) -> list[Finding]:
         out.append(
             Finding(
                 Level.FAIL,
-                "nvidia driver not loaded (no nvidia-frontend/nvidia major in /proc/devices)",
+                "nvidia driver not loaded (no nvidia or nvidia-frontend major in /proc/devices)",
                 "modprobe nvidia",
             )
         )
@@ -72,8 +72,10 @@ def check_driver(host: Host) -> list[Finding]:
         out.append(
             Finding(
                 Level.FAIL,
-                "capabilities use the legacy /proc interface: capctl manages /dev/nvidia-caps nodes",
-                "load nvidia with nv_cap_enable_devfs=1 (options nvidia nv_cap_enable_devfs=1 in /etc/modprobe.d)",
+                f"capability files under {capdir} but no {mig_minors}: every driver since R450 "
+                "publishes it (docs/driver.md, \"Minors files\")",
+                "check that --root is the driver's root and its /proc is complete; "
+                "upgrade a driver older than R450",
             )
         )
     elif majors.frontend is not None:
@@ -115,7 +117,11 @@ def check_nodes(host: Host) -> list[Finding]:
         out.append(Finding(Level.FAIL, f"{change.path}: {change.reason}", "capctl sync"))
     if len(wrong) > 5:
         out.append(Finding(Level.FAIL, f"... and {len(wrong) - 5} more wrong nodes", "capctl sync"))
-    if not missing and not wrong:
+    for change in report.removed:
+        out.append(
+            Finding(Level.FAIL, f"{change.path}: stray node: {change.reason}", "capctl sync")
+        )
+    if not missing and not wrong and not len(report.removed):
         out.append(Finding(Level.OK, f"all {len(report.changes)} capability nodes in place"))
     if plan.skipped:
         out.append(

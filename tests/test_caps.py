@@ -324,6 +324,22 @@ GOOD_CAPFILES = [
         "DeviceFileModify: 1\nDeviceFileMode: 292\nDeviceFileMinor: 4\n",
         capfile.CapabilityFile(4, 0o444, True),
     ),
+    # The driver prints whatever integer was written; only 1 is "managed" (nvidia-modprobe).
+    (
+        "modify-2",
+        "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 2\n",
+        capfile.CapabilityFile(1, 0o400, False),
+    ),
+    (
+        "modify-negative",
+        "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: -7\n",
+        capfile.CapabilityFile(1, 0o400, False),
+    ),
+    (
+        "modify-int-max",
+        "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 2147483647\n",
+        capfile.CapabilityFile(1, 0o400, False),
+    ),
 ]
 
 
@@ -352,13 +368,22 @@ BAD_CAPFILES = [
         "DeviceFileMinor: 1\nDeviceFileMode: 4095\nDeviceFileModify: 1\n",
         "not a permission mode",
     ),
-    ("modify-2", "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 2\n", "want 0 or 1"),
     (
         "unknown-key",
         "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 1\nFoo: 1\n",
         "malformed",
     ),
     ("negative", "DeviceFileMinor: -1\nDeviceFileMode: 256\nDeviceFileModify: 1\n", "malformed"),
+    (
+        "modify-not-a-number",
+        "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: yes\n",
+        "malformed",
+    ),
+    (
+        "modify-too-long",
+        "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 12345678901\n",
+        "malformed",
+    ),
 ]
 
 
@@ -383,6 +408,29 @@ def test_proc_devices_ignores_block_section() -> None:
 def test_proc_devices_names_with_slashes() -> None:
     chars = procdevices.parse_proc_devices("Character devices:\n  4 /dev/vc/0\n203 cpu/cpuid\n", "d")
     assert chars == {"/dev/vc/0": 4, "cpu/cpuid": 203}
+
+
+@pytest.mark.parametrize("text", [simulated.PROC_DEVICES, simulated.LEGACY_PROC_DEVICES],
+                         ids=["545-on", "before-545"])
+def test_proc_devices_gpu_major_both_names(text: str) -> None:
+    assert procdevices.nvidia_majors(procdevices.parse_proc_devices(text, "d")).frontend == 195
+
+
+def test_proc_devices_modern_names_without_nvidia() -> None:
+    chars = procdevices.parse_proc_devices("Character devices:\n195 nvidiactl\n", "d")
+    assert procdevices.nvidia_majors(chars).frontend == 195
+
+
+def test_other_names_with_slashes() -> None:
+    caps = minorsfile.parse_minors("fabric-mgmt 0\nimex/channel-0 5000\n", "f", Source.SYS)
+    assert [c.name for c in caps] == ["fabric-mgmt", "imex/channel-0"]
+    assert minorsfile._parse_minors_fast("imex/channel-0 5000\n", Source.SYS) == caps[1:]
+    assert capnames.proc_relpath("imex/channel-0", Source.SYS) == (
+        "proc/driver/nvidia/capabilities/imex/channel-0"
+    )
+    for bad in ("../etc 5", "/abs 5", "a//b 5", "a/ 5"):
+        with pytest.raises(ParseError, match="not a sys-minors capability name"):
+            minorsfile.parse_minors(bad + "\n", "f", Source.SYS)
 
 
 def test_proc_devices_legacy_nvidia_major() -> None:
@@ -423,7 +471,8 @@ ORACLE_MIG_NAME = re.compile(
     r"|gpu(?P<gpu>0|[1-9][0-9]{0,3})/gi(?P<gi>0|[1-9][0-9]{0,3})"
     r"(?:/ci(?P<ci>0|[1-9][0-9]{0,3}))?/access"
 )
-ORACLE_OTHER_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+_ORACLE_SEGMENT = r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*"
+ORACLE_OTHER_NAME = re.compile(rf"{_ORACLE_SEGMENT}(?:/{_ORACLE_SEGMENT})*")
 _ORACLE_MINOR = r"(?P<minor>0|[1-9][0-9]{0,6})"
 ORACLE_MINORS_LINE = re.compile(r"(?P<name>\S+) " + _ORACLE_MINOR)
 ORACLE_MIG_MINORS_LINE = re.compile(r"(?P<name>" + ORACLE_MIG_NAME.pattern + r") " + _ORACLE_MINOR)
@@ -432,7 +481,8 @@ ORACLE_OTHER_MINORS_LINE = re.compile(
 )
 ORACLE_DEVICES_ENTRY = re.compile(r" *(?P<major>[0-9]{1,4}) (?P<name>\S+)")
 ORACLE_CAPFILE_LINE = re.compile(
-    r"(?P<key>DeviceFileMinor|DeviceFileMode|DeviceFileModify): (?P<value>[0-9]{1,7})"
+    r"(?P<key>DeviceFileMinor|DeviceFileMode): (?P<value>[0-9]{1,7})"
+    r"|(?P<mkey>DeviceFileModify): (?P<mvalue>-?[0-9]{1,10})"
 )
 ORACLE_PROC_MIG = re.compile(
     r"mig/(?P<fixed>config|monitor)"
@@ -468,7 +518,9 @@ def oracle_devices_entry(line: str) -> tuple[int, str] | None:
 
 def oracle_capfile_line(line: str) -> tuple[str, int] | None:
     m = ORACLE_CAPFILE_LINE.fullmatch(line)
-    return None if m is None else (m["key"], int(m["value"]))
+    if m is None:
+        return None
+    return (m["key"], int(m["value"])) if m["key"] else (m["mkey"], int(m["mvalue"]))
 
 
 def oracle_name_from_proc_relpath(relpath: str) -> str | None:
@@ -489,6 +541,8 @@ def oracle_parse_minors_line(line: str, source: Source) -> tuple[str, int] | str
     """What the regex-based line parser made of one line: (name, minor) or its error."""
     line_re = ORACLE_MIG_MINORS_LINE if source is Source.MIG else ORACLE_OTHER_MINORS_LINE
     m = line_re.fullmatch(line)
+    if m is not None and source is not Source.MIG and ORACLE_MIG_NAME.fullmatch(m["name"]):
+        m = None  # a MIG name outside mig-minors
     if m is None:
         return "malformed" if ORACLE_MINORS_LINE.fullmatch(line) is None else "not a name"
     return m["name"], int(m["minor"])
@@ -595,7 +649,8 @@ def test_mig_name_parser_agrees_with_its_regex() -> None:
     assert answers == {True, False}
 
 
-VALID_OTHER = ["fabric-mgmt", "fabric-imex-mgmt", "a", "z9", "a-1", "a1-b2-c3", "x-0-0"]
+VALID_OTHER = ["fabric-mgmt", "fabric-imex-mgmt", "a", "z9", "a-1", "a1-b2-c3", "x-0-0",
+               "imex/channel-0", "a/b-c/d"]
 HAND_OTHER = [
     "",
     "-",
@@ -610,6 +665,13 @@ HAND_OTHER = [
     "a b",
     "a.b",
     "a/b",
+    "a/",
+    "/a",
+    "a//b",
+    "a/../b",
+    "../a",
+    "a/1",
+    "a/B",
     "\xe9",
     "a-\xe9",
     "a\n",
@@ -814,6 +876,14 @@ HAND_CAPFILE = [
     "DeviceFileMode: 1\n",
     "DeviceFileMode: 1: 2",
     "DeviceFileMinor: DeviceFileMode: 1",
+    "DeviceFileModify: -",
+    "DeviceFileModify: --1",
+    "DeviceFileModify: -\u0663",
+    "DeviceFileModify: +1",
+    "DeviceFileModify: -12345678901",
+    "DeviceFileModify: -1234567890",
+    "DeviceFileModify: 1234567890",
+    "DeviceFileMinor: -1234567",
 ]
 
 

@@ -29,7 +29,7 @@ def test_healthy_after_sync(sim_root: Path, tmp_path: Path) -> None:
     CliRunner().invoke(cli, ["--root", str(sim_root), "sync"])
     _code, report = _doctor(sim_root, tmp_path)
     assert all(f["level"] != "fail" for f in report["driver"] + report["nodes"]), report
-    assert any("all 46 capability nodes in place" in f["what"] for f in report["nodes"])
+    assert any("all 48 capability nodes in place" in f["what"] for f in report["nodes"])
 
 
 def test_missing_nodes_fail_with_fix(sim_root: Path, tmp_path: Path) -> None:
@@ -52,10 +52,10 @@ def test_driver_not_loaded(tmp_path: Path) -> None:
 def test_proc_based_interface(sim_root: Path, tmp_path: Path) -> None:
     (sim_root / "proc/driver/nvidia-caps/mig-minors").unlink()
     _code, report = _doctor(sim_root, tmp_path)
-    assert any(
-        "legacy /proc interface" in f["what"] and "nv_cap_enable_devfs=1" in f["fix"]
-        for f in report["driver"]
-    )
+    # No open module release (515-595) has an nv_cap_enable_devfs parameter: no such hint.
+    (finding,) = [f for f in report["driver"] if "mig-minors" in f["what"]]
+    assert finding["level"] == "fail" and "since R450" in finding["what"]
+    assert "--root" in finding["fix"] and "nv_cap_enable_devfs" not in finding["fix"]
 
 
 def test_unsafe_config_reported(sim_host: Host, tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ def test_unrelated_files_in_capabilities_dir_are_ignored(sim_host: Host, sim_roo
 
 def test_nvlink_capability_exists(sim_host: Host, sim_root: Path) -> None:
     path = sim_root / "proc/driver/nvidia-nvlink/capabilities/fabric-mgmt"
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the simulated host has it already
     path.write_text("DeviceFileMinor: 0\nDeviceFileMode: 256\nDeviceFileModify: 1\n")
     assert procfs.load(sim_host).existing["fabric-mgmt"].minor == 0
 
@@ -191,8 +191,9 @@ def test_symlinked_capability_directory_is_not_entered(
 def test_capabilities_tree_walk_finds_every_file(sim_host: Host, sim_root: Path) -> None:
     base = sim_root / "proc/driver/nvidia/capabilities"
     on_disk = {str(p) for p in base.rglob("*") if p.is_file()}
+    nvlink = str(sim_root / "proc/driver/nvidia-nvlink/capabilities/fabric-mgmt")
     found = procfs._existing_mig(sim_host, procfs.load_table(sim_host))
-    assert set(found.values()) == on_disk
+    assert set(found.values()) == on_disk | {nvlink}
     assert found["gpu0/gi7/ci0/access"] == str(base / "gpu0/mig/gi7/ci0/access")
 
 
@@ -200,6 +201,7 @@ def test_no_capabilities_directory_means_none_exist(sim_host: Host, sim_root: Pa
     import shutil
 
     shutil.rmtree(sim_root / "proc/driver/nvidia/capabilities")
+    shutil.rmtree(sim_root / "proc/driver/nvidia-nvlink/capabilities")
     assert dict(procfs.load(sim_host).existing) == {}
 
 
@@ -211,3 +213,41 @@ def test_capabilities_path_not_a_directory_is_an_error(sim_host: Host, sim_root:
     base.write_text("not a directory\n")
     with pytest.raises(DriverError, match="capabilities: cannot read"):
         procfs.load(sim_host)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["545-on", "before-545"])
+def test_simulated_host_with_either_gpu_major_name(tmp_path: Path, legacy: bool) -> None:
+    from capctl import doctor
+
+    simulated.build(tmp_path, dev_nodes=False, legacy_names=legacy)
+    text = (tmp_path / "proc/devices").read_text()
+    assert ("195 nvidia-frontend" in text) == legacy
+    assert ("195 nvidia\n195 nvidiactl\n" in text) == (not legacy)
+    host = Host(root=tmp_path)
+    assert procfs.load(host).majors.frontend == 195
+    assert doctor.check_driver(host)[0].what == "nvidia driver loaded (GPU major 195)"
+
+
+def test_simulated_fabric_proc_files_and_gpu_directories(sim_root: Path) -> None:
+    for rel in ("proc/driver/nvidia-nvlink/capabilities/fabric-mgmt",
+                "proc/driver/nvidia/capabilities/fabric-imex-mgmt"):
+        assert "DeviceFileMode: 256\n" in (sim_root / rel).read_text()
+    gpus = sorted(p.name for p in (sim_root / "proc/driver/nvidia/gpus").iterdir())
+    assert gpus[0] == "0000:07:00.0" and all(len(name) == 12 for name in gpus)
+
+
+def test_sys_capability_with_a_slash_is_found(sim_host: Host, sim_root: Path) -> None:
+    minors = sim_root / "proc/driver/nvidia-caps/sys-minors"
+    minors.write_text(minors.read_text() + "imex/channel-0 5000\n")
+    path = sim_root / "proc/driver/nvidia/capabilities/imex/channel-0"
+    path.parent.mkdir()
+    path.write_text("DeviceFileMinor: 5000\nDeviceFileMode: 256\nDeviceFileModify: 1\n")
+    assert procfs.load(sim_host).existing["imex/channel-0"].mode == 0o400
+
+
+def test_missing_mig_minors_hint_names_no_module_parameter(sim_host: Host, sim_root: Path) -> None:
+    (sim_root / "proc/driver/nvidia-caps/mig-minors").unlink()
+    with pytest.raises(DriverError) as exc:
+        procfs.load(sim_host)
+    assert "nv_cap_enable_devfs" not in str(exc.value)
+    assert "older than R450" in str(exc.value) and "--root" in str(exc.value)

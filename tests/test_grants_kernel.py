@@ -162,3 +162,44 @@ def test_deleted_user_keeps_grant_by_id(sim_host: Host, sim_root: Path, people: 
     out = cli_ok(sim_host, "grants")
     assert f"{people.outsider}({uid})[missing" in out
     cli_ok(sim_host, "revoke", "monitor", "--user", str(uid))
+
+
+@pytest.mark.usefixtures("traversable")
+def test_sync_removes_an_alias_that_bypasses_a_grant(
+    sim_host: Host, sim_root: Path, people: People
+) -> None:
+    """A second node of a granted capability opens it for everyone until sync removes it;
+    ``doctor`` fails meanwhile."""
+    cli_ok(sim_host, "grant", GI7, "--user", people.granted)
+    alias = sim_root / "dev/nvidia-caps/nvidia-cap21"
+    old = os.umask(0)
+    try:
+        os.mknod(alias, 0o020444, os.makedev(238, simulated.minor_of(GI7)))
+    finally:
+        os.umask(old)
+    assert open_as(people.outsider, node(sim_root, GI7)) == errno.EACCES
+    assert open_as(people.outsider, alias) == errno.ENXIO  # the grant is bypassed
+    r = CliRunner().invoke(cli, ["--root", str(sim_root), "--config", str(sim_host.config),
+                                 "doctor"])
+    assert r.exit_code == 1 and "stray node" in r.output
+    cli_ok(sim_host, "sync")
+    assert not os.path.lexists(alias)
+    assert open_as(people.granted, node(sim_root, GI7)) == errno.ENXIO
+    assert open_as(people.outsider, node(sim_root, GI7)) == errno.EACCES
+
+
+@pytest.mark.usefixtures("traversable")
+def test_sync_all_opens_no_privileged_capability_to_others(
+    sim_host: Host, sim_root: Path, people: People
+) -> None:
+    cli_ok(sim_host, "sync", "--all")
+    for name in ("config", "fabric-mgmt", "fabric-imex-mgmt"):
+        assert open_as(people.outsider, node(sim_root, name)) == errno.EACCES, name
+    assert open_as(people.outsider, node(sim_root, "gpu4/gi0/access")) == errno.ENXIO
+    # Without the driver's proc file a fabric capability's mode is unknown: no node at all.
+    shutil.rmtree(sim_root / "dev/nvidia-caps")
+    (sim_root / "proc/driver/nvidia-nvlink/capabilities/fabric-mgmt").unlink()
+    (sim_root / "proc/driver/nvidia/capabilities/fabric-imex-mgmt").unlink()
+    cli_ok(sim_host, "sync", "--all")
+    for name in ("fabric-mgmt", "fabric-imex-mgmt"):
+        assert open_as(people.outsider, node(sim_root, name)) == errno.ENOENT, name

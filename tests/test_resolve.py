@@ -153,7 +153,7 @@ def test_all(bare_host: Host) -> None:
     assert len(plan.devices) == 8 + n_mig
     assert [d.gpu_index for d in plan.devices[:8]] == list(range(8))
     assert all(not d.is_mig for d in plan.devices[:8])
-    assert {c.name for c in plan.caps} == set(simulated.capability_names()) - {"config", "monitor"}
+    assert {c.name for c in plan.caps} == set(simulated.mig_capability_names()) - {"config", "monitor"}
 
 
 @pytest.mark.parametrize("value", [None, "", "none", "void", "  "])
@@ -218,7 +218,7 @@ def test_no_frontend_major(bare_host: Host) -> None:
     state = procfs.load(bare_host)
     state = replace(state, majors=replace(state.majors, frontend=None))
     topo = topology.load_snapshot(Path(bare_host.root) / "topology.json")
-    with pytest.raises(DriverError, match="nvidia-frontend"):
+    with pytest.raises(DriverError, match=r"'nvidia' .*'nvidia-frontend'"):
         resolve.resolve(parse_request("0"), topo, state, bare_host)
 
 

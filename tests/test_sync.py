@@ -46,11 +46,27 @@ def test_creates_existing_capabilities(sim_host: Host, sim_root: Path) -> None:
         st = os.lstat(node(sim_root, name))
         assert stat.S_ISCHR(st.st_mode)
         assert os.major(st.st_rdev) == 238 and os.minor(st.st_rdev) == simulated.minor_of(name)
-        assert stat.S_IMODE(st.st_mode) == (0o400 if name == "config" else 0o444)
+        assert stat.S_IMODE(st.st_mode) == simulated.mode_of(name)  # fabric-*: 0400 too
         assert (st.st_uid, st.st_gid) == (0, 0)
     assert stat.S_IMODE(os.stat(sim_root / CAPS).st_mode) == 0o755
     # Capabilities that do not exist get no node without --all.
     assert not node(sim_root, "gpu4/gi0/access").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "2", "-1"])
+def test_unmanaged_capability_keeps_its_node_but_gets_its_link(
+    sim_host: Host, sim_root: Path, value: str
+) -> None:
+    """DeviceFileModify other than 1: the node is someone else's, the /dev/char link is made
+    anyway (as nvidia-modprobe does)."""
+    proc = simulated.write_capability_file(sim_root, GI7, modify=int(value))
+    assert proc.read_text().endswith(f"DeviceFileModify: {value}\n")
+    report = run_sync(sim_host)
+    assert [s.name for s in report.skipped] == [GI7]
+    assert not node(sim_root, GI7).exists()
+    link = sim_root / "dev/char" / f"238:{simulated.minor_of(GI7)}"
+    assert os.readlink(link) == f"../nvidia-caps/nvidia-cap{simulated.minor_of(GI7)}"
+    assert all(c.action is Action.UNCHANGED for c in run_sync(sim_host).link_changes)
 
 
 def test_char_links(sim_host: Host, sim_root: Path) -> None:

@@ -44,7 +44,7 @@ def ev(action: str, devpath: str, subsystem: str, **env: str) -> Uevent:
         (ev("bind", "/devices/pci0000:00/0000:00:03.0", "pci", DRIVER="virtio-pci"), False),
         (ev("add", "/devices/pci0000:00/0000:00:07.0", "pci", DRIVER="nvidia"), False),
         (ev("add", "/devices/virtual/nvidia-caps-imex-channels/channel0",
-            "nvidia-caps-imex-channels"), True),
+            "nvidia-caps-imex-channels"), False),  # IMEX channels: not capctl's nodes
         (ev("remove", "/devices/virtual/nvidia-caps-imex-channels/channel0",
             "nvidia-caps-imex-channels"), False),
         (ev("change", "/devices/virtual/mem/null", "mem"), False),
@@ -158,31 +158,39 @@ def send(action, devpath, subsystem, **env):
 @needs_root
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
 def test_cli_watch_syncs_on_driver_load(sim_root: Path, tmp_path: Path) -> None:
-    """``capctl watch`` in a private netns: sync at start, again after a forged nvidia module
-    load (nodes deleted in between come back), nothing for unrelated events, exit 0 on
-    SIGTERM."""
+    """``capctl watch`` in a private netns: sync at start, nothing for unrelated events, one
+    sync for a burst of forged nvidia load events (a mode changed in a proc file, which no
+    node event announces, is repaired), a sync when the node directory goes (inotify), exit 0
+    on SIGTERM."""
     driver_script = tmp_path / "drive.py"
     caps_dir = sim_root / "dev/nvidia-caps"
+    proc = sim_root / "proc/driver/nvidia/capabilities/gpu0/mig/gi7/access"
     driver_script.write_text(FORGE + textwrap.dedent(f"""
-        import os, shutil, subprocess, sys, signal
+        import os, select, shutil, subprocess, sys, signal
         w = subprocess.Popen([sys.executable, "-m", "capctl", "--root", {str(sim_root)!r},
                               "--config", {str(tmp_path / "c.toml")!r}, "watch", "--quiet", "0.3"],
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, bufsize=0)
         def line():
-            return w.stderr.readline().strip()
+            return w.stderr.readline().decode().strip()
+        def pending():
+            return bool(select.select([w.stderr], [], [], 0)[0])
         print(line(), flush=True)      # watching...
         print(line(), flush=True)      # initial sync
-        shutil.rmtree({str(caps_dir)!r})
         send("change", "/devices/virtual/mem/null", "mem")
         send("add", "/module/nvidia_uvm", "module")
         time.sleep(0.8)
-        print("after-unrelated", os.path.exists({str(caps_dir)!r}), flush=True)
+        print("after-unrelated", pending(), flush=True)
+        with open({str(proc)!r}, "w") as f:
+            f.write("DeviceFileMinor: 66\\nDeviceFileMode: 288\\nDeviceFileModify: 1\\n")
         for _ in range(3):
             send("add", "/module/nvidia", "module")
             send("bind", "/devices/pci0000:00/0000:00:07.0", "pci", DRIVER="nvidia")
         print(line(), flush=True)      # one sync for the burst
+        shutil.rmtree({str(caps_dir)!r})
+        print(line(), flush=True)      # the node directory went: inotify
+        time.sleep(0.3)
         w.send_signal(signal.SIGTERM)
-        rest = w.stderr.read()
+        rest = w.stderr.read().decode()
         print("rc", w.wait(), repr(rest), flush=True)
     """))
     res = subprocess.run(["unshare", "-n", sys.executable, str(driver_script)], capture_output=True,
@@ -193,8 +201,10 @@ def test_cli_watch_syncs_on_driver_load(sim_root: Path, tmp_path: Path) -> None:
     lines = res.stdout.splitlines()
     assert res.returncode == 0, res.stderr
     assert lines[0].startswith("watching")
-    assert lines[1].startswith("sync: 46 node(s)")
+    assert lines[1].startswith("sync: 48 node(s)")
     assert lines[2] == "after-unrelated False"
-    assert lines[3].startswith("sync: 46 node(s)")
-    assert lines[4] == "rc 0 ''"  # one sync for the whole burst, then a clean exit
+    assert lines[3].startswith("sync: 1 node(s)")
+    assert lines[4].startswith("sync: 48 node(s)")
+    assert lines[5] == "rc 0 ''"  # one sync for the whole burst, then a clean exit
     assert (caps_dir / "nvidia-cap1").exists()
+    assert os.stat(caps_dir / "nvidia-cap66").st_mode & 0o777 == 0o440

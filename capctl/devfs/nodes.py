@@ -87,6 +87,7 @@ class Action(Enum):
     CREATED = "created"
     REPAIRED = "repaired"
     UNCHANGED = "unchanged"
+    REMOVED = "removed"
 
 
 @record
@@ -409,6 +410,50 @@ def ensure_links(
                     display=f"{display_dir}/{os.fsdecode(name)}",
                 )
         append(_MISSING)
+    return Changes(display_dir, names, outcomes)
+
+
+def char_nodes(dir_fd: int, skip: set[str]) -> list[tuple[str, int, int]]:
+    """``(name, major, minor)`` of every char node in ``dir_fd`` whose name is not in ``skip``.
+
+    One ``getdents`` listing and an ``lstat`` for each entry whose type the listing does not
+    already rule out (directories, regular files and symlinks are never device nodes).
+    """
+    out: list[tuple[str, int, int]] = []
+    major, minor = os.major, os.minor
+    with os.scandir(dir_fd) as it:
+        for entry in it:
+            name = entry.name
+            if name in skip or entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since the listing
+            if stat.S_ISCHR(st.st_mode):
+                out.append((name, major(st.st_rdev), minor(st.st_rdev)))
+    return out
+
+
+def remove_nodes(
+    dir_fd: int, names_reasons: Sequence[tuple[str, str]], *, display_dir: str,
+    dry_run: bool = False,
+) -> Changes:
+    """Unlink the named nodes from ``dir_fd`` (already judged strays); one Change each."""
+    names: list[str] = []
+    outcomes: list[Outcome] = []
+    for name, reason in names_reasons:
+        if not dry_run:
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass  # gone already: the goal
+            except OSError as err:
+                raise os_error(f"{display_dir}/{name}", err, "cannot remove stray node") from err
+        names.append(name)
+        outcomes.append((Action.REMOVED, reason))
     return Changes(display_dir, names, outcomes)
 
 

@@ -25,6 +25,7 @@ from capctl.policy.grants import Ownership
 from capctl.policy.store import load_policy, locked
 
 CHAR_DIR = "dev/char"
+_MIG = capnames.Source.MIG
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class SyncPlan:
 class SyncReport:
     changes: Changes = field(default_factory=lambda: Changes("", [], []))
     link_changes: Changes = field(default_factory=lambda: Changes("", [], []))
+    #: Stray nodes (:func:`capnames.stray_reason`) removed (or, dry, to be removed).
+    removed: Changes = field(default_factory=lambda: Changes("", [], []))
     skipped: list[Skip] = field(default_factory=list)
     dry_run: bool = False
 
@@ -55,6 +58,12 @@ def plan(
     state: DriverState, *, everything: bool, grants: Mapping[str, Ownership] | None = None
 ) -> SyncPlan:
     """Which nodes ``sync`` must make, with which mode and owner.  Pure.
+
+    A node is made for every capability with a proc file, in the mode the file says.  With
+    ``everything`` (``sync --all``), also for the ``mig-minors`` capabilities without one, in
+    the driver's documented default mode (``docs/driver.md``, "Default modes"): never for an
+    nvlink or sys capability whose file is absent, since nothing then says who may open it
+    (``fabric-mgmt`` and ``fabric-imex-mgmt`` are root-only, 0400).
 
     A capability whose proc file says ``DeviceFileModify: 0`` belongs to someone else (an
     admin told the driver's helper to keep off): it is skipped unless capctl holds a grant for
@@ -69,7 +78,7 @@ def plan(
         name, minor = cap.name, cap.minor
         cf = existing.get(name)
         if cf is None:
-            if not everything:
+            if not everything or cap.source is not _MIG:
                 continue
             mode = capnames.CONFIG_MODE if name == "config" else capnames.DEFAULT_MODE  # default_mode
         else:
@@ -104,10 +113,15 @@ def apply(host: Host, state: DriverState, p: SyncPlan, *, dry_run: bool = False)
         try:
             with nodes.locked(dir_fd, host.display(capnames.CAPS_DEV_DIR)):
                 _fix_dir_mode(dir_fd, dry_run)
+                specs = [s for _c, s in p.specs]
+                display = host.display(capnames.CAPS_DEV_DIR)
                 report.changes = nodes.ensure_nodes(
+                    dir_fd, specs, display_dir=display, dry_run=dry_run
+                )
+                report.removed = nodes.remove_nodes(
                     dir_fd,
-                    [s for _c, s in p.specs],
-                    display_dir=host.display(capnames.CAPS_DEV_DIR),
+                    find_strays(dir_fd, state.caps_major, {s.name for s in specs}),
+                    display_dir=display,
                     dry_run=dry_run,
                 )
                 report.link_changes = _ensure_char_links(host, root_fd, state, p, dry_run)
@@ -118,8 +132,24 @@ def apply(host: Host, state: DriverState, p: SyncPlan, *, dry_run: bool = False)
     return report
 
 
+def find_strays(dir_fd: int, caps_major: int, planned: set[str]) -> list[tuple[str, str]]:
+    """``(name, reason)`` of every stray node in ``/dev/nvidia-caps`` (held as ``dir_fd``).
+
+    A stray is judged by its name and number alone (:func:`capnames.stray_reason`), whether or
+    not its capability exists now: an alias of a capability that appears later would open it
+    past its grants then.  ``planned`` names are left to :func:`nodes.ensure_nodes`, which
+    repairs them in place.
+    """
+    out = []
+    for name, major, minor in nodes.char_nodes(dir_fd, planned):
+        reason = capnames.stray_reason(name, major, minor, caps_major)
+        if reason is not None:
+            out.append((name, reason))
+    return out
+
+
 def _fix_dir_mode(dir_fd: int, dry_run: bool) -> None:
-    # docs/driver.md: the node directory has mode 0755, root-owned.
+    # docs/driver.md, "Nodes": the node directory has mode 0755, root-owned.
     st = os.fstat(dir_fd)
     if not dry_run and (st.st_mode & 0o7777 != 0o755):
         os.fchmod(dir_fd, 0o755)
@@ -131,11 +161,17 @@ def _ensure_char_links(
     """``/dev/char/<major>:<minor>`` -> ``../nvidia-caps/nvidia-capN``.
 
     systemd's ``DeviceAllow=`` resolves nodes through these links, and nvidia-modprobe makes
-    them too; udev would, but it does not know about nodes it did not create.
+    them too; udev would, but it does not know about nodes it did not create.  Also for the
+    capabilities left alone (``DeviceFileModify`` not 1): nvidia-modprobe makes the link
+    whatever that value says (``docs/driver.md``, "/dev/char links").
     """
     # bytes: what readlink(2) returns, compared undecoded (nodes.ensure_links); the node's
     # name is capnames.node_name(minor).
     minors = [spec.minor for _c, spec in p.specs]
+    for skip in p.skipped:
+        cap = state.table.get(skip.name)
+        if cap is not None:
+            minors.append(cap.minor)
     prefix = b"%d:" % state.caps_major
     names = [prefix + b"%d" % minor for minor in minors]
     if dry_run and not os.path.isdir(host.path(CHAR_DIR)):

@@ -23,8 +23,11 @@ CAPABILITIES_DIR = "proc/driver/nvidia/capabilities"
 #: nvlink capabilities live under the nvlink module's own proc directory.
 NVLINK_CAPABILITIES_DIR = "proc/driver/nvidia-nvlink/capabilities"
 
-#: Default node modes when the driver publishes no capability file (``sync --all``):
-#: docs/driver.md, "256 = 0400 for config, 292 = 0444 otherwise".
+#: The driver's default ``DeviceFileMode`` of the ``mig-minors`` capabilities, used by
+#: ``sync --all`` for those with no capability file yet (``docs/driver.md``, "Default modes"):
+#: 256 (0400) for ``config``, 292 (0444) for ``monitor`` and every GI/CI capability.  The
+#: nvlink and sys capabilities (``fabric-mgmt``, ``fabric-imex-mgmt``) are 0400 too, but capctl
+#: never makes their nodes without the driver's file to say so.
 CONFIG_MODE = 0o400
 DEFAULT_MODE = 0o444
 
@@ -81,19 +84,31 @@ def _is_word(text: str) -> bool:
     return text.split() == [text]
 
 
-def _is_other_name(name: str) -> bool:
-    """``[a-z][a-z0-9]*(?:-[a-z0-9]+)*``: an nvlink/sys capability name, lower-case words
-    joined by single '-' (``fabric-mgmt``)."""
-    return "a" <= name[:1] <= "z" and all(
-        part and not part.strip(_LOWER_ALNUM) for part in name.split("-")
+def _is_other_segment(segment: str) -> bool:
+    """``[a-z][a-z0-9]*(?:-[a-z0-9]+)*``: lower-case words joined by single '-'."""
+    return "a" <= segment[:1] <= "z" and all(
+        part and not part.strip(_LOWER_ALNUM) for part in segment.split("-")
     )
 
 
+def _is_other_name(name: str) -> bool:
+    """``S(?:/S)*`` with ``S`` = ``[a-z][a-z0-9]*(?:-[a-z0-9]+)*``: an nvlink/sys capability
+    name (``fabric-mgmt``).
+
+    The driver prints these names with ``%s`` and makes their proc files under the name as a
+    path (``docs/driver.md``, "Minors files"), so a '/' is allowed between segments; each
+    segment starts with a letter, so no name climbs out of its directory (``..``) or is
+    absolute.
+    """
+    return all(_is_other_segment(segment) for segment in name.split("/"))
+
+
 def _is_name_of(name: str, source: Source) -> bool:
-    """True if ``name`` may appear in ``source``'s minors file."""
+    """True if ``name`` may appear in ``source``'s minors file (a MIG name only in
+    ``mig-minors``: one table holds every name)."""
     if source is Source.MIG:
         return _mig_name(name) is not None
-    return _is_other_name(name)
+    return _is_other_name(name) and _mig_name(name) is None
 
 
 @record
@@ -211,5 +226,26 @@ def node_relpath(minor: int) -> str:
 
 
 def default_mode(name: str) -> int:
-    """The driver's mode for a capability with no proc file to ask."""
+    """The driver's mode for a ``mig-minors`` capability with no proc file to ask."""
     return CONFIG_MODE if name == "config" else DEFAULT_MODE
+
+
+def minor_of_node_name(name: str) -> int:
+    """``N`` of a node named ``nvidia-cap<N>`` (N canonical: no leading zero); -1 otherwise."""
+    return _number(name[10:], 7) if name[:10] == "nvidia-cap" else -1
+
+
+def stray_reason(name: str, major: int, minor: int, caps_major: int) -> str | None:
+    """Why a char node ``name`` -> ``major:minor`` in ``/dev/nvidia-caps`` is a stray, or None.
+
+    The driver checks a capability by whether the caller can open *a* node of its number
+    (``docs/driver.md``, "Nodes"), so any other node of the caps major, under any name, opens
+    the capability past every grant on ``nvidia-cap<minor>``; and a node named for one minor
+    that opens another device lies to every tool that goes by names.  Pure.
+    """
+    named = minor_of_node_name(name)
+    if major == caps_major and named != minor:
+        return f"opens capability {major}:{minor} under another name than {node_name(minor)}"
+    if named >= 0 and (major, minor) != (caps_major, named):
+        return f"named for capability {named} but is {major}:{minor}"
+    return None

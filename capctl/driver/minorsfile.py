@@ -51,7 +51,8 @@ _MIG_LINE_RE = (
     f"|gpu{_SMALL_RE}/gi{_SMALL_RE}(?:/ci{_SMALL_RE})?/access)"
     " (?:0|[1-9][0-9]{0,6})"
 )
-_OTHER_LINE_RE = "(?:[a-z][a-z0-9]*(?:-[a-z0-9]+)*) (?:0|[1-9][0-9]{0,6})"
+_OTHER_SEGMENT_RE = "[a-z][a-z0-9]*(?:-[a-z0-9]+)*"
+_OTHER_LINE_RE = f"(?:{_OTHER_SEGMENT_RE}(?:/{_OTHER_SEGMENT_RE})*) (?:0|[1-9][0-9]{{0,6}})"
 #: Whole-file patterns by source, compiled by :func:`_minors_file` when ``sync`` first needs one.
 _minors_files: dict[Source, re.Pattern[str]] = {}
 
@@ -178,6 +179,8 @@ def _parse_minors_fast(text: str, source: Source) -> list[Capability] | None:
     n = len(names)
     if len(set(names)) != n or len(set(minors)) != n or max(minors) > MAX_MINOR:
         return None
+    if source is not Source.MIG and any(_mig_name(name) is not None for name in names):
+        return None  # a MIG name in another file: the line parser refuses it
     return list(map(Capability, names, minors, [source] * n))
 
 

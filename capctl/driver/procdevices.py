@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 CAPS_MAJOR_NAME = "nvidia-caps"
-#: Newer drivers register the GPU nodes as ``nvidia-frontend``; older ones as ``nvidia`` (195).
-FRONTEND_MAJOR_NAMES = ("nvidia-frontend", "nvidia")
+#: The GPU nodes' major (195): drivers from 545 on register it as ``nvidia`` and
+#: ``nvidiactl``, older ones as ``nvidia-frontend`` (``docs/driver.md``, "/proc/devices").
+FRONTEND_MAJOR_NAMES = ("nvidia", "nvidiactl", "nvidia-frontend")
 UVM_MAJOR_NAME = "nvidia-uvm"
 
 

@@ -17,7 +17,7 @@ from capctl.driver.capnames import Source
 from capctl.driver.minorsfile import Capability, CapabilityTable
 from capctl.driver.procdevices import Majors
 from capctl.errors import DriverError, ParseError, os_error
-from capctl.host import read_bounded, read_optional
+from capctl.host import read_bounded, read_optional, read_small_optional
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -66,10 +66,11 @@ def load_table(host: Host) -> CapabilityTable:
         text = read_optional(path)
         if text is None:
             if source is Source.MIG:
+                # Every driver with MIG (R450 on) publishes it when the module loads; there is
+                # no module parameter that turns it off (docs/driver.md, "Minors files").
                 raise DriverError(
-                    f"{path}: missing; the nvidia driver is not loaded, is older than R450, or "
-                    "uses the /proc-based capability interface (load nvidia with "
-                    "nv_cap_enable_devfs=1)"
+                    f"{path}: missing; the nvidia driver is not loaded (modprobe nvidia), is "
+                    "older than R450, or --root is not the driver's root"
                 )
             continue
         parts[source] = minorsfile.parse_minors(text, path, source)
@@ -98,9 +99,24 @@ def _existing_mig(host: Host, table: CapabilityTable) -> dict[str, str]:
         except OSError as err:
             raise DriverError(f"{dirpath}: cannot read: {err.strerror or err}") from err
         subdirs = []
+        # In gpu<N>/mig/gi<G>: each ci<C> directory holds just its "access" file (the driver
+        # makes and removes both with the instance), so it is not listed: its file is read
+        # directly, and a missing one is an instance destroyed meanwhile (no entry).  That
+        # saves a getdents per compute instance: 3840 of them with every instance present.
+        in_gi = reldir.count("/") == 6 and reldir.rsplit("/", 2)[1] == "mig"
         for entry in entries:
             rel = f"{reldir}/{entry.name}"
             if entry.is_dir():
+                if in_gi and entry.name[:2] == "ci" and not entry.is_symlink():
+                    name = capnames.name_from_proc_relpath(f"{rel}/access")
+                    if name is not None:
+                        if name not in table:
+                            raise ParseError(
+                                f"{entry.path}/access",
+                                f"capability {name!r} is not listed in mig-minors",
+                            )
+                        found[name] = f"{entry.path}/access"
+                        continue
                 if not entry.is_symlink():
                     subdirs.append((entry.path, rel))
                 continue
@@ -127,7 +143,7 @@ def read_capability_file(host: Host, cap: Capability) -> CapabilityFile | None:
 
 
 def _read_capability_file(path: str, cap: Capability) -> CapabilityFile | None:
-    text = read_optional(path, _MAX_CAPFILE)
+    text = read_small_optional(path, _MAX_CAPFILE)
     if text is None:
         return None
     cf = capfile.parse_capability_file(text, path)
@@ -259,7 +275,7 @@ class LazyFiles(Mapping[str, CapabilityFile]):
 def write_modify(host: Host, cap: Capability, cf: CapabilityFile, modify: bool) -> CapabilityFile:
     """Set ``DeviceFileModify`` in the capability's proc file; returns the new fields.
 
-    The driver's proc file takes the single line ``DeviceFileModify: 0|1`` (docs/driver.md).  A
+    The driver's proc file takes the single line ``DeviceFileModify: 0|1`` (``docs/driver.md``).  A
     simulated root has plain files instead: those are rewritten whole, keeping the other
     fields, by create-then-rename.  Kernel proc files report size 0 (seq_file), which is how
     the two are told apart.

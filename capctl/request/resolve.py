@@ -213,8 +213,8 @@ class _Nodes:
     def for_gpu(self, minor: int) -> tuple[DeviceNode, ...]:
         frontend = self.majors.frontend
         if frontend is None:
-            raise DriverError(f"{self.host.display('proc/devices')}: no 'nvidia-frontend' or "
-                              "'nvidia' character major; the nvidia driver is not loaded")
+            raise DriverError(f"{self.host.display('proc/devices')}: no 'nvidia' "
+                              "(or, before 545, 'nvidia-frontend') character major; the nvidia driver is not loaded")
         wanted = (
             (gpu_node_path(minor), frontend, minor, "nvidia"),
             (CTL_PATH, frontend, CTL_MINOR, "nvidia"),

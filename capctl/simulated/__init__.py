@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capctl.driver import capfile, capnames
+from capctl.driver import capnames
 
 CAPS_MAJOR = 238
 FRONTEND_MAJOR = 195
@@ -122,8 +122,17 @@ def mig_minors_text() -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The nvlink and sys capabilities, with their minors: ``fabric-mgmt`` first of all, and
+#: ``fabric-imex-mgmt`` after the last MIG minor (``docs/driver.md``, "Minors files").
+OTHER_CAPS = {"fabric-mgmt": 0, "fabric-imex-mgmt": 3 + N_GPUS * N_GIS * (1 + N_CIS)}
+#: Their ``*-minors`` files.
+OTHER_SOURCES = {"fabric-mgmt": capnames.Source.NVLINK, "fabric-imex-mgmt": capnames.Source.SYS}
+
+
 def minor_of(name: str) -> int:
-    """The simulated driver's minor for a MIG capability name (same layout as the driver)."""
+    """The simulated driver's minor for a capability name (same layout as the driver)."""
+    if name in OTHER_CAPS:
+        return OTHER_CAPS[name]
     ref = capnames.parse_mig_name(name)
     if ref is None:
         raise ValueError(name)
@@ -136,7 +145,7 @@ def minor_of(name: str) -> int:
     return base if ref.ci is None else base + 1 + ref.ci
 
 
-PROC_DEVICES = f"""Character devices:
+_PROC_DEVICES = """Character devices:
   1 mem
   4 /dev/vc/0
   4 tty
@@ -145,14 +154,22 @@ PROC_DEVICES = f"""Character devices:
   5 /dev/ptmx
  10 misc
 136 pts
-{FRONTEND_MAJOR} nvidia-frontend
-{CAPS_MAJOR} nvidia-caps
-{UVM_MAJOR} nvidia-uvm
+{gpu}
+{caps} nvidia-caps
+{uvm} nvidia-uvm
 
 Block devices:
   7 loop
-{CAPS_MAJOR} blkext
+{caps} blkext
 """
+#: ``/proc/devices`` as drivers from 545 on write it: 195 as ``nvidia`` and ``nvidiactl``.
+PROC_DEVICES = _PROC_DEVICES.format(
+    gpu=f"{FRONTEND_MAJOR} nvidia\n{FRONTEND_MAJOR} nvidiactl", caps=CAPS_MAJOR, uvm=UVM_MAJOR
+)
+#: ... and as older drivers did: 195 as ``nvidia-frontend``.
+LEGACY_PROC_DEVICES = _PROC_DEVICES.format(
+    gpu=f"{FRONTEND_MAJOR} nvidia-frontend", caps=CAPS_MAJOR, uvm=UVM_MAJOR
+)
 
 
 def _write(path: Path, text: str) -> None:
@@ -160,8 +177,14 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def capability_names() -> list[str]:
-    """Every capability that exists on the simulated host (has a proc file)."""
+def mode_of(name: str) -> int:
+    """The driver's ``DeviceFileMode`` of a capability: 0400 for ``config`` and the fabric
+    capabilities, 0444 for the rest (``docs/driver.md``, "Default modes")."""
+    return capnames.CONFIG_MODE if name == "config" or name in OTHER_CAPS else capnames.DEFAULT_MODE
+
+
+def mig_capability_names() -> list[str]:
+    """Every MIG capability that exists on the simulated host (has a proc file)."""
     names = ["config", "monitor"]
     for gpu in GPUS:
         for _profile, gi, cis in gpu.instances or ():
@@ -170,27 +193,47 @@ def capability_names() -> list[str]:
     return names
 
 
-def build(root: Path, *, dev_nodes: bool = True) -> dict[str, Any]:
+def capability_names() -> list[str]:
+    """Every capability that exists on the simulated host (has a proc file): the MIG ones,
+    then ``fabric-mgmt`` and ``fabric-imex-mgmt``."""
+    return mig_capability_names() + list(OTHER_CAPS)
+
+
+def write_capability_file(root: Path, name: str, *, modify: int = 1) -> Path:
+    """Write (or rewrite) one capability's proc file as the driver would after allocating it:
+    its minor, its default mode and ``DeviceFileModify: <modify>``."""
+    source = OTHER_SOURCES.get(name, capnames.Source.MIG)
+    path = root / capnames.proc_relpath(name, source)
+    _write(
+        path,
+        f"DeviceFileMinor: {minor_of(name)}\nDeviceFileMode: {mode_of(name)}\n"
+        f"DeviceFileModify: {modify}\n",
+    )
+    return path
+
+
+def build(root: Path, *, dev_nodes: bool = True, legacy_names: bool = False) -> dict[str, Any]:
     """Write the simulated driver root under ``root``; returns the topology snapshot.
 
     Also writes ``root/topology.json``.  ``dev_nodes`` (needs CAP_MKNOD) creates the host's
-    ``/dev/nvidia*`` GPU, control and UVM nodes.
+    ``/dev/nvidia*`` GPU, control and UVM nodes.  ``legacy_names``: ``/proc/devices`` as a
+    driver before 545 writes it (``nvidia-frontend``).
     """
-    _write(root / "proc/devices", PROC_DEVICES)
+    _write(root / "proc/devices", LEGACY_PROC_DEVICES if legacy_names else PROC_DEVICES)
     _write(root / capnames.MINORS_DIR / "mig-minors", mig_minors_text())
     _write(root / capnames.MINORS_DIR / "nvlink-minors", "fabric-mgmt 0\n")
     _write(
         root / capnames.MINORS_DIR / "sys-minors",
-        f"fabric-imex-mgmt {minor_of('gpu31/gi14/ci7/access') + 1}\n",
+        f"fabric-imex-mgmt {OTHER_CAPS['fabric-imex-mgmt']}\n",
     )
     for name in capability_names():
-        mode = capnames.CONFIG_MODE if name == "config" else capnames.DEFAULT_MODE
-        cf = capfile.CapabilityFile(minor_of(name), mode, True)
-        _write(root / capnames.proc_relpath(name, capnames.Source.MIG), capfile.format_capability_file(cf))
+        write_capability_file(root, name)
     topo = topology()
     for gpu in GPUS:
         _write(
-            root / f"proc/driver/nvidia/gpus/{gpu.pci.lower()}/information",
+            # The driver names these directories with a 4-digit domain (0000:07:00.0), where
+            # NVML's bus id has 8 (00000000:07:00.0).
+            root / f"proc/driver/nvidia/gpus/{gpu.pci[4:].lower()}/information",
             f"Model: \t\t NVIDIA A100-SXM4-40GB\nIRQ:   \t\t 100\nGPU UUID: \t {gpu_uuid(gpu)}\n"
             f"Video BIOS: \t 92.00.36.00.01\nBus Type: \t PCIe\nDMA Size: \t 47 bits\n"
             f"DMA Mask: \t 0x7fffffffffff\nBus Location: \t {gpu.pci[4:].lower()}\n"

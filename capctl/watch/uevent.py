@@ -1,4 +1,5 @@
-"""``capctl watch``: run ``sync`` when the NVIDIA driver (re)loads, from kernel uevents.
+"""``capctl watch``: run ``sync`` when the NVIDIA driver (re)loads, from kernel uevents, and
+when a capability node or the set of MIG instances changes (:mod:`capctl.watch.changes`).
 
 For hosts and driver containers without udev.  The listener joins the kernel's uevent
 multicast group (``NETLINK_KOBJECT_UEVENT``, group 1: events as the kernel sends them, before
@@ -16,6 +17,12 @@ Three parts, two of them pure and tested on their own:
   ``max_delay`` after the first event of a burst.
 
 A forged event (root can send to the group) costs one ``sync``, which is idempotent.
+
+Node and instance changes (a :class:`~capctl.watch.changes.ChangeDetector` on the same loop)
+use a second debouncer with a short quiet period (``NODE_QUIET``): nvidia-modprobe re-creates
+a node in a few system calls (unlink, mknod, chmod, chown), and one ``sync`` after the last
+puts the grant back.  capctl's own ``sync`` changes nodes too, which costs one more ``sync``
+that finds nothing to do.
 """
 
 from __future__ import annotations
@@ -25,10 +32,16 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from capctl.watch.changes import ChangeDetector
 
 #: The kernel's uevent multicast group (``MONITOR_GROUP_KERNEL`` in pyroute2; udev's is 2).
 KERNEL_GROUP = 1
+#: Quiet period and longest wait after a node change before ``sync`` (seconds).
+NODE_QUIET = 0.01
+NODE_MAX_DELAY = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +89,17 @@ def is_driver_event(ev: Uevent) -> bool:
       files exist by then, since the kernel sends a module's ``add`` after its init function
       returns (``do_init_module`` in kernel/module/main.c); a reload has wiped what capctl made
       from the old ``nvidia-caps`` major's point of view (the major may change);
-    - ``bind`` of a PCI device to the ``nvidia`` driver: a GPU (re)attached (reset, rebind);
-    - ``add`` of a device in an ``nvidia-caps*`` class (``nvidia-caps-imex-channels``).
+    - ``bind`` of a PCI device to the ``nvidia`` driver: a GPU (re)attached (reset, rebind).
 
-    Removals need nothing: a gone driver has nothing to sync.
+    Removals need nothing: a gone driver has nothing to sync.  Devices of the
+    ``nvidia-caps-imex-channels`` class are IMEX channels, whose nodes capctl does not manage
+    (``/dev/nvidia-caps-imex-channels``, nvidia-modprobe's ``-i``): not an event for ``sync``.
     """
     if ev.subsystem == "module":
         return ev.action == "add" and ev.devpath == "/module/nvidia"
     if ev.subsystem == "pci":
         return ev.action == "bind" and ev.env.get("DRIVER") == "nvidia"
-    return ev.action == "add" and ev.subsystem.startswith("nvidia-caps")
+    return False
 
 
 @dataclass
@@ -133,13 +147,25 @@ async def _listen(
     on_event: Callable[[Uevent], None] | None,
     on_tick: Callable[[], None] | None = None,
     tick: float = 0.5,
+    detector: ChangeDetector | None = None,
 ) -> None:
     from pyroute2.netlink.uevent import AsyncUeventSocket
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    kick = asyncio.Event()
+    fast = Debouncer(NODE_QUIET, NODE_MAX_DELAY)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if detector is not None:
+
+        def changed(_change: object) -> None:
+            fast.event(time.monotonic())
+            kick.set()
+
+        detector.subscribe_nodes(changed)
+        detector.subscribe_instances(changed)
+        loop.add_reader(detector.fileno(), detector.read_nodes)
     sock = AsyncUeventSocket()
     try:
         await sock.bind(groups=KERNEL_GROUP)
@@ -152,18 +178,29 @@ async def _listen(
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         recv: asyncio.Future[Any] | None = None
         next_tick = time.monotonic() + tick
+        kicked: asyncio.Future[Any] | None = None
         try:
             while not stop.is_set():
                 if recv is None:
                     recv = asyncio.ensure_future(receive())
-                due = debouncer.due_at()
+                if kicked is None:
+                    kicked = asyncio.ensure_future(kick.wait())
+                dues = [debouncer.due_at(), fast.due_at()]
+                if detector is not None:
+                    dues.append(detector.next_poll_at())
+                due = min((d for d in dues if d is not None), default=None)
                 if on_tick is not None:
                     due = next_tick if due is None else min(due, next_tick)
                 timeout = None if due is None else max(0.0, due - time.monotonic())
-                waiting: set[asyncio.Future[Any]] = {recv, stopping}
+                waiting: set[asyncio.Future[Any]] = {recv, stopping, kicked}
                 done, _pending = await asyncio.wait(
                     waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
+                if kicked in done:
+                    kick.clear()
+                    kicked = None
+                if detector is not None and time.monotonic() >= detector.next_poll_at():
+                    detector.poll()
                 if recv in done:
                     msgs, recv = recv.result(), None
                     for msg in msgs:
@@ -172,13 +209,17 @@ async def _listen(
                             if on_event is not None:
                                 on_event(ev)
                             debouncer.event(time.monotonic())
-                if not stop.is_set() and debouncer.take(time.monotonic()):
+                now = time.monotonic()
+                driver, nodes = debouncer.take(now), fast.take(now)
+                if not stop.is_set() and (driver or nodes):
                     on_trigger()
                 if on_tick is not None and not stop.is_set() and time.monotonic() >= next_tick:
                     on_tick()
                     next_tick = time.monotonic() + tick
         finally:
-            for fut in (recv, stopping):
+            if detector is not None:
+                loop.remove_reader(detector.fileno())
+            for fut in (recv, stopping, kicked):
                 if fut is not None and not fut.done():
                     fut.cancel()
     finally:
@@ -197,13 +238,16 @@ def watch(
     on_event: Callable[[Uevent], None] | None = None,
     on_tick: Callable[[], None] | None = None,
     tick: float = 0.5,
+    detector: ChangeDetector | None = None,
 ) -> None:
-    """Call ``on_trigger`` after each burst of matching uevents; return on SIGTERM/SIGINT.
+    """Call ``on_trigger`` after each burst of matching uevents, and (with ``detector``) soon
+    after each node or instance change; return on SIGTERM/SIGINT.
 
     ``on_trigger`` runs on the listening thread; events arriving meanwhile wait in the socket's
-    receive buffer and cause one more run.  ``on_ready`` is called once the socket is bound
-    (no event after that is missed).  ``on_tick``, when given, is called every ``tick``
-    seconds on the same thread (the MIG instance poll: :mod:`capctl.watch.instances`).
+    receive buffer (and the inotify queue) and cause one more run.  ``on_ready`` is called once
+    the socket is bound (no event after that is missed).  ``on_tick``, when given, is called
+    every ``tick`` seconds on the same thread (the CDI spec's poll, which also sees the
+    topology snapshot change: :mod:`capctl.watch.instances`).
     """
     asyncio.run(_listen(on_trigger, match, Debouncer(quiet, max_delay), on_ready, on_event,
-                        on_tick, tick))
+                        on_tick, tick, detector))

@@ -1,0 +1,312 @@
+"""Detect changes to the capability nodes and to the set of MIG instances, as they happen.
+
+Two sources, because the driver signals only one of them (``docs/driver.md``, "Events"):
+
+- **nodes**: inotify on ``<root>/dev/nvidia-caps`` (create, attribute change, move in and out,
+  delete, and the directory itself going away).  nvidia-modprobe, run by ``nvidia-smi`` and
+  the container toolkit, re-creates a node or changes its mode without telling anyone; the
+  kernel tells inotify at once.  While the directory is missing, ``<root>/dev`` is watched for
+  it to appear;
+- **instances**: a poll of the capability files under
+  ``<root>/proc/driver/nvidia/capabilities/gpu*/mig/``.  The driver sends no uevent when a GPU
+  or compute instance is created or destroyed, so the set of instances is compared with the
+  last one every ``poll_interval`` seconds (a few ``getdents`` per GPU).
+
+The API, for ``capctl watch`` and any other consumer (for example one that regenerates a CDI
+spec when MIG is reconfigured)::
+
+    detector = ChangeDetector(host, poll_interval=1.0)
+    detector.subscribe_nodes(lambda change: ...)       # NodeChange: names, overflow
+    detector.subscribe_instances(lambda change: ...)   # InstanceChange: added, removed, now
+    detector.run(stop_event)                           # blocking loop, or:
+    loop.add_reader(detector.fileno(), detector.read_nodes)   # in an event loop, plus
+    detector.poll()                                    # every poll_interval (next_poll_at())
+    detector.close()
+
+Subscribers are called on the thread that reads or polls, in subscription order, with plain
+immutable values.  ``read_nodes`` and ``poll`` also return what they dispatched (None for
+nothing), so a caller may use either style.  :meth:`ChangeDetector.instances` is the current
+set, taken at construction and after each poll.
+
+inotify is reached through ``ctypes`` (the C library's ``inotify_init1`` and
+``inotify_add_watch``): the standard library has no binding, and no dependency is needed for
+three calls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import select
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from capctl.driver import capnames
+from capctl.errors import DriverError
+from capctl.host import Host
+
+# <sys/inotify.h>
+IN_ATTRIB = 0x00000004
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+#: What happens to a node: nvidia-modprobe unlinks and re-creates it, then chmods and chowns it;
+#: a rename onto it is a move in; the directory going away is a driver unload or a cleanup.
+NODE_MASK = (
+    IN_CREATE | IN_ATTRIB | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF
+    | IN_MOVE_SELF | IN_ONLYDIR
+)
+#: ``<root>/dev``: only ``nvidia-caps`` appearing matters.
+PARENT_MASK = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR
+
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
+
+
+@dataclass(frozen=True, slots=True)
+class NodeChange:
+    """Something changed in ``/dev/nvidia-caps``.
+
+    ``names``: the entries concerned (``nvidia-cap21``), or empty with ``overflow`` when the
+    kernel's queue overflowed or the directory itself appeared, vanished or moved: then
+    anything may have changed.
+    """
+
+    names: frozenset[str]
+    overflow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceChange:
+    """The set of MIG capabilities with a proc file changed (instances created or destroyed).
+
+    Names as in ``mig-minors`` (``gpu0/gi7/access``, ``gpu0/gi7/ci0/access``).
+    """
+
+    added: frozenset[str]
+    removed: frozenset[str]
+    now: frozenset[str]
+
+
+def parse_events(data: bytes) -> list[tuple[int, int, str]]:
+    """``(wd, mask, name)`` of each ``struct inotify_event`` in ``data``.  Pure."""
+    out: list[tuple[int, int, str]] = []
+    pos, end = 0, len(data)
+    while pos + _EVENT.size <= end:
+        wd, mask, _cookie, length = _EVENT.unpack_from(data, pos)
+        pos += _EVENT.size
+        raw = data[pos : pos + length]
+        pos += length
+        out.append((wd, mask, os.fsdecode(raw.split(b"\0", 1)[0])))
+    return out
+
+
+def scan_instances(capabilities_dir: str) -> frozenset[str]:
+    """Names of the GI/CI capabilities whose proc file exists under ``capabilities_dir``.
+
+    One ``getdents`` for the directory, one per GPU in MIG mode and one per GPU instance
+    (its ``access`` file and its ``ci<C>`` directories), nothing per compute instance: a
+    ``ci<C>`` directory exists exactly while its ``access`` file does (the driver makes and
+    removes both with the instance).  A directory that vanishes while being read is an
+    instance destroyed meanwhile.
+    """
+    found: set[str] = set()
+    for name in _entries(capabilities_dir):
+        if name[:3] != "gpu" or not name[3:].isdigit():
+            continue
+        mig = f"{capabilities_dir}/{name}/mig"
+        for gi_entry in _entries(mig):
+            if gi_entry[:2] != "gi" or not gi_entry[2:].isdigit():
+                continue
+            children = _entries(f"{mig}/{gi_entry}")
+            if "access" in children:
+                found.add(f"{name}/{gi_entry}/access")
+            for child in children:
+                if child[:2] == "ci" and child[2:].isdigit():
+                    found.add(f"{name}/{gi_entry}/{child}/access")
+    return frozenset(found)
+
+
+def _entries(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as err:
+        raise DriverError(f"{path}: cannot read: {err.strerror or err}") from err
+
+
+class _Inotify:
+    """The three inotify calls, through the C library."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise DriverError(f"inotify_init1: {os.strerror(err)}")
+        self.fd: int = fd
+
+    def add_watch(self, path: str, mask: int) -> int | None:
+        """The watch descriptor, or None if ``path`` is missing or not a directory."""
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), ctypes.c_uint32(mask))
+        if wd >= 0:
+            return int(wd)
+        err = ctypes.get_errno()
+        if err in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        raise DriverError(f"{path}: inotify_add_watch: {os.strerror(err)}")
+
+    def rm_watch(self, wd: int) -> None:
+        self._libc.inotify_rm_watch(self.fd, ctypes.c_int(wd))  # EINVAL if gone: fine
+
+    def read(self) -> bytes:
+        try:
+            return os.read(self.fd, 64 * 1024)
+        except BlockingIOError:
+            return b""
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+NodeSubscriber = Callable[[NodeChange], None]
+InstanceSubscriber = Callable[[InstanceChange], None]
+
+
+class ChangeDetector:
+    """Node changes from inotify and instance changes from a poll, to subscribers."""
+
+    def __init__(self, host: Host, *, poll_interval: float = 1.0) -> None:
+        self.poll_interval = poll_interval
+        self._caps_dir = host.path(capnames.CAPS_DEV_DIR)
+        self._dev_dir = os.path.dirname(self._caps_dir)
+        self._capabilities = host.path(capnames.CAPABILITIES_DIR)
+        self._node_subs: list[NodeSubscriber] = []
+        self._instance_subs: list[InstanceSubscriber] = []
+        self._inotify = _Inotify()
+        self._caps_wd: int | None = None
+        self._dev_wd: int | None = None
+        self._arm()
+        self._instances = scan_instances(self._capabilities)
+        self._next_poll = time.monotonic() + poll_interval
+
+    # --- subscribing ---------------------------------------------------------------------
+
+    def subscribe_nodes(self, fn: NodeSubscriber) -> None:
+        self._node_subs.append(fn)
+
+    def subscribe_instances(self, fn: InstanceSubscriber) -> None:
+        self._instance_subs.append(fn)
+
+    @property
+    def instances(self) -> frozenset[str]:
+        """The GI/CI capabilities that had a proc file at the last poll."""
+        return self._instances
+
+    # --- nodes ---------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The inotify descriptor: readable when node events wait (for select/add_reader)."""
+        return self._inotify.fd
+
+    def _arm(self) -> bool:
+        """Watch ``nvidia-caps`` if it exists, else its parent for it; True if it was just
+        found (an event in itself: nodes may be there that no event announced)."""
+        if self._caps_wd is not None:
+            return False
+        self._caps_wd = self._inotify.add_watch(self._caps_dir, NODE_MASK)
+        if self._caps_wd is None:
+            if self._dev_wd is None:
+                self._dev_wd = self._inotify.add_watch(self._dev_dir, PARENT_MASK)
+            return False
+        return True
+
+    def read_nodes(self) -> NodeChange | None:
+        """Read the pending inotify events; dispatch and return the change, None if none."""
+        names: set[str] = set()
+        overflow = False
+        while True:
+            data = self._inotify.read()
+            if not data:
+                break
+            for wd, mask, name in parse_events(data):
+                if mask & IN_Q_OVERFLOW:
+                    overflow = True
+                elif wd == self._caps_wd and wd is not None:
+                    if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
+                        if not mask & IN_IGNORED:
+                            self._inotify.rm_watch(wd)
+                        self._caps_wd = None
+                        overflow = True
+                    elif name:
+                        names.add(name)
+                elif wd == self._dev_wd and name == os.path.basename(self._caps_dir):
+                    overflow = True
+        if self._arm():
+            overflow = True
+        if not names and not overflow:
+            return None
+        change = NodeChange(frozenset(() if overflow else names), overflow)
+        self._dispatch_nodes(change)
+        return change
+
+    # --- instances -----------------------------------------------------------------------
+
+    def next_poll_at(self) -> float:
+        """When :meth:`poll` is next due (``time.monotonic()`` seconds)."""
+        return self._next_poll
+
+    def poll(self) -> InstanceChange | None:
+        """Compare the instances with the last poll; dispatch and return a change, or None.
+
+        Also re-arms the node watch if ``nvidia-caps`` (or ``dev``) appeared unseen.
+        """
+        self._next_poll = time.monotonic() + self.poll_interval
+        if self._caps_wd is None and self._arm():
+            self._dispatch_nodes(NodeChange(frozenset(), True))
+        now = scan_instances(self._capabilities)
+        if now == self._instances:
+            return None
+        change = InstanceChange(now - self._instances, self._instances - now, now)
+        self._instances = now
+        for fn in self._instance_subs:
+            fn(change)
+        return change
+
+    def _dispatch_nodes(self, change: NodeChange) -> None:
+        for fn in self._node_subs:
+            fn(change)
+
+    # --- a loop for callers without one --------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Read and poll until ``stop`` is set (checked at least every ``poll_interval``)."""
+        while not stop.is_set():
+            timeout = max(0.0, self._next_poll - time.monotonic())
+            ready, _w, _x = select.select([self.fileno()], [], [], timeout)
+            if ready:
+                self.read_nodes()
+            if time.monotonic() >= self._next_poll:
+                self.poll()
+
+    def close(self) -> None:
+        self._inotify.close()
+
+    def __enter__(self) -> ChangeDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

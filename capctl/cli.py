@@ -262,12 +262,15 @@ def doctor_cmd(host: Host, as_json: bool) -> None:
               help="CRI-O drop-in directory (default if /etc/crio exists).")
 @click.option("--docker-hook-link", default=None, metavar="DIR",
               help="Also link DIR/nvidia-container-runtime-hook to capctl-docker-hook (Docker --gpus).")
+@click.option("--launcher-dir", default=None, metavar="DIR",
+              help="Where to write capctl-runtime's launcher, which the runtime entries run "
+                   "(default: PREFIX/libexec of this installation).")
 @click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
 @click.pass_context
 def install_cmd(
     ctx: click.Context, hooks_dir: str | None, no_hooks: bool, always: bool,
     docker_config: str | None, containerd_dir: str | None, crio_dir: str | None,
-    docker_hook_link: str | None, dry_run: bool,
+    docker_hook_link: str | None, launcher_dir: str | None, dry_run: bool,
 ) -> None:
     """Write capctl's hook and runtime definitions for this installation."""
     from capctl import install
@@ -280,7 +283,11 @@ def install_cmd(
         options += ["--topology", os.path.abspath(host.topology)]
     if host.config != DEFAULT_CONFIG:
         options += ["--config", os.path.abspath(host.config)]
-    inst = install.Installation(sys.executable, os.path.dirname(sys.executable), tuple(options))
+    inst = install.Installation(
+        sys.executable, os.path.dirname(sys.executable), tuple(options),
+        launcher_dir=os.path.abspath(launcher_dir or os.path.join(sys.prefix, "libexec")),
+        paths=install.import_paths(),
+    )
     found = install.default_targets([d for d in ("/etc/docker", "/etc/containerd", "/etc/crio")
                                      if os.path.isdir(d)])
     writes = install.plan(

@@ -2,6 +2,9 @@
 
 What is written (``docs/runtimes.md``):
 
+- ``capctl-runtime``'s own launcher (:func:`launcher_text`), which the runtime entries below
+  run instead of pip's console script: every ``start``, ``state``, ``kill`` and ``delete`` of a
+  container runs it, so its start-up is the interpreter's alone (``docs/runtimes.md``);
 - a hooks.d definition (podman, CRI-O), the directory created if missing (Debian's podman
   does not create ``/usr/share/containers/oci/hooks.d``);
 - Docker's ``daemon.json``: a ``runtimes.capctl`` entry running ``capctl-runtime``, every
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +45,11 @@ HOOK_FILE = "oci-capctl.json"
 SNIPPET = "99-capctl.toml"
 CRIO_SNIPPET = "99-capctl.conf"
 RUNTIME_NAME = "capctl"
+#: Second line of the launcher (its first is the shebang): how a later install knows it.
+LAUNCHER_MARK = "# capctl-runtime's launcher, written by 'capctl install'; replaced by the next one."
+LAUNCHER = "capctl-runtime"
+#: Linux reads at most this many bytes of a ``#!`` line (BINPRM_BUF_SIZE, since Linux 5.1).
+MAX_SHEBANG = 256
 NVIDIA_HOOK = "nvidia-container-runtime-hook"
 HOOK_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ANNOTATION = {"^capctl\\.io/nvidia$": "^(true|yes|1)$"}
@@ -57,9 +66,14 @@ class Installation:
     python: str  # the interpreter's full path (sys.executable of the venv)
     bindir: str  # where the console scripts are (capctl-runtime, capctl-docker-hook)
     options: tuple[str, ...] = ()  # global options for the hook: --root R --topology T --config C
+    launcher_dir: str | None = None  # where capctl-runtime's launcher goes; None: none written
+    paths: tuple[str, ...] = ()  # the launcher's sys.path head: capctl's and its dependencies'
 
     @property
     def runtime(self) -> str:
+        """What the runtime entries run: the launcher, else pip's console script."""
+        if self.launcher_dir is not None:
+            return os.path.join(self.launcher_dir, LAUNCHER)
         return os.path.join(self.bindir, "capctl-runtime")
 
     @property
@@ -75,6 +89,60 @@ class Write:
     text: str
     what: str
     replaces: bool = False
+    mode: int = 0o644
+
+
+def import_paths() -> tuple[str, ...]:
+    """Where this process finds capctl and its dependencies, for a launcher that skips ``site``.
+
+    The directory above the ``capctl`` package first (an editable install's source tree too,
+    whose import finder ``site`` would load), then every site-packages directory on ``sys.path``.
+    """
+    import capctl
+
+    own = os.path.dirname(os.path.dirname(os.path.abspath(capctl.__file__)))
+    found = [own]
+    for p in sys.path:
+        site_dir = os.path.basename(p) in ("site-packages", "dist-packages")
+        if site_dir and os.path.isabs(p) and p not in found:
+            found.append(p)
+    return tuple(found)
+
+
+def launcher_text(python: str, paths: Sequence[str]) -> str:
+    """``capctl-runtime``'s launcher: ``python -IS``, capctl's paths, ``runtime_main.main()``.
+
+    pip's console script imports ``re`` and, through ``site``, every ``.pth`` file's modules
+    (an editable install's finder, setuptools' ``_distutils_hack``): 6-11 ms of every runtime
+    call.  ``-I`` leaves out the ``PYTHON*`` environment, the user's site-packages and the
+    script's directory; ``-S`` leaves out ``site``, so ``sys.path`` gets capctl's directories
+    here instead.  The kernel passes the shebang's single argument ``-IS`` as one word.
+    """
+    shebang = f"#!{python} -IS"
+    if len(shebang) + 1 > MAX_SHEBANG or any(c.isspace() for c in python):
+        raise InstallError(
+            f"{python}: an interpreter path with spaces or over {MAX_SHEBANG - 6} bytes "
+            "cannot be a launcher's #! line"
+        )
+    return (
+        f"{shebang}\n{LAUNCHER_MARK}\n"
+        "import sys\n"
+        f"sys.path[:0] = {json.dumps(list(paths))}\n"
+        "from capctl.runtime_main import main\n"
+        "main()\n"
+    )
+
+
+def plan_launcher(inst: Installation) -> Write:
+    """The launcher file, executable; refused over a file that is not an earlier launcher."""
+    assert inst.launcher_dir is not None
+    path = os.path.join(inst.launcher_dir, LAUNCHER)
+    current = _read(path)
+    if current is not None and current.split("\n", 2)[1:2] != [LAUNCHER_MARK]:
+        raise InstallError(f"{path}: exists and was not written by capctl; refusing to replace it")
+    text = launcher_text(inst.python, inst.paths)
+    return Write(path, text, "capctl-runtime launcher (Docker, containerd, CRI-O run it)",
+                 current is not None, 0o755)
 
 
 def hook_command(inst: Installation) -> dict[str, Any]:
@@ -219,11 +287,12 @@ def write_atomic(w: Write) -> None:
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
         tmp = f"{w.path}.capctl-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, w.mode)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(w.text)
                 f.flush()
+                os.fchmod(f.fileno(), w.mode)  # the umask does not narrow it
                 os.fsync(f.fileno())
             os.rename(tmp, w.path)
         except BaseException:
@@ -275,6 +344,9 @@ def plan(
 ) -> list[Write]:
     """Every file to write; raises :class:`InstallError` before anything is written."""
     out: list[Write] = []
+    runs_runtime = docker_config or containerd_dir or crio_dir
+    if inst.launcher_dir is not None and runs_runtime:
+        out.append(plan_launcher(inst))
     if hooks_dir is not None:
         out.append(plan_hook(os.path.join(hooks_dir, HOOK_FILE), inst, always=always))
     if docker_config is not None:

@@ -29,6 +29,7 @@ def targets(tmp: Path) -> list[str]:
     return [
         "--hooks-dir", str(tmp / "hooks.d"), "--docker-config", str(tmp / "docker/daemon.json"),
         "--containerd-dir", str(tmp / "containerd"), "--crio-dir", str(tmp / "crio"),
+        "--launcher-dir", str(tmp / "libexec"),
     ]  # fmt: skip
 
 
@@ -45,15 +46,17 @@ def test_writes_every_definition_for_this_installation(tmp_path: Path) -> None:
     assert hook["when"] == {"annotations": install.ANNOTATION}
     daemon = json.loads((tmp_path / "docker/daemon.json").read_text())
     assert daemon["debug"] is True and daemon["runtimes"]["x"] == {"path": "/x"}
-    assert daemon["runtimes"]["capctl"] == {"path": f"{BIN}/capctl-runtime"}
+    # The runtime entries run capctl's own launcher, not pip's console script.
+    launcher = f"{tmp_path}/libexec/capctl-runtime"
+    assert daemon["runtimes"]["capctl"] == {"path": launcher}
     ctd = tomllib.loads((tmp_path / "containerd/99-capctl.toml").read_text())
     runtime = ctd["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["capctl"]
-    assert runtime["options"]["BinaryName"] == f"{BIN}/capctl-runtime"
+    assert runtime["options"]["BinaryName"] == launcher
     crio = tomllib.loads((tmp_path / "crio/99-capctl.conf").read_text())
-    assert crio["crio"]["runtime"]["runtimes"]["capctl"]["runtime_path"] == f"{BIN}/capctl-runtime"
+    assert crio["crio"]["runtime"]["runtimes"]["capctl"]["runtime_path"] == launcher
     # A second install replaces its own files and changes nothing else.
     code, out = run_install(tmp_path, *targets(tmp_path), opts=("--root", str(tmp_path)))
-    assert code == 0 and out.count("replaced own file") == 4, out
+    assert code == 0 and out.count("replaced own file") == 5, out
 
 
 def test_always_and_dry_run(tmp_path: Path) -> None:
@@ -125,3 +128,83 @@ def test_install_from_the_console_script(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     )
     assert sys.executable in res.stdout
+
+
+# --- capctl-runtime's launcher ------------------------------------------------------------------
+
+
+def installed_launcher(tmp: Path) -> Path:
+    code, out = run_install(tmp, "--no-hooks", "--docker-config", str(tmp / "daemon.json"),
+                            "--launcher-dir", str(tmp / "libexec"))
+    assert code == 0, out
+    return tmp / "libexec/capctl-runtime"
+
+
+def fake_runtime(tmp: Path) -> Path:
+    """A config naming a runtime that prints its arguments, as the real one would get them."""
+    runtime = tmp / "fake-runc"
+    runtime.write_text('#!/bin/sh\necho "fake-runc $*"\n')
+    runtime.chmod(0o755)
+    config = tmp / "capctl.toml"
+    config.write_text(f'[runtime]\nruntime = "{runtime}"\n')
+    config.chmod(0o644)
+    return config
+
+
+def test_launcher_is_written_executable_with_an_isolated_interpreter(tmp_path: Path) -> None:
+    launcher = installed_launcher(tmp_path)
+    st = launcher.stat()
+    assert st.st_mode & 0o7777 == 0o755 and st.st_uid == os.geteuid()
+    lines = launcher.read_text().splitlines()
+    assert lines[0] == f"#!{sys.executable} -IS" and lines[1] == install.LAUNCHER_MARK
+    assert lines[-2:] == ["from capctl.runtime_main import main", "main()"]
+    # Docker is pointed at it; pip's console script stays installed.
+    daemon = json.loads((tmp_path / "daemon.json").read_text())
+    assert daemon["runtimes"]["capctl"]["path"] == str(launcher)
+    assert Path(BIN, "capctl-runtime").is_file()
+
+
+def test_launcher_execs_the_runtime_ignoring_the_callers_python_env(tmp_path: Path) -> None:
+    launcher = installed_launcher(tmp_path)
+    config = fake_runtime(tmp_path)
+    # A PYTHONPATH shadowing capctl would break the launcher if -I did not drop it.
+    (tmp_path / "evil/capctl").mkdir(parents=True)
+    (tmp_path / "evil/capctl/__init__.py").write_text("raise SystemExit('shadowed')\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "evil")}
+    res = subprocess.run([str(launcher), "--capctl-config", str(config), "--root", "/r", "state",
+                          "c1"], capture_output=True, text=True, env=env, cwd=tmp_path / "evil")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "fake-runc --root /r state c1\n"
+
+
+def test_launcher_imports_nothing_heavy_and_finds_the_dependencies(tmp_path: Path) -> None:
+    launcher = installed_launcher(tmp_path)
+    config = fake_runtime(tmp_path)
+    # The config cache is written by a first call; the second is every later call.
+    subprocess.run([str(launcher), "--capctl-config", str(config), "state", "x"], check=True,
+                   capture_output=True)
+    flags = launcher.read_text().splitlines()[0].split()[1:]
+    res = subprocess.run([sys.executable, *flags, "-X", "importtime", str(launcher),
+                          "--capctl-config", str(config), "state", "x"],
+                         capture_output=True, text=True, check=True)
+    imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines()[1:]}
+    assert "capctl.runtime_main" in imported
+    heavy = {"site", "re", "enum", "json", "pathlib", "typing", "tomllib", "click",
+             "capctl.policy", "_distutils_hack"}
+    assert not imported & heavy, imported & heavy
+    assert not [m for m in imported if m.startswith("__editable__")]
+    # create and run need capctl's dependencies, found without site through the launcher's path.
+    body = "\n".join(launcher.read_text().splitlines()[2:4])
+    subprocess.run([sys.executable, *flags, "-c", f"{body}\nimport click, tomlkit, pynvml, pyroute2"],
+                   check=True, cwd=tmp_path)
+
+
+def test_launcher_never_replaces_a_foreign_file(tmp_path: Path) -> None:
+    (tmp_path / "libexec").mkdir()
+    (tmp_path / "libexec/capctl-runtime").write_text("#!/bin/sh\nexec runc \"$@\"\n")
+    code, out = run_install(tmp_path, "--no-hooks", "--docker-config", str(tmp_path / "d.json"),
+                            "--launcher-dir", str(tmp_path / "libexec"))
+    assert code == 1 and "refusing" in out, out
+    assert not (tmp_path / "d.json").exists()
+    with pytest.raises(install.InstallError, match="#! line"):
+        install.launcher_text("/opt/my venv/bin/python3", ())

@@ -107,7 +107,8 @@ def test_podman_with_the_installed_definition(tmp_path: Path, sim: Sim, cgroup2:
     hooks = tmp_path / "hooks.d"
     subprocess.run([str(BIN / "capctl"), *sim.options, "install", "--hooks-dir", str(hooks),
                     "--docker-config", str(tmp_path / "unused.json"),
-                    "--containerd-dir", str(tmp_path / "u1"), "--crio-dir", str(tmp_path / "u2")],
+                    "--containerd-dir", str(tmp_path / "u1"), "--crio-dir", str(tmp_path / "u2"),
+                    "--launcher-dir", str(tmp_path / "libexec")],
                    check=True, capture_output=True)
     with PodmanHarness(tmp_path, cgroup2=cgroup2, hooks_dir=hooks) as podman:
         ctr = podman.run(extra=["--annotation", "capctl.io/nvidia=true",
@@ -150,7 +151,8 @@ def test_docker_runtime_capctl(tmp_path: Path, sim: Sim) -> None:
     daemon_json = tmp_path / "daemon.json"
     subprocess.run([str(BIN / "capctl"), "--config", str(config), "install", "--no-hooks",
                     "--docker-config", str(daemon_json), "--containerd-dir", str(tmp_path / "u1"),
-                    "--crio-dir", str(tmp_path / "u2")], check=True, capture_output=True)
+                    "--crio-dir", str(tmp_path / "u2"), "--launcher-dir", str(tmp_path / "libexec")],
+                   check=True, capture_output=True)
     runtimes = json.loads(daemon_json.read_text())["runtimes"]
     with DockerHarness(tmp_path, runtimes=runtimes) as docker:
         ctr = docker.run(extra=["--runtime", "capctl", "-e", f"NVIDIA_VISIBLE_DEVICES={MIG['uuid']}",

@@ -1,0 +1,145 @@
+"""The trust policy end to end: real runc containers on cgroup v1 and v2, the hook installed.
+
+Each case is one container as a CRI runtime (or not) would create it; the kernel's answer to an
+open() inside says what it got (ENXIO: the cgroup allows the node; EPERM: it denies it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.runc import Container, RuncHarness
+
+from .conftest import needs_runc
+from .test_hook_e2e import GPU0, TOPO, World, cap_minor, mig
+
+pytestmark = needs_runc
+
+LIST = "/var/run/nvidia-container-devices"
+CONTAINERD = {"io.kubernetes.cri.container-type": "container",
+              "io.kubernetes.cri.sandbox-id": "0123abcd"}
+CRIO = {"io.kubernetes.cri-o.ContainerType": "container", "io.kubernetes.cri-o.SandboxID": "x"}
+PRIV = ["CAP_SYS_ADMIN", "CAP_KILL"]
+PLAIN = ["CAP_KILL", "CAP_CHOWN"]
+M = mig(GPU0, 2)
+M_CAPS = (cap_minor(GPU0, M["gi"]), cap_minor(GPU0, M["gi"], M["ci"]))
+
+
+@pytest.fixture(params=["v1", "v2"])
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    with RuncHarness(tmp_path, cgroup2=request.param == "v2") as runc:
+        yield World(tmp_path, runc, "createRuntime")
+
+
+def policy(world: World, text: str) -> None:
+    world.config.write_text(world.config.read_text() + f"\n[requests]\n{text}\n")
+
+
+def start(world: World, env: dict[str, str], *, annotations: dict[str, str] | None = None,
+          caps: list[str] = PLAIN, mounts: list[dict[str, Any]] = ()) -> Container:  # type: ignore[assignment]
+    def edit(config: dict[str, Any]) -> None:
+        if annotations:
+            config["annotations"] = dict(annotations)
+        config["mounts"] += list(mounts)
+
+    return world.runc.run_detached(world.bundle(env, capabilities=caps, edit=edit))
+
+
+def has_mig(world: World, ctr: Container) -> bool:
+    """Whether the container got M: its nodes exist and the cgroup allows them."""
+    r = world.runc
+    paths = [*(f"/dev/nvidia-caps/nvidia-cap{m}" for m in M_CAPS), "/dev/nvidia0"]
+    exists = [r.exec(ctr, ["/bin/busybox", "test", "-c", p]).returncode == 0 for p in paths]
+    if not any(exists):
+        return False
+    assert all(exists), exists
+    assert [r.probe(ctr, p) for p in paths] == ["ENXIO"] * 3
+    return True
+
+
+def dev_mount(dev_id: str, source: str = "/dev/null") -> dict[str, Any]:
+    return {"destination": f"{LIST}/{dev_id}", "type": "bind", "source": source,
+            "options": ["rbind", "ro"]}
+
+
+CASES = [
+    # (id, [requests] lines, annotations, capabilities, gets the device?)
+    ("auto, containerd, unprivileged", "", CONTAINERD, PLAIN, False),
+    ("auto, containerd, privileged", "", CONTAINERD, PRIV, True),
+    ("auto, cri-o, unprivileged", "", CRIO, PLAIN, False),
+    ("auto, cri-o, privileged", "", CRIO, PRIV, True),
+    ("auto, no cri runtime", "", None, PLAIN, True),
+    ("any, containerd, unprivileged", 'envvar = "any"', CONTAINERD, PLAIN, True),
+    ("privileged, no cri, unprivileged", 'envvar = "privileged"', None, PLAIN, False),
+    ("privileged, no cri, privileged", 'envvar = "privileged"', None, PRIV, True),
+]
+
+
+@pytest.mark.parametrize(("lines", "annotations", "caps", "allowed"),
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_envvar_policy(world: World, lines: str, annotations: dict[str, str] | None,
+                       caps: list[str], allowed: bool) -> None:
+    if lines:
+        policy(world, lines)
+    ctr = start(world, {"NVIDIA_VISIBLE_DEVICES": M["uuid"]}, annotations=annotations, caps=caps)
+    assert has_mig(world, ctr) is allowed
+    if not allowed:  # ignored, with one line naming the policy; other nodes denied too
+        assert "ignoring NVIDIA_VISIBLE_DEVICES" in world.log.read_text()
+        assert world.runc.exec(ctr, ["/bin/busybox", "test", "-e", "/dev/nvidia-caps"]).returncode
+
+
+def test_cuda_image_all_in_a_pod_gets_nothing(world: World) -> None:
+    ctr = start(world, {"NVIDIA_VISIBLE_DEVICES": "all"}, annotations=CONTAINERD)
+    assert has_mig(world, ctr) is False
+    assert world.runc.exec(ctr, ["/bin/busybox", "test", "-e", "/dev/nvidiactl"]).returncode
+
+
+def test_volume_mounts_list(world: World) -> None:
+    ctr = start(world, {"NVIDIA_VISIBLE_DEVICES": LIST}, annotations=CONTAINERD,
+                mounts=[dev_mount(M["uuid"])])
+    assert has_mig(world, ctr) is True
+    other = mig(GPU0, 3)
+    assert world.runc.exec(ctr, ["/bin/busybox", "ls", "/dev/nvidia-caps"]).stdout.split() == [
+        f"nvidia-cap{m}" for m in sorted(M_CAPS)]
+    assert other["uuid"] not in world.log.read_text()
+
+
+def test_volume_mounts_list_forged_source_ignored(world: World, tmp_path: Path) -> None:
+    forged = tmp_path / "forged"
+    forged.write_text("")
+    ctr = start(world, {"NVIDIA_VISIBLE_DEVICES": LIST}, annotations=CONTAINERD,
+                mounts=[dev_mount(M["uuid"], str(forged))])
+    assert has_mig(world, ctr) is False
+    assert f"ignoring mount(s) {LIST}/{M['uuid']}" in world.log.read_text()
+
+
+def test_volume_mounts_off(world: World) -> None:
+    policy(world, "volume_mounts = false")
+    ctr = start(world, {"NVIDIA_VISIBLE_DEVICES": LIST}, annotations=CONTAINERD,
+                mounts=[dev_mount(M["uuid"])])
+    assert has_mig(world, ctr) is False
+    assert "volume_mounts = false" in world.log.read_text()
+
+
+@pytest.mark.parametrize("which", ["CONFIG", "MONITOR"])
+def test_mig_admin_whole_gpu_and_mig_devices(world: World, which: str) -> None:
+    env = {"NVIDIA_VISIBLE_DEVICES": str(GPU0["index"]), f"NVIDIA_MIG_{which}_DEVICES": "all"}
+    ctr = start(world, env, annotations=CONTAINERD, caps=PRIV)
+    fixed = 1 if which == "CONFIG" else 2
+    assert world.runc.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{fixed}") == "ENXIO"
+    assert world.runc.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{cap_minor(GPU0, 0)}") == "ENXIO"
+    env["NVIDIA_VISIBLE_DEVICES"] = f"{GPU0['index']},{M['uuid']}"
+    with pytest.raises(RuntimeError, match="mig-config needs whole GPUs visible"):
+        start(world, env, annotations=CONTAINERD, caps=PRIV)
+
+
+def test_mig_admin_non_mig_gpu_gets_no_caps(world: World) -> None:
+    plain = next(g for g in TOPO["gpus"] if not g["mig_enabled"])
+    env = {"NVIDIA_VISIBLE_DEVICES": plain["pci_bus_id"][4:], "NVIDIA_MIG_CONFIG_DEVICES": "all"}
+    ctr = start(world, env, caps=PRIV)
+    assert world.runc.probe(ctr, f"/dev/nvidia{plain['minor']}", "rw") == "ENXIO"
+    assert world.runc.exec(ctr, ["/bin/busybox", "test", "-e", "/dev/nvidia-caps"]).returncode

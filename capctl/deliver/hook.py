@@ -14,9 +14,13 @@ container's mount namespace, then walks the rootfs with ``O_NOFOLLOW`` per compo
 planted by the image at ``/dev`` or ``/dev/nvidia-caps`` is refused, never followed
 (CVE-2024-0132 family).  Nothing from the container is executed.
 
-Configuration comes from the arguments and the root-owned config file only: the entry point
-(:mod:`capctl.main`) refuses an environment carrying ``LD_*``/``PYTHON*`` variables, which
-a runtime passing the container's environment to hooks would hand us (CVE-2025-23266).
+Configuration comes from the arguments and the root-owned config file only.  The protection
+against an environment a runtime passes to hooks (CVE-2025-23266: ``LD_PRELOAD`` from the
+container's image) is the hook *definition's* explicit ``env`` (``hooks/``) and ``python -I``,
+which ignores every ``PYTHON*`` variable.  What :func:`main` does with ``LD_*`` and the like
+is detection, not protection: the dynamic loader has acted on them before any hook code runs,
+so the hook can only refuse to go on and say why.  ``PYTHON*`` variables are refused only
+when the interpreter does not run isolated (``sys.flags.isolated``), since ``-I`` ignores them.
 """
 
 from __future__ import annotations
@@ -38,16 +42,23 @@ if TYPE_CHECKING:  # resolve is imported only once a request is known
 
     from capctl.edits.edits import Edits
 
-#: Variables that change what a Python process loads before any capctl code runs.
+#: Variables that change what a process loads before any capctl code runs: the dynamic
+#: loader's and glibc's, and (unless the interpreter runs isolated) Python's.
 DANGEROUS_ENV_PREFIXES = ("LD_", "PYTHON")
 DANGEROUS_ENV_EXACT = frozenset({"GCONV_PATH", "LOCPATH", "HOSTALIASES"})
 
 
-def dangerous_env(environ: dict[str, str] | os._Environ[str]) -> list[str]:
-    """Names in ``environ`` that could inject code into the hook's interpreter."""
-    return sorted(
-        k for k in environ if k.startswith(DANGEROUS_ENV_PREFIXES) or k in DANGEROUS_ENV_EXACT
-    )
+def dangerous_env(environ: dict[str, str] | os._Environ[str], *,
+                  isolated: bool | None = None) -> list[str]:
+    """Names in ``environ`` that could have injected code into the hook's process.
+
+    ``isolated`` (default: ``sys.flags.isolated``, i.e. ``python -I``): the interpreter
+    ignores ``PYTHON*``, so those are harmless and not reported.
+    """
+    if isolated is None:
+        isolated = bool(sys.flags.isolated)
+    prefixes = ("LD_",) if isolated else DANGEROUS_ENV_PREFIXES
+    return sorted(k for k in environ if k.startswith(prefixes) or k in DANGEROUS_ENV_EXACT)
 
 
 class Log:
@@ -219,6 +230,7 @@ def main(host: Host, *, stdin: BinaryIO | None = None) -> int:
     try:
         log.path = _log_path(host)
         if bad:
+            # Detection only: a preloaded library has already run by now.
             raise HookError(
                 f"refusing to run with {', '.join(bad)} in the hook's environment: the runtime "
                 "passes an environment to hooks; give the hook an explicit 'env' (see hooks/)"

@@ -162,15 +162,12 @@ def test_nvidia0_is_a_symlink_to_a_host_file(world: World, host_dir: Path, absol
     link.symlink_to(secret if absolute else os.path.relpath(secret, link.parent))
     assert link.resolve() == secret  # the link does reach the host file from the host
     before = snapshot(host_dir)
-    ctr = world.runc.run_detached(b)
+    message, _ctr = failed_start(world, b)
+    # The hook never replaces what it did not make: the start fails naming the path, the
+    # link is still a link and the host file is untouched.
+    assert f"{rootfs}/dev/nvidia0: is a symlink" in message, message
     assert snapshot(host_dir) == before
-    # The link itself was replaced (renamed over) by the node, inside the container.
-    st = link.lstat()
-    assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 195 and os.minor(st.st_rdev) == 0
-    out = world.runc.exec(ctr, ["/bin/busybox", "stat", "-c", "%F %t:%T", "/dev/nvidia0"])
-    assert out.stdout.strip() == "character special file c3:0"
-    assert world.runc.probe(ctr, "/dev/nvidia0", "rw") == "ENXIO"
-    world.runc.delete(ctr)
+    assert link.is_symlink()
 
 
 # --- hostile tokens in NVIDIA_VISIBLE_DEVICES ---------------------------------------------

@@ -6,16 +6,23 @@ open() inside says what it got (ENXIO: the cgroup allows the node; EPERM: it den
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.runc import Container, RuncHarness
+from tests.support.runc import BindMount, Container, RuncHarness
 
 from .conftest import needs_runc
 from .test_hook_e2e import GPU0, TOPO, World, cap_minor, mig
+from .test_hook_security import no_dev_tmpfs
 
 pytestmark = needs_runc
 
@@ -143,3 +150,123 @@ def test_mig_admin_non_mig_gpu_gets_no_caps(world: World) -> None:
     ctr = start(world, env, caps=PRIV)
     assert world.runc.probe(ctr, f"/dev/nvidia{plain['minor']}", "rw") == "ENXIO"
     assert world.runc.exec(ctr, ["/bin/busybox", "test", "-e", "/dev/nvidia-caps"]).returncode
+
+
+# --- user namespaces ----------------------------------------------------------------------------
+
+USERNS_BASE = 200000
+
+
+def in_userns(config: dict[str, Any]) -> None:
+    linux = config["linux"]
+    linux["namespaces"].append({"type": "user"})
+    linux["uidMappings"] = [{"containerID": 0, "hostID": USERNS_BASE, "size": 65536}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": USERNS_BASE, "size": 65536}]
+
+
+@pytest.fixture(params=["v1", "v2"])
+def userns_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    # The container's root (host uid USERNS_BASE) must reach its rootfs: a work directory
+    # that others may traverse (pytest's are 0700).
+    work = Path(tempfile.mkdtemp(prefix="capctl-userns-", dir="/tmp"))
+    try:
+        work.chmod(0o711)
+        with RuncHarness(work, cgroup2=request.param == "v2") as runc:
+            yield World(tmp_path, runc, "createRuntime")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def userns_bundle(world: World, env: dict[str, str], caps: list[str]) -> Any:
+    b = world.bundle(env, capabilities=caps, edit=in_userns)
+    for dirpath, dirnames, filenames in os.walk(b.path / "rootfs"):
+        for name in [*dirnames, *filenames]:
+            os.chown(os.path.join(dirpath, name), USERNS_BASE, USERNS_BASE,
+                     follow_symlinks=False)
+    os.chown(b.path / "rootfs", USERNS_BASE, USERNS_BASE)
+    b.path.chmod(0o711)
+    return b
+
+
+def test_user_namespace_gets_nodes_by_bind_mount(userns_world: World) -> None:
+    world = userns_world
+    b = userns_bundle(world, {"NVIDIA_VISIBLE_DEVICES": M["uuid"]}, PLAIN)
+    ctr = world.runc.run_detached(b)
+    assert has_mig(world, ctr) is True
+    mounts = world.runc.exec(ctr, ["/bin/busybox", "cat", "/proc/self/mountinfo"]).stdout
+    for minor in M_CAPS:
+        line = next(x for x in mounts.splitlines() if f"/nvidia-caps/nvidia-cap{minor} " in x)
+        assert "nosuid" in line and "noexec" in line, line
+    assert "bind-mounted" in world.log.read_text()
+
+
+def test_user_namespace_sys_admin_is_not_privileged(userns_world: World) -> None:
+    world = userns_world
+    policy(world, 'envvar = "privileged"')
+    b = userns_bundle(world, {"NVIDIA_VISIBLE_DEVICES": M["uuid"]}, PRIV)
+    ctr = world.runc.run_detached(b)
+    assert has_mig(world, ctr) is False
+    env = {"NVIDIA_VISIBLE_DEVICES": "0", "NVIDIA_MIG_CONFIG_DEVICES": "all"}
+    with pytest.raises(RuntimeError, match="needs a privileged container"):
+        world.runc.run_detached(userns_bundle(world, env, PRIV))
+
+
+# --- never change what the hook did not make ----------------------------------------------------
+
+
+def facts(directory: Path) -> dict[str, tuple[object, ...]]:
+    """Inode, mode, owner, rdev and ACL of every entry of ``directory``."""
+    out: dict[str, tuple[object, ...]] = {}
+    for name in sorted(os.listdir(directory)):
+        st = (directory / name).lstat()
+        try:
+            acl: bytes | None = os.getxattr(directory / name, "system.posix_acl_access",
+                                            follow_symlinks=False)
+        except OSError:
+            acl = None
+        out[name] = (st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_rdev, acl)
+    return out
+
+
+def test_host_nvidia_caps_bind_mounted_rw_is_refused(world: World) -> None:
+    host_caps = world.root / "dev/nvidia-caps"
+    minor = M_CAPS[0]
+    granted = subprocess.run(
+        [sys.executable, "-m", "capctl", "--root", str(world.root), "--config",
+         str(world.config), "grant", f"gpu{GPU0['minor']}/gi{M['gi']}/access", "--user",
+         "nobody"], capture_output=True, text=True)
+    assert granted.returncode == 0, granted.stderr
+    before = facts(host_caps)
+    assert before[f"nvidia-cap{minor}"][5] is not None  # the grant's ACL
+    b = world.runc.bundle(env={"NVIDIA_VISIBLE_DEVICES": M["uuid"]}, hooks=world.hook(),
+                          mounts=[BindMount(host_caps, "/dev/nvidia-caps")])
+    with pytest.raises(RuntimeError, match="is a host directory") as exc:
+        world.runc.run_detached(b)
+    assert "/dev/nvidia-caps" in str(exc.value)
+    assert facts(host_caps) == before
+
+
+def test_existing_correct_node_left_alone_wrong_one_refused(world: World) -> None:
+    b = world.bundle({"NVIDIA_VISIBLE_DEVICES": M["uuid"]}, edit=no_dev_tmpfs)
+    dev = b.path / "rootfs/dev"
+    host = os.lstat(world.root / "dev/nvidia0") if (world.root / "dev/nvidia0").exists() else None
+    mode = stat.S_IMODE(host.st_mode) if host else 0o666
+    os.mknod(dev / "nvidia0", stat.S_IFCHR | mode, os.makedev(195, 0))
+    os.chmod(dev / "nvidia0", mode)
+    ino = (dev / "nvidia0").lstat().st_ino
+    ctr = world.runc.run_detached(b)
+    assert (dev / "nvidia0").lstat().st_ino == ino  # not replaced
+    assert world.runc.probe(ctr, "/dev/nvidia0", "rw") == "ENXIO"
+    world.runc.delete(ctr)
+    # The same node with another mode: refused, named, and left as it was.
+    b = world.bundle({"NVIDIA_VISIBLE_DEVICES": M["uuid"]}, edit=no_dev_tmpfs)
+    dev = b.path / "rootfs/dev"
+    os.mknod(dev / "nvidia0", stat.S_IFCHR | 0o600, os.makedev(195, 0))
+    os.chmod(dev / "nvidia0", 0o600)
+    ino = (dev / "nvidia0").lstat().st_ino
+    with pytest.raises(RuntimeError, match=r"/dev/nvidia0: mode 0600, want") as exc:
+        world.runc.run_detached(b)
+    assert "does not replace it" in str(exc.value)
+    st = (dev / "nvidia0").lstat()
+    assert (st.st_ino, stat.S_IMODE(st.st_mode)) == (ino, 0o600)
+    assert not (dev / "nvidia-caps").exists()  # nothing else made, or it was rolled back

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from capctl.policy.settings import RequestSettings
 
 #: OCI annotations a CRI runtime puts on every container it creates: containerd's CRI plugin
-#: (``internal/cri/annotations/annotations.go``: ContainerType, SandboxID) and CRI-O
+#: (its CRI ``annotations.go``: ContainerType, SandboxID) and CRI-O
 #: (``pkg/annotations``: every key starts ``io.kubernetes.cri-o.``).
 CONTAINERD_CRI_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri.sandbox-id")
 CRIO_PREFIX = "io.kubernetes.cri-o."

@@ -270,3 +270,25 @@ def test_existing_correct_node_left_alone_wrong_one_refused(world: World) -> Non
     st = (dev / "nvidia0").lstat()
     assert (st.st_ino, stat.S_IMODE(st.st_mode)) == (ino, 0o600)
     assert not (dev / "nvidia-caps").exists()  # nothing else made, or it was rolled back
+
+
+def test_user_namespace_failure_undoes_the_bind_mounts(userns_world: World) -> None:
+    world = userns_world
+    b = world.bundle({"NVIDIA_VISIBLE_DEVICES": M["uuid"]}, capabilities=PLAIN,
+                     edit=lambda c: (in_userns(c), no_dev_tmpfs(c)))
+    dev = b.path / "rootfs/dev"
+    (dev / "nvidia-caps").mkdir()
+    (dev / "nvidia-caps" / f"nvidia-cap{M_CAPS[1]}").write_text("planted\n")  # fails last
+    for dirpath, dirnames, filenames in os.walk(b.path / "rootfs"):
+        for name in [*dirnames, *filenames]:
+            os.chown(os.path.join(dirpath, name), USERNS_BASE, USERNS_BASE,
+                     follow_symlinks=False)
+    os.chown(b.path / "rootfs", USERNS_BASE, USERNS_BASE)
+    b.path.chmod(0o711)
+    with pytest.raises(RuntimeError, match=rf"nvidia-cap{M_CAPS[1]}: is a regular file"):
+        world.runc.run_detached(b)
+    # The GPU nodes and the first capability were bind-mounted, then unmounted and removed.
+    assert sorted(n for n in os.listdir(dev) if n.startswith("nvidia")) == ["nvidia-caps"]
+    assert os.listdir(dev / "nvidia-caps") == [f"nvidia-cap{M_CAPS[1]}"]
+    log = world.log.read_text()
+    assert "rolled back" in log and "rollback errors" not in log, log

@@ -302,6 +302,39 @@ def check_config(host: Host) -> list[Finding]:
     return [Finding(Level.OK, f"{host.config} present and root-owned")]
 
 
+def check_requests(host: Host) -> list[Finding]:
+    """The effective ``[requests]`` trust policy: who may ask for devices (``docs/trust.md``)."""
+    from capctl.errors import CapctlError
+    from capctl.policy import settings
+
+    try:
+        req = settings.load(host.config).requests
+    except CapctlError as err:
+        return [Finding(Level.FAIL, str(err), f"fix {host.config}")]
+    meaning = {
+        "any": "every container may ask through NVIDIA_VISIBLE_DEVICES",
+        "privileged": "only privileged containers may ask through NVIDIA_VISIBLE_DEVICES",
+        "auto": "NVIDIA_VISIBLE_DEVICES: privileged containers only, for containers a "
+                "Kubernetes CRI runtime (containerd, CRI-O) made; every container otherwise",
+    }[req.envvar]
+    out = [Finding(Level.OK, f'[requests] envvar = "{req.envvar}": {meaning}')]
+    if req.envvar == "any":
+        out.append(Finding(
+            Level.WARN,
+            "any container (every pod, every CUDA image with NVIDIA_VISIBLE_DEVICES=all) gets "
+            "the devices it names",
+            f'set [requests] envvar = "auto" in {host.config} unless every user may use '
+            "every GPU",
+        ))
+    out.append(Finding(
+        Level.OK,
+        "[requests] volume_mounts = "
+        + ("true: the device plugin's volume-mounts list is the request when present"
+           if req.volume_mounts else "false: the device plugin's volume-mounts list is ignored"),
+    ))
+    return out
+
+
 def run(host: Host) -> list[tuple[str, list[Finding]]]:
     """All checks, grouped by topic."""
     checks: list[tuple[str, Callable[[], list[Finding]]]] = [
@@ -310,5 +343,6 @@ def run(host: Host) -> list[tuple[str, list[Finding]]]:
         ("cgroups", check_cgroups),
         ("runtimes", check_runtimes),
         ("config", lambda: check_config(host)),
+        ("requests", lambda: check_requests(host)),
     ]
     return [(name, fn()) for name, fn in checks]

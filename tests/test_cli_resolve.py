@@ -61,7 +61,7 @@ ERRORS = [
     ("bad token", "0,/dev/nvidia0", "'/dev/nvidia0': looks like a path"),
     ("unknown uuid", "MIG-00000000-0000-0000-0000-000000000000",
      "'MIG-00000000-0000-0000-0000-000000000000': no such device in the topology"),
-    ("empty item", "0,,1", "'0,,1': empty item"),
+    ("all inside a list", "0,ALL", "'ALL': 'ALL' must be the whole value"),
 ]
 
 

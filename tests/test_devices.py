@@ -12,6 +12,7 @@ from capctl.request.devices import (
     MAX_TOKEN,
     DeviceRef,
     GpuByIndex,
+    GpuByPciBusId,
     GpuByUuid,
     MigByIndex,
     MigByInstance,
@@ -45,7 +46,22 @@ ACCEPT = [
     ("tabs", "\t0\t,\t1\t", [GpuByIndex(0), GpuByIndex(1)]),
     ("duplicates dropped", "1,0,1, 0", [GpuByIndex(1), GpuByIndex(0)]),
     ("duplicate uuid case", f"MIG-{U},MIG-{U.upper()}", [MigByUuid(f"MIG-{U}")]),
+    # The container toolkit's spellings.
+    ("empty item", "0,,1", [GpuByIndex(0), GpuByIndex(1)]),
+    ("trailing comma", "0,", [GpuByIndex(0)]),
+    ("leading comma", ",0", [GpuByIndex(0)]),
+    ("only commas", ", ,", []),
+    ("pci bus id", "0000:07:00.0", [GpuByPciBusId("00000000:07:00.0")]),
+    ("pci bus id nvml domain", "00000000:10:00.0", [GpuByPciBusId("00000000:10:00.0")]),
+    ("pci bus id upper hex", "0000:0A:1F.7", [GpuByPciBusId("00000000:0a:1f.7")]),
+    ("pci bus id in a list", "0000:07:00.0,1:2",
+     [GpuByPciBusId("00000000:07:00.0"), MigByIndex(1, 2)]),
 ]
+
+
+@pytest.mark.parametrize("value", ["all", "ALL", "All", " aLl "])
+def test_all_in_any_case(value: str) -> None:
+    assert parse_request(value) == Request(all=True)
 
 
 @pytest.mark.parametrize(("value", "want"), [(v, w) for _, v, w in ACCEPT],
@@ -72,10 +88,6 @@ LONG = "1" * (MAX_TOKEN + 1)
 
 REJECT = [
     # (id, value, the token the error must quote)
-    ("empty item", "0,,1", "0,,1"),
-    ("trailing comma", "0,", "0,"),
-    ("leading comma", ",0", ",0"),
-    ("only comma", ",", ","),
     ("absolute path", "/dev/nvidia0", "/dev/nvidia0"),
     ("dotdot", "..", ".."),
     ("dotdot path", "../../etc/passwd", "../../etc/passwd"),
@@ -100,7 +112,10 @@ REJECT = [
     ("newline inside", "0\n1", "0\n1"),
     ("all in a list", "all,0", "all"),
     ("none in a list", "0,none", "none"),
-    ("ALL upper", "ALL", "ALL"),
+    ("all inside a list in upper case", "0,ALL", "ALL"),
+    ("pci bus id function 8", "0000:07:00.8", "0000:07:00.8"),
+    ("pci bus id 6-digit domain", "000000:07:00.0", "000000:07:00.0"),
+    ("pci bus id no function", "0000:07:00", "0000:07:00"),
     ("glob", "*", "*"),
     ("unicode digit", "\u0661", "\u0661"),
     ("nul", "0\x00", "0\x00"),
@@ -142,6 +157,9 @@ ORACLE_FORMS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], DeviceRef]]]
     (re.compile(rf"GPU-(?P<uuid>{_HEX_UUID})"),
      lambda m: GpuByUuid("GPU-" + m["uuid"].lower())),
     (re.compile(rf"(?P<gpu>{_INDEX})"), lambda m: GpuByIndex(int(m["gpu"]))),
+    (re.compile(r"(?P<d>[0-9a-fA-F]{4}|[0-9a-fA-F]{8}):(?P<b>[0-9a-fA-F]{2}):"
+                r"(?P<s>[0-9a-fA-F]{2}\.[0-7])"),
+     lambda m: GpuByPciBusId(f"{m['d'].lower():0>8}:{m['b'].lower()}:{m['s'].lower()}")),
 ]
 
 
@@ -179,7 +197,8 @@ TOKENS = [
     "0", "1", "9", "10", "99", "100", "999", "1000", "01", "00", "000", "007", "-0", "+1",
     "0:0", "1:2", "12:10", "999:999", "1000:0", "0:1000", "01:1", "1:01", "0:", ":0", "0::0",
     "0:1:2", " 0", "0 ", "\u00b2", "\u0663", "\uff13", "1\u00b2", "1:\u0663", "0x1", "1e2", "1_0", "", "all", "none",
-    "void", "..", "/dev/nvidia0", "nvidia0",
+    "void", "..", "/dev/nvidia0", "nvidia0", "0000:07:00.0", "00000000:10:00.7",
+    "0000:0a:1F.3", "0000:07:00.8", "000:07:00.0", "0000:7:00.0", "0000:07:00:0",
 ]
 
 

@@ -101,3 +101,21 @@ def test_cgroup_version_on_the_real_hybrid_host() -> None:
     # No stand-in: the type of the file system mounted there, from our mountinfo.
     assert "cgroup v1" in doctor.check_cgroups(Path("/sys/fs/cgroup"))[0].what
     assert "cgroup v2" in doctor.check_cgroups(Path("/sys/fs/cgroup/unified"))[0].what
+
+
+def test_effective_request_policy(sim_root: Path, tmp_path: Path) -> None:
+    _code, report = _doctor(sim_root, tmp_path)  # no config: the defaults
+    whats = [f["what"] for f in report["requests"]]
+    assert any('envvar = "auto"' in w and "Kubernetes" in w for w in whats), whats
+    assert any("volume_mounts = true" in w for w in whats), whats
+    cfg = tmp_path / "none.toml"
+    cfg.write_text('[requests]\nenvvar = "any"\nvolume_mounts = false\n')
+    cfg.chmod(0o644)
+    _code, report = _doctor(sim_root, tmp_path)
+    levels = {f["level"] for f in report["requests"]}
+    assert "warn" in levels
+    assert any("volume_mounts = false" in f["what"] for f in report["requests"])
+    cfg.write_text('[requests]\nenvvar = "everyone"\n')
+    code, report = _doctor(sim_root, tmp_path)
+    assert code == 1 and report["requests"][0]["level"] == "fail"
+    assert "envvar" in report["requests"][0]["what"]

@@ -210,8 +210,13 @@ def test_revoke_by_uid_and_unknown_principal(sim_host: Host) -> None:
         (["grant", "config", "--user", "capctl-no-such-u"], "unknown user 'capctl-no-such-u'"),
         (["grant", "config", "--group", "capctl-no-such-g"], "unknown group 'capctl-no-such-g'"),
         (["grant", "config", "--user", "4000000000"], "unknown user '4000000000'"),
+        (["grant", "config", "--user", "\u00b2"], "unknown user '\u00b2'"),
+        (["grant", "config", "--user", "\u0663"], "unknown user '\u0663'"),
+        (["grant", "config", "--group", "\u0660"], "unknown group '\u0660'"),
+        (["revoke", "monitor", "--user", "\u00b2"], "'\u00b2'"),
     ],
-    ids=["cap", "alias", "user", "group", "uid"],
+    ids=["cap", "alias", "user", "group", "uid", "superscript-two", "arabic-indic-three",
+         "arabic-indic-zero-group", "revoke-superscript"],
 )
 def test_unknown_names_write_nothing(
     sim_host: Host, sim_root: Path, args: list[str], msg: str

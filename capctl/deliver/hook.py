@@ -14,20 +14,24 @@ container's mount namespace, then walks the rootfs with ``O_NOFOLLOW`` per compo
 planted by the image at ``/dev`` or ``/dev/nvidia-caps`` is refused, never followed
 (CVE-2024-0132 family).  Nothing from the container is executed.
 
-Configuration comes from the arguments and the root-owned config file only: the entry point
-(:mod:`capctl.main`) refuses an environment carrying ``LD_*``/``PYTHON*`` variables, which
-a runtime passing the container's environment to hooks would hand us (CVE-2025-23266).
+Configuration comes from the arguments and the root-owned config file only.  The protection
+against an environment a runtime passes to hooks (CVE-2025-23266: ``LD_PRELOAD`` from the
+container's image) is the hook *definition's* explicit ``env`` (``hooks/``) and ``python -I``,
+which ignores every ``PYTHON*`` variable.  What :func:`main` does with ``LD_*`` and the like
+is detection, not protection: the dynamic loader has acted on them before any hook code runs,
+so the hook can only refuse to go on and say why.  ``PYTHON*`` variables are refused only
+when the interpreter does not run isolated (``sys.flags.isolated``), since ``-I`` ignores them.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import syslog
 import time
 
 from capctl.devfs import nodes, safefs
-from capctl.devfs.nodes import Action, NodeSpec
 from capctl.errors import CapctlError, HookError
 from capctl.host import Host
 from capctl.request import oci
@@ -36,18 +40,26 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # resolve is imported only once a request is known
     from typing import BinaryIO
 
-    from capctl.edits.edits import Edits
+    from capctl.cgroup.undo import Undo
+    from capctl.edits.edits import Edits, NodeEdit
 
-#: Variables that change what a Python process loads before any capctl code runs.
+#: Variables that change what a process loads before any capctl code runs: the dynamic
+#: loader's and glibc's, and (unless the interpreter runs isolated) Python's.
 DANGEROUS_ENV_PREFIXES = ("LD_", "PYTHON")
 DANGEROUS_ENV_EXACT = frozenset({"GCONV_PATH", "LOCPATH", "HOSTALIASES"})
 
 
-def dangerous_env(environ: dict[str, str] | os._Environ[str]) -> list[str]:
-    """Names in ``environ`` that could inject code into the hook's interpreter."""
-    return sorted(
-        k for k in environ if k.startswith(DANGEROUS_ENV_PREFIXES) or k in DANGEROUS_ENV_EXACT
-    )
+def dangerous_env(environ: dict[str, str] | os._Environ[str], *,
+                  isolated: bool | None = None) -> list[str]:
+    """Names in ``environ`` that could have injected code into the hook's process.
+
+    ``isolated`` (default: ``sys.flags.isolated``, i.e. ``python -I``): the interpreter
+    ignores ``PYTHON*``, so those are harmless and not reported.
+    """
+    if isolated is None:
+        isolated = bool(sys.flags.isolated)
+    prefixes = ("LD_",) if isolated else DANGEROUS_ENV_PREFIXES
+    return sorted(k for k in environ if k.startswith(prefixes) or k in DANGEROUS_ENV_EXACT)
 
 
 class Log:
@@ -79,21 +91,43 @@ class Log:
 
 
 class Made:
-    """What the hook made inside the container, for rollback."""
+    """What the hook made inside the container, for rollback.
+
+    The hook only ever adds: a node or directory that was there before it ran is never
+    replaced or changed (:func:`_place`), so undoing what it made restores what existed.
+    """
 
     def __init__(self) -> None:
         self.nodes: list[tuple[int, str]] = []  # (dir fd, name)
         self.dirs: list[tuple[int, str]] = []
+        #: Steps made inside a user-namespaced container (:mod:`capctl.deliver.nsmount`).
+        self.ns_steps: list[str] = []
         self.fds: list[int] = []
+        self.pid = 0  # the container process, whose namespaces those steps are in
+        self.rootfs_fd = -1
 
-    def rollback(self) -> None:
+    def rollback(self) -> list[str]:
+        """Undo every step, newest first, going on past failures; the errors, as text."""
+        errors: list[str] = []
+        if self.ns_steps:
+            from capctl.deliver import nsmount
+
+            errors += nsmount.undo(self.pid, self.rootfs_fd, self.ns_steps)
         for dir_fd, name in reversed(self.nodes):
-            safefs.unlink_if_present(dir_fd, name)
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                errors.append(f"cannot remove {name}: {err.strerror}")
         for dir_fd, name in reversed(self.dirs):
             try:
                 os.rmdir(name, dir_fd=dir_fd)
-            except OSError:
+            except FileNotFoundError:
                 pass
+            except OSError as err:
+                errors.append(f"cannot remove directory {name}: {err.strerror}")
+        return errors
 
     def close(self) -> None:
         for fd in self.fds:
@@ -118,31 +152,87 @@ def read_bundle_config(bundle: str) -> bytes:
         return read_limited(f, oci.MAX_CONFIG, path)
 
 
-def _open_dir(parent: int, name: str, made: Made, display: str) -> int:
+def _open_dir(parent: int, name: str, made: Made, display: str,
+              host_dirs: frozenset[tuple[int, int]]) -> int:
+    """Open (or make) a directory of the container, refusing one that is a host directory.
+
+    A container may bind-mount the host's ``/dev`` or ``/dev/nvidia-caps`` read-write; the
+    hook must then not write there, or it would change the host's nodes (and their grants)
+    for good.  Compared by ``(st_dev, st_ino)``, which no path trick can fake.
+    """
     existed = safefs.lstat_at(parent, name) is not None
     fd = safefs.open_dir(parent, name, create=True, mode=0o755, display=display)
     made.fds.append(fd)
     if not existed:
         made.dirs.append((parent, name))
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) in host_dirs:
+        raise HookError(
+            f"{display}/{name}: is a host directory (bind-mounted into the container); "
+            "refusing to create device nodes in it"
+        )
     return fd
 
 
-def _ensure(dir_fd: int, specs: list[NodeSpec], display: str, made: Made) -> list[str]:
-    # One spec at a time: when a later node fails, ensure_nodes raises without returning
-    # the changes it made, and the nodes made before it must still be rolled back.
-    out: list[str] = []
-    for spec in specs:
-        (change,) = nodes.ensure_nodes(dir_fd, [spec], display_dir=display)
-        if change.action is not Action.UNCHANGED:
-            made.nodes.append((dir_fd, spec.name))
-            out.append(f"{change.action.value} {change.path}")
-    return out
+def host_dirs(root: str) -> frozenset[tuple[int, int]]:
+    """``(st_dev, st_ino)`` of the host's ``/dev`` and ``/dev/nvidia-caps``, here and under
+    the driver ``root``: the directories the hook never writes into."""
+    base = "" if root in ("", "/") else root.rstrip("/")
+    found = set()
+    for path in {"/dev", "/dev/nvidia-caps", f"{base}/dev", f"{base}/dev/nvidia-caps"}:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return frozenset(found)
+
+
+def wrong_node(st: os.stat_result, node: NodeEdit) -> str | None:
+    """Why an existing node is not ``node`` (None: it is): a char device with its major,
+    minor and permission bits.  Owner and ACL are the runtime's business."""
+    if not stat.S_ISCHR(st.st_mode):
+        return f"is {nodes.file_kind(st.st_mode)}, want a char device"
+    if st.st_rdev != os.makedev(node.major, node.minor):
+        return (
+            f"is {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}, want {node.major}:{node.minor}"
+        )
+    if stat.S_IMODE(st.st_mode) != node.mode:
+        return f"mode {stat.S_IMODE(st.st_mode):04o}, want {node.mode:04o}"
+    return None
+
+
+def _place(dir_fd: int, node: NodeEdit, display: str, made: Made) -> str | None:
+    """Make ``node`` where nothing is; leave a correct one; refuse a wrong one (never replace:
+    the hook does not change what it did not make)."""
+    path = f"{display}/{node.name}"
+    st = safefs.lstat_at(dir_fd, node.name)
+    if st is not None:
+        reason = wrong_node(st, node)
+        if reason is not None:
+            raise HookError(f"{path}: {reason}; it was there before the hook, which does not "
+                            "replace it")
+        return None
+    with safefs.exact_umask():
+        try:
+            os.mknod(node.name, stat.S_IFCHR | node.mode, os.makedev(node.major, node.minor),
+                     dir_fd=dir_fd)
+        except OSError as err:
+            raise HookError(f"{path}: cannot create device node: {err.strerror}") from err
+    made.nodes.append((dir_fd, node.name))
+    return f"created {path}"
 
 
 def make_container_nodes(
-    pid: int, rootfs: str, edits: Edits, made: Made, *, proc: str = "/proc"
+    pid: int, rootfs: str, edits: Edits, made: Made, *, proc: str = "/proc",
+    host_root: str = "/", user_namespace: bool = False,
 ) -> list[str]:
-    """Create the edits' nodes under the container's rootfs, in its mount namespace."""
+    """Create the edits' nodes under the container's rootfs, in its mount namespace.
+
+    A container in a user namespace cannot be given nodes by ``mknod`` (its ``/dev`` belongs
+    to that namespace): it gets bind mounts of the host nodes instead, as runc does for
+    ``linux.devices`` there (:mod:`capctl.deliver.nsmount`).
+    """
     from capctl.edits.edits import CAPS_DIR, DEV_DIR
 
     where = f"container rootfs {rootfs}"
@@ -151,21 +241,30 @@ def make_container_nodes(
     except OSError as err:
         raise HookError(f"container process {pid}: cannot open its root: {err.strerror}") from err
     made.fds.append(ns_root)
+    made.pid = pid
     # The rootfs path comes from the runtime (trusted): resolve host-side links in it, then
     # walk it inside the container's namespace without following any.
     real = os.path.realpath(rootfs)
     rfd = safefs.open_dir(ns_root, real, display="")
     made.fds.append(rfd)
+    made.rootfs_fd = rfd
+    if user_namespace:
+        from capctl.deliver import nsmount
+
+        return nsmount.bind_nodes(pid, rfd, edits, made, where, host_dirs(host_root))
     did: list[str] = []
-    dev_fd = _open_dir(rfd, "dev", made, where)
-    for directory, parent_fd, name in ((DEV_DIR, rfd, "dev"), (CAPS_DIR, dev_fd, "nvidia-caps")):
+    hosts = host_dirs(host_root)
+    dev_fd = _open_dir(rfd, "dev", made, where, hosts)
+    for directory, name in ((DEV_DIR, "dev"), (CAPS_DIR, "nvidia-caps")):
         nodes_here = edits.in_dir(directory)
         if not nodes_here:
             continue
         dir_fd = dev_fd if directory == DEV_DIR else _open_dir(
-            parent_fd, name, made, f"{where}/dev")
-        specs = [NodeSpec(n.name, n.major, n.minor, n.mode) for n in nodes_here]
-        did += _ensure(dir_fd, specs, f"{where}{directory}", made)
+            dev_fd, name, made, f"{where}/dev", hosts)
+        for node in nodes_here:
+            change = _place(dir_fd, node, f"{where}{directory}", made)
+            if change is not None:
+                did.append(change)
     return did
 
 
@@ -198,18 +297,31 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
         log(f"cgroup {backend.path}: allowed {', '.join(r.line() for r in rules)}")
     made = Made()
     try:
-        did = make_container_nodes(state.pid, ctr.rootfs, edits, made, proc=proc)
+        did = make_container_nodes(state.pid, ctr.rootfs, edits, made, proc=proc,
+                                   host_root=host.root, user_namespace=ctr.user_namespace)
         log("nodes: " + ("; ".join(did) or "all present"))
-    except BaseException:
-        made.rollback()
-        if undo is not None:
-            undo.rollback()
-        log("failed; rolled back the grant and the nodes made")
+    except BaseException as failure:
+        errors = rollback(made, undo)
+        log("failed; rolled back the grant and the nodes made"
+            + (f" (rollback errors: {'; '.join(errors)})" if errors else ""))
+        if errors and isinstance(failure, CapctlError):
+            raise HookError(f"{failure}; and rolling back: {'; '.join(errors)}") from failure
         raise
     finally:
         made.close()
     if undo is not None:
         undo.release()
+
+
+def rollback(made: Made, undo: Undo | None) -> list[str]:
+    """Undo the nodes, then the grant: every step is tried; the errors of all, as text."""
+    errors = made.rollback()
+    if undo is not None:
+        try:
+            undo.rollback()
+        except (CapctlError, OSError) as err:
+            errors.append(f"cgroup: {err}")
+    return errors
 
 
 def main(host: Host, *, stdin: BinaryIO | None = None) -> int:
@@ -219,6 +331,7 @@ def main(host: Host, *, stdin: BinaryIO | None = None) -> int:
     try:
         log.path = _log_path(host)
         if bad:
+            # Detection only: a preloaded library has already run by now.
             raise HookError(
                 f"refusing to run with {', '.join(bad)} in the hook's environment: the runtime "
                 "passes an environment to hooks; give the hook an explicit 'env' (see hooks/)"

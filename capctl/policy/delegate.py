@@ -31,7 +31,8 @@ def _match(g: CapGrants, kind: Kind, text: str) -> Principal | None:
     """The grantee ``text`` names: stored name, numeric id, or the id NSS gives the name."""
     held = [p for p in g.members() if p.kind is kind]
     for p in held:
-        if p.name == text or (text.isdigit() and p.id == int(text)):
+        # ASCII digits only: int() reads "٣" as 3, a different principal than the one named.
+        if p.name == text or (text.isascii() and text.isdigit() and p.id == int(text)):
             return p
     with contextlib.suppress(ConfigError):
         now = resolve(kind, text)

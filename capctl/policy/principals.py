@@ -13,13 +13,16 @@ from capctl.policy.grants import Kind, Principal
 
 def resolve(kind: Kind, text: str) -> Principal:
     """A user or group that exists now, by name or numeric id; else a ConfigError naming it."""
+    # ASCII digits only: str.isdigit() takes "²" (and int() then fails) and int() reads "٣"
+    # as 3, a different user than the one named.  Anything else is a name, looked up as such.
+    numeric = text.isascii() and text.isdigit()
     try:
         if kind is Kind.USER:
-            pw = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+            pw = pwd.getpwuid(int(text)) if numeric else pwd.getpwnam(text)
             return Principal(kind, pw.pw_uid, pw.pw_name)
-        gr = grp.getgrgid(int(text)) if text.isdigit() else grp.getgrnam(text)
+        gr = grp.getgrgid(int(text)) if numeric else grp.getgrnam(text)
         return Principal(kind, gr.gr_gid, gr.gr_name)
-    except (KeyError, OverflowError) as err:
+    except (KeyError, OverflowError, ValueError) as err:
         raise ConfigError(f"unknown {kind.value} {text!r}: no such {kind.value} here") from err
 
 

@@ -8,6 +8,9 @@ with a size bound, and a malformed file is an error naming it, never "defaults".
     [hook]
     log_file = "/var/log/capctl-hook.log"   # besides syslog; absolute path
 
+    [requests]                 # who may ask for devices (docs/trust.md)
+    envvar = "auto"            # NVIDIA_VISIBLE_DEVICES from: "any", "privileged", "auto"
+    volume_mounts = true       # accept the device plugin's volume-mounts device list
     [cdi]
     output = "/var/run/cdi/capctl.io-mig.json"   # sync also regenerates this CDI spec
 
@@ -32,9 +35,23 @@ if TYPE_CHECKING:
 MAX_CONFIG = 1 << 20
 
 
+#: ``[requests] envvar`` values: every container / privileged ones only / "privileged" for
+#: containers a Kubernetes CRI runtime made and "any" for the others.
+ENVVAR_POLICIES = ("any", "privileged", "auto")
+
+
+@record
+class RequestSettings:
+    """``[requests]``: who may ask for devices, and how (``docs/trust.md``)."""
+
+    envvar: str = "auto"  # one of ENVVAR_POLICIES
+    volume_mounts: bool = True
+
+
 @record
 class Settings:
     hook_log: str | None = None
+    requests: RequestSettings = RequestSettings()
 
 
 def read_config(path: StrPath) -> bytes | None:
@@ -103,6 +120,30 @@ def load(path: StrPath) -> Settings:
 
 
 def from_table(path: StrPath, table: dict[str, Any]) -> Settings:
+    return Settings(hook_log=_hook_log(path, table), requests=requests_from_table(path, table))
+
+
+def requests_from_table(path: StrPath, table: dict[str, Any]) -> RequestSettings:
+    """``[requests]``, strictly: an unknown key or a wrong type is an error naming it."""
+    requests = table.get("requests", {})
+    if not isinstance(requests, dict):
+        raise ConfigError(f"{path}: [requests] must be a table")
+    unknown = set(requests) - {"envvar", "volume_mounts"}
+    if unknown:
+        raise ConfigError(f"{path}: [requests]: unknown setting(s) {', '.join(sorted(unknown))}")
+    envvar = requests.get("envvar", "auto")
+    if envvar not in ENVVAR_POLICIES:
+        raise ConfigError(
+            f"{path}: [requests] envvar must be one of {', '.join(map(repr, ENVVAR_POLICIES))}, "
+            f"not {envvar!r}"
+        )
+    volume_mounts = requests.get("volume_mounts", True)
+    if not isinstance(volume_mounts, bool):
+        raise ConfigError(f"{path}: [requests] volume_mounts must be true or false")
+    return RequestSettings(envvar, volume_mounts)
+
+
+def _hook_log(path: StrPath, table: dict[str, Any]) -> str | None:
     hook = table.get("hook", {})
     if not isinstance(hook, dict):
         raise ConfigError(f"{path}: [hook] must be a table")
@@ -111,16 +152,16 @@ def from_table(path: StrPath, table: dict[str, Any]) -> Settings:
         raise ConfigError(f"{path}: [hook]: unknown setting(s) {', '.join(sorted(unknown))}")
     log_file = hook.get("log_file")
     if log_file is None:
-        return Settings()
+        return None
     if not isinstance(log_file, str) or not log_file.startswith("/"):
         raise ConfigError(f"{path}: [hook] log_file must be an absolute path")
-    return Settings(hook_log=log_file)
+    return log_file
 
 
-# The cache: a header line, a line per setting (its UTF-8 bytes in hex, "-" for unset), then
-# the config's bytes.  Root-owned and written atomically, like the config; anything unexpected
+# The cache: a header line, a line per setting ("hook_log": its UTF-8 bytes in hex, "-" for
+# unset; "requests": the envvar policy and volume_mounts as 0/1), then the config's bytes.  Root-owned and written atomically, like the config; anything unexpected
 # (absent, foreign owner, another format, other bytes) means "parse the config".
-_CACHE_MAGIC = b"capctl settings cache 1\n"
+_CACHE_MAGIC = b"capctl settings cache 2\n"
 
 
 def cache_path(path: StrPath) -> str:
@@ -131,7 +172,20 @@ def cache_path(path: StrPath) -> str:
 
 def _cache_bytes(data: bytes, settings: Settings) -> bytes:
     log = "-" if settings.hook_log is None else settings.hook_log.encode().hex()
-    return _CACHE_MAGIC + f"hook_log {log}\n".encode() + data
+    req = settings.requests
+    return (
+        _CACHE_MAGIC
+        + f"hook_log {log}\nrequests {req.envvar} {int(req.volume_mounts)}\n".encode()
+        + data
+    )
+
+
+def _cached_requests(line: bytes) -> RequestSettings | None:
+    key, _, value = line.partition(b" ")
+    envvar, _, mounts = value.decode("ascii", "replace").partition(" ")
+    if key != b"requests" or envvar not in ENVVAR_POLICIES or mounts not in ("0", "1"):
+        return None
+    return RequestSettings(envvar, mounts == "1")
 
 
 def _cache_read(path: StrPath, data: bytes) -> Settings | None:
@@ -150,16 +204,18 @@ def _cache_read(path: StrPath, data: bytes) -> Settings | None:
     if not blob.startswith(_CACHE_MAGIC):
         return None
     line, sep, rest = blob[len(_CACHE_MAGIC) :].partition(b"\n")
+    req_line, sep2, rest = rest.partition(b"\n")
     key, _, value = line.partition(b" ")
-    if not sep or key != b"hook_log" or rest != data:
+    requests = _cached_requests(req_line)
+    if not sep or not sep2 or key != b"hook_log" or rest != data or requests is None:
         return None
     if value == b"-":
-        return Settings()
+        return Settings(requests=requests)
     try:
         log = bytes.fromhex(value.decode("ascii")).decode()
     except (UnicodeDecodeError, ValueError):
         return None
-    return Settings(hook_log=log) if log.startswith("/") else None
+    return Settings(hook_log=log, requests=requests) if log.startswith("/") else None
 
 
 def _cache_write(path: StrPath, data: bytes, settings: Settings) -> None:

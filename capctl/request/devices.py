@@ -8,11 +8,14 @@ The syntax is capctl's contract (docs/contract.md) (the container toolkit's): a 
 ``<gpu index>:<mig index>``        one MIG device by NVML indices
 ``GPU-<uuid>``                     one whole GPU by UUID
 ``<gpu index>``                    one whole GPU by NVML index
-``all``                            every device
+``<domain>:<bus>:<dev>.<fn>``      one whole GPU by PCI bus id (``0000:07:00.0``, or NVML's
+                                   8-digit domain), as libnvidia-container accepts it
+``all``                            every device (in any case: ``ALL``)
 =================================  =========================================================
 
 and ``none``, ``void`` or an empty value mean "no devices".  Each item may be surrounded by
-blanks; repeated items are dropped (the first one keeps its place).
+blanks; empty items (``a,,b``, ``a,``) are skipped, as the container toolkit skips them;
+repeated items are dropped (the first one keeps its place).
 
 Strictness is on purpose: this text comes from a container image or a user, and capctl grants
 device access from it, so anything else is an error that quotes the offending token.  A token
@@ -99,13 +102,21 @@ class GpuByUuid:
 
 
 @record
+class GpuByPciBusId:
+    """``<domain>:<bus>:<device>.<function>``: a whole GPU; ``bus_id`` is normalised by
+    :func:`normal_pci_bus_id` (the form the topology's ids are compared in)."""
+
+    bus_id: str
+
+
+@record
 class GpuByIndex:
     """``<gpu index>``: a whole GPU by NVML index (not its device minor)."""
 
     index: int
 
 
-DeviceRef = MigByUuid | MigByInstance | MigByIndex | GpuByUuid | GpuByIndex
+DeviceRef = MigByUuid | MigByInstance | MigByIndex | GpuByUuid | GpuByIndex | GpuByPciBusId
 
 
 @record
@@ -133,6 +144,29 @@ def _lower_uuid(prefix: str, uuid: str) -> str:
     return prefix + uuid.lower()
 
 
+def normal_pci_bus_id(text: str) -> str | None:
+    """``[0-9a-fA-F]{4}([0-9a-fA-F]{4})?:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\\.[0-7]`` as NVML's
+    lower-case 8-digit-domain form (``00000000:07:00.0``), else None.
+
+    sysfs and ``lspci -D`` print a 4-digit domain, NVML (``nvmlPciInfo_t.busId``) 8 digits:
+    both name the same GPU, so ids are compared in this one form.
+    """
+    parts = text.split(":")
+    if len(parts) != 3:
+        return None
+    domain, bus, slot = parts
+    if not (
+        len(domain) in (4, 8)
+        and len(bus) == 2
+        and len(slot) == 4
+        and slot[2] == "."
+        and slot[3] in "01234567"
+        and HEX.issuperset(domain + bus + slot[:2])
+    ):
+        return None
+    return f"{domain.lower():0>8}:{bus.lower()}:{slot.lower()}"
+
+
 def parse_token(token: str) -> DeviceRef:
     """Parse one stripped item that names a device (not ``all``/``none``/``void``)."""
     if len(token) > MAX_TOKEN:
@@ -140,14 +174,14 @@ def parse_token(token: str) -> DeviceRef:
     device = _device(token)
     if device is not None:
         return device
-    if token in (_ALL, *_NOTHING):
+    if token.lower() in (_ALL, *_NOTHING):
         raise DeviceError(token, f"{token!r} must be the whole value, not one item of a list")
     if "/" in token or token.startswith("."):
         raise DeviceError(token, "looks like a path; give a device UUID or index, not a path")
     raise DeviceError(
         token,
         "not a device (want MIG-<uuid>, MIG-GPU-<uuid>/<gi>/<ci>, <gpu>:<mig>, GPU-<uuid>, "
-        "<gpu index>, all or none)",
+        "<gpu index>, a PCI bus id, all or none)",
     )
 
 
@@ -166,6 +200,9 @@ def _device(token: str) -> DeviceRef | None:
     if token.startswith("GPU-"):  # GPU-<uuid>
         uuid = token.removeprefix("GPU-")
         return GpuByUuid(_lower_uuid("GPU-", uuid)) if is_uuid(uuid) else None
+    bus_id = normal_pci_bus_id(token)
+    if bus_id is not None:  # 0000:07:00.0
+        return GpuByPciBusId(bus_id)
     gpu, sep, mig = token.partition(":")
     gpu_index = _index(gpu)
     if gpu_index is None:
@@ -179,8 +216,9 @@ def _device(token: str) -> DeviceRef | None:
 def parse_request(value: str | None) -> Request:
     """Parse an ``NVIDIA_VISIBLE_DEVICES`` value (None: the variable is unset: no devices).
 
-    Raises :class:`DeviceError` quoting the first bad token: an empty item (``0,,1``, ``0,``),
-    an unknown form, a path-like or overlong token, a malformed UUID.
+    Raises :class:`DeviceError` quoting the first bad token: an unknown form, a path-like or
+    overlong token, a malformed UUID.  Empty items are skipped; a list of nothing but empty
+    items (``,``) asks for nothing.
     """
     if value is None:
         return Request()
@@ -189,14 +227,14 @@ def parse_request(value: str | None) -> Request:
     whole = value.strip(_BLANKS)
     if whole == "" or whole in _NOTHING:
         return Request()
-    if whole == _ALL:
+    if whole.lower() == _ALL:
         return Request(all=True)
     refs: list[Ref] = []
     seen: set[DeviceRef] = set()
     for raw in whole.split(","):
         token = raw.strip(_BLANKS)
-        if token == "":
-            raise DeviceError(value, "empty item in the device list")
+        if token == "":  # "a,,b": the toolkit skips empty items, and so does capctl
+            continue
         device = parse_token(token)
         if device in seen:
             continue

@@ -37,6 +37,10 @@ VISIBLE = "NVIDIA_VISIBLE_DEVICES"
 MIG_CONFIG = "NVIDIA_MIG_CONFIG_DEVICES"
 MIG_MONITOR = "NVIDIA_MIG_MONITOR_DEVICES"
 _WANTED = (VISIBLE, MIG_CONFIG, MIG_MONITOR)
+#: The NVIDIA device plugin's ``DEVICE_LIST_STRATEGY=volume-mounts``: the env names this
+#: directory and each device is a mount ``DEVICE_LIST_DIR/<id>`` (k8s-device-plugin
+#: ``internal/plugin/server.go``, ``deviceListAsVolumeMountsRoot``).
+DEVICE_LIST_DIR = "/var/run/nvidia-container-devices"
 
 # A container id is ``[A-Za-z0-9][A-Za-z0-9_.+:-]{0,1023}``: ASCII letters and digits, then
 # also ``_.+:-``; nothing path-like.  Checked with sets, not a regular expression: importing
@@ -59,6 +63,10 @@ class State:
     bundle: str
 
 
+#: The default of :attr:`Container.annotations` (never written to).
+_NO_ANNOTATIONS: Mapping[str, str] = {}
+
+
 @record
 class Container:
     """What the hook needs from ``config.json``."""
@@ -69,6 +77,20 @@ class Container:
     #: The device rules the runtime derived from the spec: used on cgroup v2 only when the
     #: container's own filter cannot be read back.  None if they cannot be derived.
     spec_rules: list[DeviceRule] | None
+    #: ``linux.namespaces`` has a user namespace: its CAP_SYS_ADMIN is not the host's, and
+    #: it cannot ``mknod`` device nodes (they are bind-mounted instead).
+    user_namespace: bool = False
+    #: The OCI ``annotations`` (string to string), which say who created the container.
+    annotations: Mapping[str, str] = _NO_ANNOTATIONS
+    #: ``(id, source)`` of each mount at ``DEVICE_LIST_DIR/<id>``: the device plugin's
+    #: volume-mounts device list (see :mod:`capctl.request.trust`).
+    device_list: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def privileged(self) -> bool:
+        """Host privilege: CAP_SYS_ADMIN in the bounding set *and* no user namespace
+        (``docs/trust.md``)."""
+        return self.sys_admin and not self.user_namespace
 
 
 def _load_json(data: bytes, what: str, limit: int) -> dict[str, Any]:
@@ -151,7 +173,56 @@ def parse_config(data: bytes, bundle: str, where: str = "config.json") -> Contai
         spec_rules: list[DeviceRule] | None = oci_device_rules(spec, where)
     except ParseError as err:
         raise HookError(str(err)) from err
-    return Container(rootfs, _env(process, where), "CAP_SYS_ADMIN" in bounding, spec_rules)
+    linux = spec.get("linux", {})  # an object: oci_device_rules checked it
+    return Container(
+        rootfs,
+        _env(process, where),
+        "CAP_SYS_ADMIN" in bounding,
+        spec_rules,
+        user_namespace=_has_user_namespace(linux, where),
+        annotations=_annotations(spec, where),
+        device_list=_device_list(spec, where),
+    )
+
+
+def _has_user_namespace(linux: Mapping[str, Any], where: str) -> bool:
+    namespaces = linux.get("namespaces", [])
+    if not isinstance(namespaces, list) or not all(isinstance(n, Mapping) for n in namespaces):
+        raise HookError(f"{where}: linux.namespaces must be a list of objects")
+    for i, ns in enumerate(namespaces):
+        kind = ns.get("type")
+        if not isinstance(kind, str):
+            raise HookError(f"{where}: linux.namespaces[{i}].type must be a string")
+        if kind == "user":
+            return True
+    return False
+
+
+def _annotations(spec: Mapping[str, Any], where: str) -> dict[str, str]:
+    value = spec.get("annotations", {})
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise HookError(f"{where}: annotations must be an object of strings")
+    return value
+
+
+def _device_list(spec: Mapping[str, Any], where: str) -> tuple[tuple[str, str], ...]:
+    """``(id, source)`` of every mount whose destination is ``DEVICE_LIST_DIR/<id>``."""
+    mounts = spec.get("mounts", [])
+    if not isinstance(mounts, list) or not all(isinstance(m, Mapping) for m in mounts):
+        raise HookError(f"{where}: mounts must be a list of objects")
+    prefix = DEVICE_LIST_DIR + "/"
+    found: list[tuple[str, str]] = []
+    for i, mount in enumerate(mounts):
+        dest = mount.get("destination")
+        if not isinstance(dest, str):
+            raise HookError(f"{where}: mounts[{i}].destination must be a string")
+        if not dest.startswith(prefix):
+            continue
+        source = mount.get("source", "")
+        if not isinstance(source, str):
+            raise HookError(f"{where}: mounts[{i}].source must be a string")
+        found.append((dest.removeprefix(prefix), source))
+    return tuple(found)
 
 
 # --- OCI spec --------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from capctl.host import Host
 from capctl.request import devices as devices  # re-exported: the hook calls resolve.devices
 from capctl.request.devices import (
     GpuByIndex,
+    GpuByPciBusId,
     GpuByUuid,
     MigAdmin,
     MigByIndex,
@@ -262,9 +263,13 @@ def _find(ref: Ref, topology: Topology) -> _Target | None:
     d = ref.device
     if isinstance(d, MigByUuid):
         return topology.mig_by_uuid(d.uuid)
-    if isinstance(d, GpuByUuid | GpuByIndex):
-        gpu = topology.gpu_by_uuid(d.uuid) if isinstance(d, GpuByUuid) else topology.gpu_by_index(
-            d.index)
+    if isinstance(d, GpuByUuid | GpuByIndex | GpuByPciBusId):
+        if isinstance(d, GpuByUuid):
+            gpu = topology.gpu_by_uuid(d.uuid)
+        elif isinstance(d, GpuByPciBusId):
+            gpu = topology.gpu_by_pci_bus_id(d.bus_id)
+        else:
+            gpu = topology.gpu_by_index(d.index)
         return None if gpu is None else (gpu, None)
     gpu = topology.gpu_by_uuid(d.gpu_uuid) if isinstance(d, MigByInstance) else (
         topology.gpu_by_index(d.gpu))
@@ -384,8 +389,11 @@ def _grant_any(state: DriverState, name: str, minor: int) -> CapGrant:
     return CapGrant(name, minor, cf.mode if cf is not None else capnames.default_mode(name))
 
 
-def with_admin(plan: Plan, which: MigAdmin, state: DriverState) -> Plan:
-    """``plan`` with :func:`admin_caps` for its GPUs added to ``caps`` (deduplicated)."""
+def with_admin(plan: Plan, which: MigAdmin, state: DriverState,
+               gpu_minors: Iterable[int] | None = None) -> Plan:
+    """``plan`` with :func:`admin_caps` for ``gpu_minors`` (default: the plan's GPUs) added
+    to ``caps`` (deduplicated)."""
+    minors = plan.gpu_minors if gpu_minors is None else tuple(gpu_minors)
     merged: Mapping[int, CapGrant] = {
-        c.minor: c for c in (*plan.caps, *admin_caps(which, plan.gpu_minors, state))}
+        c.minor: c for c in (*plan.caps, *admin_caps(which, minors, state))}
     return replace(plan, caps=tuple(merged.values()), caps_major=state.caps_major)

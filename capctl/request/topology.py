@@ -21,7 +21,7 @@ import os
 from capctl._lite import jsonload
 from capctl._lite.record import record
 from capctl.errors import TopologyError
-from capctl.request.devices import HEX, LOWER_HEX, is_uuid
+from capctl.request.devices import HEX, LOWER_HEX, is_uuid, normal_pci_bus_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # collections.abc imports collections (about 1 ms at every hook start)
@@ -160,6 +160,11 @@ class Topology:
 
     def gpu_by_uuid(self, uuid: str) -> Gpu | None:
         return next((g for g in self.gpus if g.uuid == uuid), None)
+
+    def gpu_by_pci_bus_id(self, bus_id: str) -> Gpu | None:
+        """The GPU at ``bus_id`` (:func:`~capctl.request.devices.normal_pci_bus_id` form);
+        the topology's ids are compared in that form too (4- or 8-digit domains)."""
+        return next((g for g in self.gpus if normal_pci_bus_id(g.pci_bus_id) == bus_id), None)
 
     def mig_by_uuid(self, uuid: str) -> tuple[Gpu, MigDevice] | None:
         for g in self.gpus:

@@ -100,6 +100,8 @@ DECISIONS = [
      {"io.kubernetes.cri.sandbox-id": "x"}, PLAIN, False, False),
     ("auto, containerd privileged", "auto", CONTAINERD, PRIV, False, True),
     ("auto, cri-o unprivileged", "auto", CRIO, PLAIN, False, False),
+    ("auto, podman's own cri-o annotation", "auto", {"io.kubernetes.cri-o.TTY": "false"}, PLAIN,
+     False, True),
     ("auto, cri-o privileged", "auto", CRIO, PRIV, False, True),
     ("auto, cri-o userns sys_admin", "auto", CRIO, PRIV, True, False),
 ]

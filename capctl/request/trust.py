@@ -28,10 +28,12 @@ if TYPE_CHECKING:
     from capctl.policy.settings import RequestSettings
 
 #: OCI annotations a CRI runtime puts on every container it creates: containerd's CRI plugin
-#: (its CRI ``annotations.go``: ContainerType, SandboxID) and CRI-O
-#: (``pkg/annotations``: every key starts ``io.kubernetes.cri-o.``).
+#: (its CRI ``annotations.go``: ContainerType, SandboxID) and CRI-O (``pkg/annotations``:
+#: ContainerType, SandboxID).  Not any ``io.kubernetes.cri-o.*`` key: podman shares CRI-O's
+#: annotation package and puts ``io.kubernetes.cri-o.TTY`` on every container it runs, so a
+#: prefix would make every podman container a Kubernetes one (seen with podman 4.3).
 CONTAINERD_CRI_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri.sandbox-id")
-CRIO_PREFIX = "io.kubernetes.cri-o."
+CRIO_KEYS = ("io.kubernetes.cri-o.ContainerType", "io.kubernetes.cri-o.SandboxID")
 #: The only source the device plugin gives a volume-mounts entry.
 DEVICE_LIST_SOURCE = "/dev/null"
 
@@ -49,7 +51,7 @@ def cri_runtime(annotations: Mapping[str, str]) -> str | None:
     """``"containerd"`` or ``"CRI-O"`` when a Kubernetes CRI runtime made the container."""
     if any(k in annotations for k in CONTAINERD_CRI_KEYS):
         return "containerd"
-    if any(k.startswith(CRIO_PREFIX) for k in annotations):
+    if any(k in annotations for k in CRIO_KEYS):
         return "CRI-O"
     return None
 

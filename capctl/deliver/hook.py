@@ -36,7 +36,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # resolve is imported only once a request is known
     from typing import BinaryIO
 
+    from capctl.cgroup.undo import Undo
     from capctl.edits.edits import Edits
+    from capctl.edits.rules import DeviceRule
 
 #: Variables that change what a Python process loads before any capctl code runs.
 DANGEROUS_ENV_PREFIXES = ("LD_", "PYTHON")
@@ -196,20 +198,47 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
     else:
         undo = backend.grant(rules, spec_rules=ctr.spec_rules)
         log(f"cgroup {backend.path}: allowed {', '.join(r.line() for r in rules)}")
+    unit_undo = None
     made = Made()
     try:
+        if undo is not None:
+            unit_undo = unit_grant(backend.path, rules, log)
         did = make_container_nodes(state.pid, ctr.rootfs, edits, made, proc=proc)
         log("nodes: " + ("; ".join(did) or "all present"))
     except BaseException:
         made.rollback()
-        if undo is not None:
-            undo.rollback()
+        try:
+            if unit_undo is not None:
+                unit_undo.rollback()
+        finally:
+            if undo is not None:
+                undo.rollback()
         log("failed; rolled back the grant and the nodes made")
         raise
     finally:
         made.close()
-    if undo is not None:
-        undo.release()
+    for handle in (unit_undo, undo):
+        if handle is not None:
+            handle.release()
+
+
+def unit_grant(cgroup_path: str, rules: list[DeviceRule], log: Log) -> Undo | None:
+    """Add *rules* to the ``DeviceAllow=`` of the systemd unit owning the cgroup, if any, so
+    that ``systemctl daemon-reload`` keeps them (:mod:`capctl.cgroup.systemd`).  A cheap name
+    test first: the D-Bus client is imported only for a systemd unit's cgroup."""
+    if ".slice/" not in cgroup_path:
+        return None
+    from capctl.cgroup import systemd
+
+    unit = systemd.unit_of(cgroup_path)
+    if unit is None:
+        return None
+    if not systemd.systemd_booted():
+        log(f"cgroup {cgroup_path} is named like unit {unit}, but systemd is not running here")
+        return None
+    handle = systemd.allow(unit, rules)
+    log(f"systemd unit {unit}: DeviceAllow= added for {', '.join(r.line() for r in rules)}")
+    return handle
 
 
 def main(host: Host, *, stdin: BinaryIO | None = None) -> int:

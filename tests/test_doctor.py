@@ -101,3 +101,19 @@ def test_cgroup_version_on_the_real_hybrid_host() -> None:
     # No stand-in: the type of the file system mounted there, from our mountinfo.
     assert "cgroup v1" in doctor.check_cgroups(Path("/sys/fs/cgroup"))[0].what
     assert "cgroup v2" in doctor.check_cgroups(Path("/sys/fs/cgroup/unified"))[0].what
+
+
+def test_systemd_driver_and_reload_safety(tmp_path: Path) -> None:
+    none = doctor.check_systemd(str(tmp_path / "absent"))
+    assert len(none) == 1 and "cgroupfs" in none[0].what
+    run_dir = tmp_path / "systemd-system"
+    run_dir.mkdir()
+    docker = tmp_path / "daemon.json"
+    docker.write_text('{"exec-opts": ["native.cgroupdriver=systemd"]}')
+    no_bus = doctor.check_systemd(str(run_dir), str(tmp_path / "bus"), str(docker), "/nonexistent")
+    assert "docker (exec-opts): systemd" in no_bus[0].what
+    assert no_bus[-1].level is doctor.Level.FAIL and "not daemon-reload-safe" in no_bus[-1].what
+    bus = tmp_path / "bus"
+    bus.touch()
+    ok = doctor.check_systemd(str(run_dir), str(bus), "/nonexistent", "/nonexistent")
+    assert ok[-1].level is doctor.Level.OK and "daemon-reload-safe" in ok[-1].what

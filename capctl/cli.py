@@ -187,7 +187,7 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
         )
         return
     would = "would be " if dry_run else ""
-    for change in report.changes + [*report.link_changes, *report.device_links]:
+    for change in [*report.changes, *report.link_changes, *report.device_links]:
         if change.action is not Action.UNCHANGED or verbose:
             why = f" ({change.reason})" if change.reason else ""
             click.echo(f"{would}{change.action.value}: {change.path}{why}")

@@ -178,3 +178,73 @@ def test_rollback_restores_the_units_device_allow(world: World, runc: GuestRunc)
     world.box.run(["systemctl", "daemon-reload"])
     time.sleep(0.1)
     assert runc.probe(ctr, f"/caps/nvidia-cap{minor}") == "EPERM"
+
+
+# --- capctl-runtime: the devices go into the spec, runc hands them to systemd --------------------
+
+
+def wrapper(world: World) -> str:
+    """A capctl-runtime launcher inside the box, configured for the simulated host."""
+    config = world.box.state / "wrapper.toml"
+    if not config.exists():
+        config.write_text(
+            f'[hook]\nlog_file = "{world.guest(world.log)}"\n'
+            f'[host]\ndriver_root = "{world.guest(world.root)}"\n'
+            f'topology = "{world.guest(world.root / "topology.json")}"\n'
+            '[runtime]\nruntime = "/usr/sbin/runc"\n'
+        )
+        os.chmod(config, 0o644)
+        script = world.box.state / "capctl-runtime"
+        script.write_text(
+            f"#!/bin/sh\nexec {world.python} -I -c 'from capctl.runtime_main import main; main()'"
+            f' --capctl-config {world.guest(config)} "$@"\n'
+        )
+        script.chmod(0o755)
+    return world.guest(world.box.state / "capctl-runtime")
+
+
+def test_wrapper_devices_survive_daemon_reload(world: World, runc: GuestRunc) -> None:
+    m, other = GPU0["mig_devices"][2], GPU0["mig_devices"][3]
+    gi, ci = cap_minor(m["gi"]), cap_minor(m["gi"], m["ci"])
+    other_gi = cap_minor(other["gi"])
+    # runc passes a spec device to systemd only if /dev/char/M:m resolves where runc runs: on a
+    # real host `capctl sync` makes these links; here the box's /dev gets links to the
+    # simulated host's nodes.
+    names = [f"{CAPS_MAJOR}:{gi}", f"{CAPS_MAJOR}:{ci}"] + [
+        p.name for p in (world.root / "dev/char").iterdir() if not p.name.startswith("238:")
+    ]
+    char = world.guest(world.root / "dev/char")
+    world.box.run(["sh", "-c", "mkdir -p /dev/char && for n in \"$@\"; do"
+                   f" ln -sfn $(readlink -f {char}/$n) /dev/char/$n; done", "-", *names])
+    try:
+        mounts = [(world.root / "dev/nvidia-caps" / f"nvidia-cap{other_gi}", "/other/cap")]
+        bundle = runc.bundle(mounts=mounts)
+        config: dict[str, Any] = json.loads((bundle / "config.json").read_text())
+        config["process"]["env"].append(f"NVIDIA_VISIBLE_DEVICES={m['uuid']}")
+        ctr = GuestContainer(f"w{os.urandom(6).hex()}", bundle, "")
+        ctr.unit = f"{runc.prefix}-{ctr.id}.scope"
+        config["linux"]["cgroupsPath"] = f"{runc.slice}:{runc.prefix}:{ctr.id}"
+        (bundle / "config.json").write_text(json.dumps(config, indent=2))
+        log = f"{world.guest(bundle)}/runc.log"
+        runc.containers.append(ctr)
+        res = world.box.systemd_run(["sh", "-c", (
+            f"exec {wrapper(world)} --systemd-cgroup --root {runc.root} run --detach"
+            f" --bundle {world.guest(bundle)} {ctr.id} >{log} 2>&1 </dev/null")], check=False)
+        ctr.log = (bundle / "runc.log").read_text()
+        assert res.returncode == 0, ctr.log
+        assert "skipping device" not in ctr.log
+        ctr.pid = int(json.loads(runc.runc("state", ctr.id).stdout)["pid"])
+        allow = device_allow(world, ctr)
+        assert f"/dev/char/{CAPS_MAJOR}:{gi} r" in allow, allow
+
+        def check() -> None:
+            for node in (f"/dev/nvidia-caps/nvidia-cap{gi}", f"/dev/nvidia-caps/nvidia-cap{ci}"):
+                assert runc.probe(ctr, node) == "ENXIO", node
+            assert runc.probe(ctr, "/dev/nvidia0", "rw") == "ENXIO"
+            assert runc.probe(ctr, "/other/cap") == "EPERM"
+
+        check()
+        world.box.run(["systemctl", "daemon-reload"])
+        check()
+    finally:
+        world.box.run(["sh", "-c", 'cd /dev/char && rm -f "$@"', "-", *names])

@@ -248,3 +248,21 @@ def test_wrapper_devices_survive_daemon_reload(world: World, runc: GuestRunc) ->
         check()
     finally:
         world.box.run(["sh", "-c", 'cd /dev/char && rm -f "$@"', "-", *names])
+
+
+def test_hook_failure_after_the_unit_grant_rolls_it_back(world: World, runc: GuestRunc) -> None:
+    """A file bind-mounted at /dev/nvidia-caps makes the hook fail after it granted (cgroup and
+    unit): it rolls both back, and runc refuses the start."""
+    blocker = world.box.state / "not-a-dir"
+    blocker.write_text("")
+    m = GPU0["mig_devices"][2]
+    bundle = world.hook_bundle(runc, {"NVIDIA_VISIBLE_DEVICES": m["uuid"]}, [])
+    config: dict[str, Any] = json.loads((bundle / "config.json").read_text())
+    config["mounts"].append({"destination": "/dev/nvidia-caps", "type": "bind",
+                             "source": world.guest(blocker), "options": ["rbind"]})
+    (bundle / "config.json").write_text(json.dumps(config, indent=2))
+    with pytest.raises(RuntimeError, match="runc run failed"):
+        runc.run_detached(bundle)
+    log = world.log.read_text().splitlines()
+    unit_line = max(i for i, line in enumerate(log) if ": DeviceAllow= added" in line)
+    assert any("failed; rolled back the grant" in line for line in log[unit_line:]), log[-5:]

@@ -199,13 +199,17 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
                     {"path": c.path, "action": c.action.value, "reason": c.reason or None}
                     for c in report.link_changes
                 ],
+                "device_links": [
+                    {"path": c.path, "action": c.action.value, "reason": c.reason or None}
+                    for c in report.device_links
+                ],
                 "skipped": [{"name": s.name, "reason": s.reason} for s in report.skipped],
                 "removed": [{"path": c.path, "reason": c.reason} for c in report.removed],
             }
         )
         return
     would = "would be " if dry_run else ""
-    for change in [*report.removed, *report.changes, *report.link_changes]:
+    for change in [*report.removed, *report.changes, *report.link_changes, *report.device_links]:
         if change.action is not Action.UNCHANGED or verbose:
             why = f" ({change.reason})" if change.reason else ""
             click.echo(f"{would}{change.action.value}: {change.path}{why}")

@@ -171,6 +171,84 @@ def check_cgroups(
     ]
 
 
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+
+
+def _driver_hints(docker_config: str, containerd_config: str) -> list[str]:
+    """What the runtimes' own configuration says about their cgroup driver (text checks)."""
+    hints: list[str] = []
+    for path, needle, name in (
+        (docker_config, "native.cgroupdriver=systemd", "docker (exec-opts)"),
+        (containerd_config, "SystemdCgroup = true", "containerd (SystemdCgroup)"),
+    ):
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        hints.append(f"{name}: {'systemd' if needle in text else 'cgroupfs'}")
+    return hints
+
+
+def check_systemd(
+    run_dir: str | None = None,
+    bus_socket: str = "/run/dbus/system_bus_socket",
+    docker_config: str = "/etc/docker/daemon.json",
+    containerd_config: str = CONTAINERD_CONFIG,
+) -> list[Finding]:
+    """The cgroup driver in use, as far as the host tells, and whether grants survive
+    ``systemctl daemon-reload`` (docs/systemd.md)."""
+    from capctl.cgroup import systemd
+
+    if not systemd.systemd_booted(run_dir or systemd.SYSTEMD_RUN_DIR):
+        return [
+            Finding(
+                Level.OK,
+                "cgroup driver: cgroupfs (systemd is not the init system): nothing re-applies"
+                " device rules, grants stay",
+            )
+        ]
+    hints = _driver_hints(docker_config, containerd_config)
+    out = [
+        Finding(
+            Level.OK,
+            "systemd is the init system: runtimes may use either cgroup driver; with the systemd"
+            " driver each container is a unit (e.g. system.slice/<runtime>-<id>.scope) and"
+            " 'systemctl daemon-reload' re-applies its DeviceAllow="
+            + (f" ({'; '.join(hints)})" if hints else ""),
+        )
+    ]
+    try:
+        import jeepney  # noqa: F401
+    except ImportError:
+        out.append(
+            Finding(
+                Level.FAIL,
+                "grants are not daemon-reload-safe: the D-Bus client jeepney is not installed",
+                "install capctl with its dependencies (pip install jeepney)",
+            )
+        )
+        return out
+    if not os.path.exists(bus_socket):
+        out.append(
+            Finding(
+                Level.FAIL,
+                f"grants are not daemon-reload-safe under the systemd driver: no system bus at"
+                f" {bus_socket}, so the hook cannot add DeviceAllow= (it refuses the start)",
+                "start dbus (systemctl start dbus)",
+            )
+        )
+        return out
+    out.append(
+        Finding(
+            Level.OK,
+            "grants are daemon-reload-safe: the hook adds DeviceAllow=/dev/char/M:m to a"
+            " container's systemd unit over D-Bus; cgroupfs-driver containers are not touched"
+            " by systemd",
+        )
+    )
+    return out
+
+
 HOOK_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
 DOCKER_CONFIG = "/etc/docker/daemon.json"
 
@@ -341,6 +419,7 @@ def run(host: Host) -> list[tuple[str, list[Finding]]]:
         ("driver", lambda: check_driver(host)),
         ("nodes", lambda: check_nodes(host)),
         ("cgroups", check_cgroups),
+        ("systemd", check_systemd),
         ("runtimes", check_runtimes),
         ("config", lambda: check_config(host)),
         ("requests", lambda: check_requests(host)),

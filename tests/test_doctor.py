@@ -119,3 +119,19 @@ def test_effective_request_policy(sim_root: Path, tmp_path: Path) -> None:
     code, report = _doctor(sim_root, tmp_path)
     assert code == 1 and report["requests"][0]["level"] == "fail"
     assert "envvar" in report["requests"][0]["what"]
+
+
+def test_systemd_driver_and_reload_safety(tmp_path: Path) -> None:
+    none = doctor.check_systemd(str(tmp_path / "absent"))
+    assert len(none) == 1 and "cgroupfs" in none[0].what
+    run_dir = tmp_path / "systemd-system"
+    run_dir.mkdir()
+    docker = tmp_path / "daemon.json"
+    docker.write_text('{"exec-opts": ["native.cgroupdriver=systemd"]}')
+    no_bus = doctor.check_systemd(str(run_dir), str(tmp_path / "bus"), str(docker), "/nonexistent")
+    assert "docker (exec-opts): systemd" in no_bus[0].what
+    assert no_bus[-1].level is doctor.Level.FAIL and "not daemon-reload-safe" in no_bus[-1].what
+    bus = tmp_path / "bus"
+    bus.touch()
+    ok = doctor.check_systemd(str(run_dir), str(bus), "/nonexistent", "/nonexistent")
+    assert ok[-1].level is doctor.Level.OK and "daemon-reload-safe" in ok[-1].what

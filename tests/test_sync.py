@@ -21,7 +21,7 @@ from capctl.driver import capnames, procfs
 from capctl.errors import NodeError, UnsafePathError
 from capctl.host import Host
 
-from .conftest import needs_root
+from .conftest import IS_ROOT, needs_root
 
 pytestmark = needs_root
 
@@ -265,7 +265,10 @@ def test_concurrent_sync_processes(sim_root: Path) -> None:
     for name in ("config", "monitor", GI7, "gpu31/gi14/ci7/access"):
         st = os.lstat(node(sim_root, name))
         assert stat.S_ISCHR(st.st_mode) and os.minor(st.st_rdev) == simulated.minor_of(name)
-    assert len(os.listdir(sim_root / "dev/char")) == 4324
+    links = os.listdir(sim_root / "dev/char")
+    assert len([n for n in links if n.startswith("238:")]) == 4324
+    if IS_ROOT:  # the GPU, control and UVM nodes exist: their links too
+        assert os.readlink(sim_root / "dev/char/195:255") == "../nvidiactl"
 
 
 def test_cli_sync_and_list(sim_root: Path) -> None:
@@ -474,3 +477,19 @@ def test_cli_sync_json_and_text(sim_root: Path) -> None:
     ]
     res = runner.invoke(cli, ["--root", str(sim_root), "sync", "-v"])
     assert f"unchanged: {sim_root / 'dev/char/238:1'}" in res.output.splitlines()
+
+
+@needs_root
+def test_device_links_for_gpu_control_and_uvm_nodes(sim_host: Host, sim_root: Path) -> None:
+    """udev makes no /dev/char links for the nodes nvidia-modprobe makes: sync does, for the
+    GPU, control and UVM nodes that exist, and repairs a wrong one."""
+    report = run_sync(sim_host)
+    made = {c.path.rsplit("/", 1)[1] for c in report.device_links if c.action is Action.CREATED}
+    assert {"195:0", "195:255", "195:254", "239:0", "239:1"} <= made, made
+    assert os.readlink(sim_root / "dev/char/195:0") == "../nvidia0"
+    assert os.readlink(sim_root / "dev/char/239:1") == "../nvidia-uvm-tools"
+    (sim_root / "dev/char/195:0").unlink()
+    (sim_root / "dev/char/195:0").symlink_to("../nvidia1")
+    again = run_sync(sim_host)
+    assert [c.action for c in again.device_links if c.path.endswith("/195:0")] == [Action.REPAIRED]
+    assert os.readlink(sim_root / "dev/char/195:0") == "../nvidia0"

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # resolve is imported only once a request is known
 
     from capctl.cgroup.undo import Undo
     from capctl.edits.edits import Edits, NodeEdit
+    from capctl.edits.rules import DeviceRule
 
 #: Variables that change what a process loads before any capctl code runs: the dynamic
 #: loader's and glibc's, and (unless the interpreter runs isolated) Python's.
@@ -295,13 +296,16 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
     else:
         undo = backend.grant(rules, spec_rules=ctr.spec_rules)
         log(f"cgroup {backend.path}: allowed {', '.join(r.line() for r in rules)}")
+    unit_undo = None
     made = Made()
     try:
+        if undo is not None:
+            unit_undo = unit_grant(backend.path, rules, log)
         did = make_container_nodes(state.pid, ctr.rootfs, edits, made, proc=proc,
                                    host_root=host.root, user_namespace=ctr.user_namespace)
         log("nodes: " + ("; ".join(did) or "all present"))
     except BaseException as failure:
-        errors = rollback(made, undo)
+        errors = rollback(made, undo, unit_undo)
         log("failed; rolled back the grant and the nodes made"
             + (f" (rollback errors: {'; '.join(errors)})" if errors else ""))
         if errors and isinstance(failure, CapctlError):
@@ -309,18 +313,40 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
         raise
     finally:
         made.close()
-    if undo is not None:
-        undo.release()
+    for handle in (unit_undo, undo):
+        if handle is not None:
+            handle.release()
 
 
-def rollback(made: Made, undo: Undo | None) -> list[str]:
-    """Undo the nodes, then the grant: every step is tried; the errors of all, as text."""
+def unit_grant(cgroup_path: str, rules: list[DeviceRule], log: Log) -> Undo | None:
+    """Add *rules* to the ``DeviceAllow=`` of the systemd unit owning the cgroup, if any, so
+    that ``systemctl daemon-reload`` keeps them (:mod:`capctl.cgroup.systemd`).  A cheap name
+    test first: the D-Bus client is imported only for a systemd unit's cgroup."""
+    if ".slice/" not in cgroup_path:
+        return None
+    from capctl.cgroup import systemd
+
+    unit = systemd.unit_of(cgroup_path)
+    if unit is None:
+        return None
+    if not systemd.systemd_booted():
+        log(f"cgroup {cgroup_path} is named like unit {unit}, but systemd is not running here")
+        return None
+    handle = systemd.allow(unit, rules)
+    log(f"systemd unit {unit}: DeviceAllow= added for {', '.join(r.line() for r in rules)}")
+    return handle
+
+
+def rollback(made: Made, undo: Undo | None, unit_undo: Undo | None = None) -> list[str]:
+    """Undo the nodes, then the systemd unit's entries, then the grant: every step is tried;
+    the errors of all, as text."""
     errors = made.rollback()
-    if undo is not None:
-        try:
-            undo.rollback()
-        except (CapctlError, OSError) as err:
-            errors.append(f"cgroup: {err}")
+    for what, handle in (("systemd unit", unit_undo), ("cgroup", undo)):
+        if handle is not None:
+            try:
+                handle.rollback()
+            except (CapctlError, OSError) as err:
+                errors.append(f"{what}: {err}")
     return errors
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class SyncReport:
     link_changes: Changes = field(default_factory=lambda: Changes("", [], []))
     #: Stray nodes (:func:`capnames.stray_reason`) removed (or, dry, to be removed).
     removed: Changes = field(default_factory=lambda: Changes("", [], []))
+    #: ``/dev/char`` links of the GPU, control and UVM nodes that exist (:func:`device_links`).
+    device_links: Changes = field(default_factory=lambda: Changes("", [], []))
     skipped: list[Skip] = field(default_factory=list)
     dry_run: bool = False
 
@@ -125,6 +128,7 @@ def apply(host: Host, state: DriverState, p: SyncPlan, *, dry_run: bool = False)
                     dry_run=dry_run,
                 )
                 report.link_changes = _ensure_char_links(host, root_fd, state, p, dry_run)
+                report.device_links = _ensure_device_links(host, root_fd, state, dry_run)
         finally:
             os.close(dir_fd)
     finally:
@@ -184,6 +188,56 @@ def _ensure_char_links(
         return nodes.ensure_links(
             char_fd, names, targets, display_dir=host.display(CHAR_DIR), dry_run=dry_run
         )
+    finally:
+        os.close(char_fd)
+
+
+#: The driver's other nodes (made by nvidia-modprobe or the installer, not by capctl).
+DEVICE_NODE_PREFIXES = ("nvidia",)
+
+
+def device_links(host: Host, root_fd: int, state: DriverState) -> list[tuple[bytes, bytes]]:
+    """``(M:m, ../<name>)`` for each char node ``/dev/nvidia*`` of the GPU (frontend) or UVM
+    major that exists under the host root.
+
+    udev makes ``/dev/char`` links only for devices the kernel announces, and the nvidia
+    driver announces none of these nodes (nvidia-modprobe ``mknod``s them), so nothing else
+    makes their links; runc needs them to pass spec devices to systemd (docs/systemd.md).
+    """
+    majors = {m for m in (state.majors.frontend, state.majors.uvm) if m is not None}
+    dev_fd = safefs.open_dir(root_fd, "dev", display=str(host.root))
+    try:
+        out = []
+        for name in sorted(os.listdir(dev_fd)):
+            if not name.startswith(DEVICE_NODE_PREFIXES):
+                continue
+            st = safefs.lstat_at(dev_fd, name)
+            if st is None or not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) not in majors:
+                continue
+            rdev = st.st_rdev
+            out.append((b"%d:%d" % (os.major(rdev), os.minor(rdev)), b"../" + os.fsencode(name)))
+        return out
+    finally:
+        os.close(dev_fd)
+
+
+def _ensure_device_links(host: Host, root_fd: int, state: DriverState, dry_run: bool) -> Changes:
+    if not os.path.isdir(host.path("dev")):
+        return Changes("", [], [])
+    pairs = device_links(host, root_fd, state)
+    if not pairs:
+        return Changes("", [], [])
+    names = [n for n, _t in pairs]
+    if dry_run and not os.path.isdir(host.path(CHAR_DIR)):
+        return Changes.missing(host.display(CHAR_DIR), names)
+    char_fd = safefs.open_dir(
+        root_fd, CHAR_DIR, create=not dry_run, mode=0o755, display=str(host.root)
+    )
+    try:
+        return nodes.ensure_links(
+            char_fd, names, [t for _n, t in pairs], display_dir=host.display(CHAR_DIR),
+            dry_run=dry_run,
+        )  # fmt: skip
     finally:
         os.close(char_fd)
 

@@ -568,7 +568,7 @@ def test_locations_as_str_or_path_agree(tmp_path: Path) -> None:
     assert find_cgroup(42, proc=f"{proc}/", cgroup_root=f"{cg}//", magic=magic) == want
     with pytest.raises(CgroupError) as err:
         find_cgroup(4242, proc=f"{proc}//", cgroup_root=str(cg), magic=magic)
-    assert str(err.value) == f"{proc}/4242/cgroup: No such file or directory"
+    assert str(err.value) == f"{proc}/4242/cgroup: cannot read: No such file or directory"
 
 
 # --- what the hook's imports cost ----------------------------------------------------------

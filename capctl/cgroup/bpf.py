@@ -129,6 +129,8 @@ class _ProgInfo(ctypes.Structure):
 class BpfError(CgroupError):
     """A ``bpf(2)`` command failed; ``errno`` is the kernel's answer."""
 
+    errno: int
+
     def __init__(self, command: str, err: int, detail: str = ""):
         self.command = command
         self.errno = err

@@ -32,7 +32,7 @@ from capctl._lite.litenum import IntEnum
 from capctl._lite.record import record
 from capctl._lite.record import set_field as _set
 from capctl.cgroup.strpath import _mode, _split, _within, is_dir, join, normalized
-from capctl.errors import CgroupError, ParseError
+from capctl.errors import CgroupError, ParseError, translate
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -199,10 +199,8 @@ def is_cgroup2(path: StrPath, mounts: list[Mount]) -> bool:
     top one, where several are stacked), whose device number appears in *mounts* (our
     ``mountinfo``) on every mount of that file system, with its type.
     """
-    try:
+    with translate(CgroupError, path, "stat"):
         dev = os.stat(path).st_dev
-    except OSError as err:
-        raise CgroupError(f"{os.fspath(path)}: stat: {err.strerror}") from err
     return any(m.dev == dev and m.fstype == "cgroup2" for m in mounts)
 
 
@@ -262,7 +260,7 @@ def resolve(
 
 def _read(path: str) -> str:
     # As Path.read_text() reads (the locale's encoding: UTF-8 in the hook's C locale, PEP 538).
-    with open(path, encoding="locale") as f:
+    with translate(CgroupError, path, "cannot read"), open(path, encoding="locale") as f:
         return f.read()
 
 
@@ -283,16 +281,15 @@ def find_cgroup(
     unified = None if magic is None else magic(root) == CGROUP2_SUPER_MAGIC
     cgroup_file = join(proc, str(pid), "cgroup")
     mountinfo_file = join(proc, "self", "mountinfo")
-    try:
-        lines = parse_proc_cgroup(_read(cgroup_file), cgroup_file)
-        mounts = parse_mountinfo(_read(mountinfo_file), mountinfo_file)
-    except OSError as err:
-        raise CgroupError(f"{err.filename}: {err.strerror}") from err
+    lines = parse_proc_cgroup(_read(cgroup_file), cgroup_file)
+    mounts = parse_mountinfo(_read(mountinfo_file), mountinfo_file)
     if unified is None:
         unified = is_cgroup2(root, mounts)
     version = Version.V2 if unified else Version.V1
     cg = resolve(lines, mounts, version, root, cgroup_file)
-    if not is_dir(cg.path):
+    with translate(CgroupError, cg.path, "stat"):
+        found = is_dir(cg.path)
+    if not found:
         raise CgroupError(f"{cgroup_file}: cgroup directory {cg.path} does not exist")
     return cg
 
@@ -300,11 +297,9 @@ def find_cgroup(
 def check_not_root(path: StrPath) -> None:
     """Refuse a cgroup hierarchy's root (a mount point): changing it could lock up the host."""
     path = normalized(path)
-    try:
+    with translate(CgroupError, path):
         if os.path.ismount(path):
             raise CgroupError(f"{path}: refusing to change device access of a root cgroup")
         mode = _mode(path, follow=False)  # one lstat: a symlink is not a directory here
-        if mode is None or not stat.S_ISDIR(mode):
-            raise CgroupError(f"{path}: not a cgroup directory")
-    except OSError as err:
-        raise CgroupError(f"{path}: {err.strerror}") from err
+    if mode is None or not stat.S_ISDIR(mode):
+        raise CgroupError(f"{path}: not a cgroup directory")

@@ -18,7 +18,7 @@ from capctl.cgroup.emulator import Emulator
 from capctl.cgroup.strpath import exists, join, normalized
 from capctl.cgroup.undo import ERROR, Undo, log
 from capctl.edits.rules import Access, DeviceRule
-from capctl.errors import CgroupError
+from capctl.errors import CgroupError, translate
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,33 +33,41 @@ class V1Devices(DeviceCgroup):
     def __init__(self, path: StrPath):
         path = normalized(path)
         check_not_root(path)
-        if not exists(join(path, "devices.list")):
+        with translate(CgroupError, join(path, "devices.list"), "stat"):
+            found = exists(join(path, "devices.list"))
+        if not found:
             raise CgroupError(f"{path}: not a cgroup v1 devices cgroup (no devices.list)")
         self.path = path
 
     def __repr__(self) -> str:
         return f"V1Devices({str(self.path)!r})"
 
-    def _open(self, name: str, flags: int) -> int:
-        try:
+    def _file(self, name: str, doing: str, data: bytes | None = None) -> str:
+        """Read the cgroup file *name*, or write *data* to it in one ``write(2)``.
+
+        Opened under the cgroup's directory fd with ``O_NOFOLLOW``.  Every OSError is
+        translated here, naming the directory or the file and what failed.
+        """
+        with translate(CgroupError, self.path, "cannot open"):
             dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as err:
-            raise CgroupError(f"{self.path}: {err.strerror}") from err
         try:
-            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-        except OSError as err:
-            raise CgroupError(f"{join(self.path, name)}: {err.strerror}") from err
+            with translate(CgroupError, join(self.path, name), doing):
+                flags = os.O_RDONLY if data is None else os.O_WRONLY
+                fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+                if data is not None:
+                    try:
+                        os.write(fd, data)
+                    finally:
+                        os.close(fd)
+                    return ""
+                with os.fdopen(fd, "r") as f:
+                    return f.read()
         finally:
             os.close(dirfd)
 
     def read(self) -> Emulator:
         """The current state, from ``devices.list`` (fails closed on anything unexpected)."""
-        fd = self._open("devices.list", os.O_RDONLY)
-        try:
-            with os.fdopen(fd, "r") as f:
-                text = f.read()
-        except OSError as err:
-            raise CgroupError(f"{join(self.path, 'devices.list')}: {err.strerror}") from err
+        text = self._file("devices.list", "reading")
         return Emulator.from_list(text, join(self.path, "devices.list"))
 
     def allows_all(self) -> bool:
@@ -72,15 +80,7 @@ class V1Devices(DeviceCgroup):
 
     def _write(self, rule: DeviceRule) -> None:
         name = "devices.allow" if rule.allow else "devices.deny"
-        fd = self._open(name, os.O_WRONLY)
-        try:
-            os.write(fd, rule.line().encode())
-        except OSError as err:
-            raise CgroupError(
-                f"{join(self.path, name)}: writing '{rule.line()}': {err.strerror}"
-            ) from err
-        finally:
-            os.close(fd)
+        self._file(name, f"writing '{rule.line()}'", rule.line().encode())
 
     def set(self, current: Emulator, target: Emulator) -> None:
         """Move from *current* to *target* with the minimal writes, then verify the list."""

@@ -45,7 +45,7 @@ from capctl.cgroup.discovery import CGROUP2_SUPER_MAGIC, check_not_root, fs_magi
 from capctl.cgroup.strpath import normalized
 from capctl.cgroup.undo import ERROR, INFO, WARNING, Undo, log
 from capctl.edits.rules import ALLOW_ALL, Access, DeviceRule
-from capctl.errors import CgroupError
+from capctl.errors import CgroupError, translate
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,10 +100,8 @@ class V2Devices(DeviceCgroup):
     # --- reading -------------------------------------------------------------------------
 
     def _open_state(self, *, read_progs: bool) -> _State:
-        try:
+        with translate(CgroupError, self.path, "cannot open"):
             cgfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as err:
-            raise CgroupError(f"{self.path}: {err.strerror}") from err
         state = _State(cgfd, Attached((), 0), Attached((), 0))
         try:
             state.attached = self.bpf.prog_query(cgfd)

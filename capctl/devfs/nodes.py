@@ -22,7 +22,7 @@ except ImportError:  # not CPython
 from capctl._lite.litenum import Enum
 from capctl._lite.record import record, set_field
 from capctl.devfs import safefs
-from capctl.errors import NodeError, os_error
+from capctl.errors import NodeError, translate
 
 ACL_XATTR = "system.posix_acl_access"
 _CHR = stat.S_IFCHR
@@ -215,10 +215,8 @@ def read_acl(dir_fd: int, name: str) -> bytes | None:
 
 
 def _set_acl(dir_fd: int, name: str, acl: bytes, display: str) -> None:
-    try:
+    with translate(NodeError, display, "cannot set ACL"):
         os.setxattr(_fd_path(dir_fd, name), ACL_XATTR, acl, follow_symlinks=False)
-    except OSError as err:
-        raise os_error(display, err, "cannot set ACL") from err
 
 
 def _write(dir_fd: int, spec: NodeSpec, display: str, *, replace: bool) -> None:
@@ -446,12 +444,11 @@ def remove_nodes(
     outcomes: list[Outcome] = []
     for name, reason in names_reasons:
         if not dry_run:
-            try:
-                os.unlink(name, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass  # gone already: the goal
-            except OSError as err:
-                raise os_error(f"{display_dir}/{name}", err, "cannot remove stray node") from err
+            with translate(NodeError, f"{display_dir}/{name}", "cannot remove stray node"):
+                try:
+                    os.unlink(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass  # gone already: the goal
         names.append(name)
         outcomes.append((Action.REMOVED, reason))
     return Changes(display_dir, names, outcomes)
@@ -465,10 +462,8 @@ class locked:
         self.display = display
 
     def __enter__(self) -> None:
-        try:
+        with translate(NodeError, self.display, "cannot lock"):
             fcntl.flock(self.dir_fd, fcntl.LOCK_EX)
-        except OSError as err:
-            raise os_error(self.display, err, "cannot lock") from err
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.dir_fd, fcntl.LOCK_UN)

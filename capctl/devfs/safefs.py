@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 
-from capctl.errors import NodeError, UnsafePathError, os_error
+from capctl.errors import NodeError, UnsafePathError, translate
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,10 +39,8 @@ def split_relpath(relpath: str) -> list[str]:
 
 def open_root(path: str) -> int:
     """Open a trusted root directory (given by an admin or the runtime) as a directory fd."""
-    try:
+    with translate(NodeError, path, "cannot open root directory"):
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as err:
-        raise os_error(path, err, "cannot open root directory") from err
 
 
 def open_dir(
@@ -64,25 +62,26 @@ def open_dir(
     try:
         for part in split_relpath(relpath):
             walked = f"{walked}/{part}"
-            try:
-                new = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
+            with translate(NodeError, walked, "cannot open directory"):
                 try:
-                    os.mkdir(part, mode, dir_fd=fd)
-                except FileExistsError:  # made concurrently: opened below
-                    pass
-                new = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                st = os.fstat(new)
-                if st.st_mode & 0o7777 != mode:
-                    os.fchmod(new, mode)  # undo the umask on the directory we just made
-            except OSError as err:
-                if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafePathError(
-                        walked, "is a symlink or not a directory; refusing"
-                    ) from err
-                raise os_error(walked, err, "cannot open directory") from err
+                    new = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    try:
+                        os.mkdir(part, mode, dir_fd=fd)
+                    except FileExistsError:  # made concurrently: opened below
+                        pass
+                    new = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    st = os.fstat(new)
+                    if st.st_mode & 0o7777 != mode:
+                        os.fchmod(new, mode)  # undo the umask on the directory we just made
+                except OSError as err:
+                    if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise UnsafePathError(
+                            walked, "is a symlink or not a directory; refusing"
+                        ) from err
+                    raise
             os.close(fd)
             fd = new
         return fd
@@ -182,51 +181,51 @@ def replace_with_node(
     never none.  A directory at ``name`` is refused.
     """
     tmp = tmp_name(name)
-    try:
-        unlink_if_present(dir_fd, tmp)
-        os.mknod(tmp, 0o020000 | mode, rdev, dir_fd=dir_fd)
-        if (uid, gid) != new_node_owner(dir_fd):
-            os.chown(tmp, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except OSError as err:
-        unlink_quietly(dir_fd, tmp)
-        if err.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
-            raise NodeError(display, "is a directory; refusing to replace it") from err
-        raise os_error(display, err, "cannot create device node") from err
+    with translate(NodeError, display, "cannot create device node"):
+        try:
+            unlink_if_present(dir_fd, tmp)
+            os.mknod(tmp, 0o020000 | mode, rdev, dir_fd=dir_fd)
+            if (uid, gid) != new_node_owner(dir_fd):
+                os.chown(tmp, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as err:
+            unlink_quietly(dir_fd, tmp)
+            if err.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise NodeError(display, "is a directory; refusing to replace it") from err
+            raise
 
 
 def make_node(
     dir_fd: int, name: str, mode: int, rdev: int, uid: int, gid: int, *, display: str
 ) -> None:
     """Create a char node where nothing is (the fast path of a first ``sync``)."""
-    try:
-        os.mknod(name, 0o020000 | mode, rdev, dir_fd=dir_fd)
-        if (uid, gid) != new_node_owner(dir_fd):
-            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-    except FileExistsError:
-        # Appeared since we looked (another writer without our lock): replace atomically.
-        replace_with_node(dir_fd, name, mode, rdev, uid, gid, display=display)
-    except OSError as err:
-        raise os_error(display, err, "cannot create device node") from err
+    with translate(NodeError, display, "cannot create device node"):
+        try:
+            os.mknod(name, 0o020000 | mode, rdev, dir_fd=dir_fd)
+            if (uid, gid) != new_node_owner(dir_fd):
+                os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        except FileExistsError:
+            # Appeared since we looked (another writer without our lock): replace atomically.
+            replace_with_node(dir_fd, name, mode, rdev, uid, gid, display=display)
 
 
 def replace_with_symlink(dir_fd: int, name: str, target: str, *, display: str) -> None:
     """Atomically point the symlink ``name`` at ``target`` (create-then-rename)."""
     tmp = tmp_name(name)
-    try:
-        unlink_if_present(dir_fd, tmp)
-        os.symlink(target, tmp, dir_fd=dir_fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except OSError as err:
-        unlink_quietly(dir_fd, tmp)
-        raise os_error(display, err, "cannot create symlink") from err
+    with translate(NodeError, display, "cannot create symlink"):
+        try:
+            unlink_if_present(dir_fd, tmp)
+            os.symlink(target, tmp, dir_fd=dir_fd)
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError:
+            unlink_quietly(dir_fd, tmp)
+            raise
 
 
 def make_symlink(dir_fd: int, name: str, target: str, *, display: str) -> None:
     """Create a symlink where nothing is; replace atomically if something appeared."""
-    try:
-        os.symlink(target, name, dir_fd=dir_fd)
-    except FileExistsError:
-        replace_with_symlink(dir_fd, name, target, display=display)
-    except OSError as err:
-        raise os_error(display, err, "cannot create symlink") from err
+    with translate(NodeError, display, "cannot create symlink"):
+        try:
+            os.symlink(target, name, dir_fd=dir_fd)
+        except FileExistsError:
+            replace_with_symlink(dir_fd, name, target, display=display)

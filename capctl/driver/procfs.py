@@ -16,7 +16,7 @@ from capctl.driver.capfile import CapabilityFile
 from capctl.driver.capnames import Source
 from capctl.driver.minorsfile import Capability, CapabilityTable
 from capctl.driver.procdevices import Majors
-from capctl.errors import DriverError, ParseError, os_error
+from capctl.errors import DriverError, NodeError, ParseError, translate
 from capctl.host import read_bounded, read_optional, read_small_optional
 
 TYPE_CHECKING = False
@@ -91,13 +91,12 @@ def _existing_mig(host: Host, table: CapabilityTable) -> dict[str, str]:
     todo = [(host.path(capnames.CAPABILITIES_DIR), capnames.CAPABILITIES_DIR)]
     while todo:
         dirpath, reldir = todo.pop()
-        try:
-            with os.scandir(dirpath) as it:
-                entries = list(it)
-        except FileNotFoundError:
-            continue  # no capabilities directory (yet), or one vanished while walking
-        except OSError as err:
-            raise DriverError(f"{dirpath}: cannot read: {err.strerror or err}") from err
+        with translate(DriverError, dirpath, "cannot read"):
+            try:
+                with os.scandir(dirpath) as it:
+                    entries = list(it)
+            except FileNotFoundError:
+                continue  # no capabilities directory (yet), or one vanished while walking
         subdirs = []
         # In gpu<N>/mig/gi<G>: each ci<C> directory holds just its "access" file (the driver
         # makes and removes both with the instance), so it is not listed: its file is read
@@ -284,7 +283,7 @@ def write_modify(host: Host, cap: Capability, cf: CapabilityFile, modify: bool) 
     if cf.modify == modify:
         return new
     path = host.path(cap.proc_relpath)
-    try:
+    with translate(NodeError, path, f"cannot write DeviceFileModify: {int(modify)}"):
         st = os.stat(path)
         if st.st_mode & 0o170000 == 0o100000 and st.st_size > 0:  # a regular file: simulated
             head, name = os.path.split(path)
@@ -303,6 +302,4 @@ def write_modify(host: Host, cap: Capability, cf: CapabilityFile, modify: bool) 
                 os.write(fd, f"DeviceFileModify: {int(modify)}\n".encode("ascii"))
             finally:
                 os.close(fd)
-    except OSError as err:
-        raise os_error(path, err, f"cannot write DeviceFileModify: {int(modify)}") from err
     return new

@@ -41,7 +41,7 @@ from capctl.devfs.nodes import file_kind
 from capctl.driver import capnames, procdevices
 from capctl.driver.capnames import Kind
 from capctl.driver.procfs import DriverState
-from capctl.errors import DeviceError, DriverError, NodeError, TopologyError, os_error
+from capctl.errors import DeviceError, DriverError, NodeError, TopologyError, translate
 from capctl.host import Host
 from capctl.request import devices as devices  # re-exported: the hook calls resolve.devices
 from capctl.request.devices import (
@@ -189,12 +189,11 @@ def check_node(path: str, st: os.stat_result | None, major: int | None, minor: i
 def lstat_node(host: Host, path: str) -> os.stat_result | None:
     """``lstat`` an absolute device path under the host root; None if absent."""
     full = host.path(path.lstrip("/"))
-    try:
-        return os.lstat(full)
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        raise os_error(full, err, "cannot stat") from err
+    with translate(NodeError, full, "cannot stat"):
+        try:
+            return os.lstat(full)
+        except FileNotFoundError:
+            return None
 
 
 class _Nodes:

@@ -20,7 +20,7 @@ import os
 
 from capctl._lite import jsonload
 from capctl._lite.record import record
-from capctl.errors import TopologyError
+from capctl.errors import TopologyError, translate
 from capctl.request.devices import HEX, LOWER_HEX, is_uuid, normal_pci_bus_id
 
 TYPE_CHECKING = False
@@ -303,13 +303,8 @@ def parse_snapshot(text: str, source: str) -> Topology:
 
 def load_snapshot(path: str | os.PathLike[str], limit: int = MAX_SNAPSHOT) -> Topology:
     """Read (at most ``limit`` bytes) and validate a snapshot file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as err:
-        raise TopologyError(
-            f"{path}: cannot read topology snapshot: {err.strerror or err}"
-        ) from err
+    with translate(TopologyError, path, "cannot read topology snapshot"), open(path, "rb") as f:
+        data = f.read(limit + 1)
     if len(data) > limit:
         raise TopologyError(f"{path}: larger than {limit} bytes; refusing")
     try:

@@ -6,9 +6,10 @@ of a core.  Needs root (mknod).  Runs ``capctl watch`` on a simulated root on tm
 unlinked and re-created 0444 root-owned without ACL, or chmod 0444) and times the exposure
 window: from the imitation's end to the node being the grant's (mode 0440) again, seen by an
 ``lstat`` loop.  Idle CPU: the watch process's CPU time (``/proc/<pid>/schedstat``, in ns)
-over a quiet period, with the default instance poll interval.
+over a quiet period, with the default instance poll interval; ``--cdi`` also keeps a CDI spec
+current (``watch --cdi-output``, with the simulated host's topology snapshot).
 
-    python -m bench.bench_watch [--rounds N] [--idle S] [--poll S]
+    python -m bench.bench_watch [--rounds N] [--idle S] [--poll S] [--cdi]
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement")
     ap.add_argument("--poll", type=float, default=1.0, help="watch --poll (instances)")
+    ap.add_argument("--cdi", action="store_true", help="watch --cdi-output as well")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     old_umask = os.umask(0)
@@ -68,7 +70,10 @@ def main() -> None:
         capctl = [sys.executable, "-m", "capctl", "--root", str(root), "--config", str(config)]
         subprocess.run([*capctl, "grant", GI7, "--user", "65534"], check=True,
                        capture_output=True, cwd=REPO)
-        w = subprocess.Popen([*capctl, "watch", "--poll", str(args.poll)],
+        cdi = ["--cdi-output", str(base / "cdi/capctl.io-mig.json")] if args.cdi else []
+        if args.cdi:
+            capctl[-2:-2] = ["--topology", str(root / "topology.json")]
+        w = subprocess.Popen([*capctl, "watch", "--poll", str(args.poll), *cdi],
                              stderr=subprocess.PIPE, cwd=REPO, bufsize=0)
         try:
             assert w.stderr is not None
@@ -99,7 +104,8 @@ def main() -> None:
         print(f"  p50 {statistics.median(ms):6.1f} ms   p90 {ms[int(len(ms) * 0.9) - 1]:6.1f} ms"
               f"   max {ms[-1]:6.1f} ms   (goal < 100 ms)")
         idle = (c1 - c0) / ((t1 - t0) * 1e9) * 100
-        print(f"idle CPU of capctl watch (--poll {args.poll:g} s, {args.idle:g} s measured): "
+        mode = " --cdi-output" if args.cdi else ""
+        print(f"idle CPU of capctl watch{mode} (--poll {args.poll:g} s, {args.idle:g} s measured): "
               f"{idle:.3f}% of a core  (goal < 0.1%)")
     finally:
         os.umask(old_umask)

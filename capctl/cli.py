@@ -523,19 +523,18 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> 
     (kernel uevents), whenever a capability node changes (inotify) and whenever a MIG instance
     appears or goes (a poll), so that grants hold and the spec stays current.  Stops on
     SIGTERM/SIGINT."""
-    import time
-
     from capctl.deliver import cdifile
     from capctl.devfs import sync
     from capctl.policy import settings
-    from capctl.watch import changes, instances, uevent
+    from capctl.watch import changes, uevent
 
     if cdi_output is None:
         cdi_output = settings.load_cdi(host.config).output
-    # The CDI spec also depends on the topology snapshot, which the change detector does not
-    # watch: its own poll (instances) sees the snapshot and the capability files settle.
-    files = () if host.topology is None else (str(host.topology),)
-    poller = instances.Poller(host, files=files, settle=min(poll, 0.5)) if cdi_output else None
+    # The CDI spec also depends on the topology snapshot: the detector watches it too, and
+    # tells subscribe_settled once the capability files and the snapshot both hold still.
+    files = () if host.topology is None or cdi_output is None else (str(host.topology),)
+    detector = changes.ChangeDetector(host, poll_interval=poll, files=files,
+                                      settle=min(poll, changes.SETTLE))
     last_error: list[str] = [""]
 
     def report_error(err: CapctlError | None) -> None:
@@ -551,8 +550,8 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> 
                 click.echo(f"cdi: {cdi_output} written", err=True)
         except CapctlError as err:  # keep watching: the next event or poll may fix it
             report_error(err)
-            if poller is not None:
-                poller.retry()
+            if cdi_output is not None:
+                detector.retry()
             return
         report_error(None)
         n = sum(1 for c in report.changes if c.action.value != "unchanged")
@@ -569,13 +568,10 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> 
         )
         run_sync(always=True)
 
-    def tick() -> None:
-        if poller is not None and poller.poll(time.monotonic()):
-            run_sync()
-
-    with changes.ChangeDetector(host, poll_interval=poll) as detector:
-        uevent.watch(run_sync, quiet=quiet, on_ready=ready, detector=detector,
-                     on_tick=tick if poller is not None else None, tick=min(poll, 0.5))
+    with detector:
+        if cdi_output is not None:
+            detector.subscribe_settled(lambda _settled: run_sync())
+        uevent.watch(run_sync, quiet=quiet, on_ready=ready, detector=detector)
 
 
 def main() -> None:

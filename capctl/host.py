@@ -65,12 +65,7 @@ def read_bounded(path: StrPath, limit: int = MAX_DRIVER_FILE) -> str:
         raise
     except OSError as err:
         raise DriverError(f"{path}: cannot read: {err.strerror or err}") from err
-    if len(data) > limit:
-        raise ParseError(path, f"larger than {limit} bytes; refusing")
-    try:
-        return data.decode("ascii")
-    except UnicodeDecodeError as err:
-        raise ParseError(path, f"not ASCII text (byte {err.start})") from err
+    return _ascii(path, data, limit)
 
 
 def read_small_optional(path: str, limit: int) -> str | None:
@@ -93,12 +88,7 @@ def read_small_optional(path: str, limit: int) -> str | None:
         raise DriverError(f"{path}: cannot read: {err.strerror or err}") from err
     finally:
         os.close(fd)
-    if len(data) > limit:
-        raise ParseError(path, f"larger than {limit} bytes; refusing")
-    try:
-        return data.decode("ascii")
-    except UnicodeDecodeError as err:
-        raise ParseError(path, f"not ASCII text (byte {err.start})") from err
+    return _ascii(path, data, limit)
 
 
 def read_optional(path: StrPath, limit: int = MAX_DRIVER_FILE) -> str | None:
@@ -112,3 +102,14 @@ def read_optional(path: StrPath, limit: int = MAX_DRIVER_FILE) -> str | None:
 def is_root_owned_safe(st: os.stat_result) -> bool:
     """True if a file is owned by root and writable by nobody else."""
     return st.st_uid == 0 and not st.st_mode & 0o022
+
+
+def _ascii(path: StrPath, data: bytes, limit: int) -> str:
+    """``data`` read from ``path`` with ``limit + 1`` asked for, as ASCII text; refused when
+    over ``limit`` bytes or not ASCII."""
+    if len(data) > limit:
+        raise ParseError(path, f"larger than {limit} bytes; refusing")
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError as err:
+        raise ParseError(path, f"not ASCII text (byte {err.start})") from err

@@ -282,25 +282,14 @@ def plan_docker(path: str, inst: Installation, capctl_config: str | None) -> Wri
 
 
 def write_atomic(w: Write) -> None:
-    """Create the directory if needed, then temp file, fsync, rename over the target."""
+    """Create the directory if needed, then replace the target atomically
+    (:func:`capctl.devfs.atomic.replace_file`)."""
+    from capctl.devfs.atomic import replace_file
+
     directory = os.path.dirname(w.path) or "."
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        tmp = f"{w.path}.capctl-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, w.mode)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(w.text)
-                f.flush()
-                os.fchmod(f.fileno(), w.mode)  # the umask does not narrow it
-                os.fsync(f.fileno())
-            os.rename(tmp, w.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        replace_file(w.path, w.text.encode("utf-8"), mode=w.mode)
     except OSError as err:
         raise InstallError(f"{w.path}: cannot write: {err.strerror or err}") from err
 

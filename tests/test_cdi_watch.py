@@ -1,4 +1,4 @@
-"""Keeping the CDI spec current: the MIG instance change detector, then ``capctl watch
+"""Keeping the CDI spec current: the change detector's settled reports, then ``capctl watch
 --cdi-output`` following instances destroyed and created on a simulated host."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from capctl import simulated
 from capctl.driver import capfile, capnames
 from capctl.host import Host
-from capctl.watch.instances import Detector, Poller, fingerprint
+from capctl.watch.changes import ChangeDetector, Settle, Settled, fingerprint
 from tests.support.cdi_check import PODMAN_43, check_spec
 
 from .conftest import needs_root
@@ -45,13 +45,13 @@ B: Any = (("gpu0/mig/gi1/access", 1), ("gpu0/mig/gi2/access", 2))
     ids=["unchanged", "change-settles-once", "change-undone", "still-changing"],
 )
 def test_detector(observations: list[tuple[Any, float]], want: list[bool]) -> None:
-    d = Detector(settle=0.5)
+    d = Settle(settle=0.5)
     d.start(A)
     assert [d.observe(fp, now) for fp, now in observations] == want
 
 
 def test_detector_retry() -> None:
-    d = Detector(settle=0.5)
+    d = Settle(settle=0.5)
     d.start(A)
     assert [d.observe(B, 0.0), d.observe(B, 1.0), d.observe(B, 1.5)] == [False, True, False]
     d.retry()
@@ -92,11 +92,54 @@ def test_fingerprint_sees_instances_reloads_and_the_snapshot(sim_host: Host,
     assert fingerprint(sim_host) == ()
 
 
+class Poller:
+    """A :class:`ChangeDetector` polled at given seconds from now: was a settled change
+    reported by that poll?"""
+
+    def __init__(self, det: ChangeDetector):
+        self.det, self.t0 = det, time.monotonic()
+        self.seen: list[Settled] = []
+        det.subscribe_settled(self.seen.append)
+
+    def poll(self, at: float) -> bool:
+        time.sleep(max(0.0, self.t0 + at - time.monotonic()))
+        before = len(self.seen)
+        self.det.poll()
+        return len(self.seen) > before
+
+
 def test_poller(sim_host: Host, sim_root: Path) -> None:
-    p = Poller(sim_host, settle=0.2)
-    assert p.poll(0.0) is False
-    _new_instance(sim_root, 0, 14, 3)
-    assert [p.poll(1.0), p.poll(1.1), p.poll(1.3), p.poll(2.0)] == [False, False, True, False]
+    with ChangeDetector(sim_host, settle=0.2) as det:
+        p = Poller(det)
+        assert p.poll(0.0) is False
+        _new_instance(sim_root, 0, 14, 3)
+        assert [p.poll(1.0), p.poll(1.1), p.poll(1.3), p.poll(2.0)] == [False, False, True, False]
+
+
+def test_detector_settles_the_snapshot_and_retries(sim_host: Host, sim_root: Path) -> None:
+    """Capability files changed, snapshot not yet: one report once both hold still; while a
+    change settles the next poll comes after ``settle``, not ``poll_interval``; a retry
+    reports the same state again."""
+    snap = str(sim_root / "topology.json")
+    seen: list[Settled] = []
+    with ChangeDetector(sim_host, poll_interval=5.0, files=(snap,), settle=0.1) as det:
+        det.subscribe_settled(seen.append)
+        assert det.next_poll_at() - time.monotonic() > 1.0
+        _new_instance(sim_root, 0, 14, 3)
+        assert det.poll() is not None and seen == []  # instances: told at once
+        assert det.next_poll_at() - time.monotonic() <= 0.1
+        time.sleep(0.05)
+        os.utime(snap, ns=(1, 1))  # the snapshot rewritten: settle again
+        det.poll()
+        time.sleep(0.12)
+        det.poll()
+        assert len(seen) == 1 and "gpu0/gi14/ci3/access" in seen[0].now
+        det.poll()
+        assert len(seen) == 1 and det.next_poll_at() - time.monotonic() > 1.0
+        det.retry()
+        assert det.next_poll_at() - time.monotonic() <= 0.1
+        det.poll()
+        assert len(seen) == 2
 
 
 # --- capctl watch --cdi-output -------------------------------------------------------------

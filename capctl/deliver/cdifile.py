@@ -2,9 +2,9 @@
 
 A runtime reads spec files whenever it starts a container, and a CDI cache re-reads the spec
 directories on every change it sees (inotify), so a reader must never find a partial file:
-the spec is written to a temporary file in the same directory, flushed with ``fsync``, renamed
-over the old one (``rename(2)`` is atomic within a file system) and the directory is synced.
-The file is mode 0644 and, when capctl runs as root, owned by root (``docs/cdi.md``).
+it is replaced with :func:`capctl.devfs.atomic.replace_file` (temporary file in the same
+directory, ``fsync``, rename, directory synced).  The file is mode 0644 and, when capctl runs
+as root, owned by root (``docs/cdi.md``).
 
 The temporary file starts with ``.`` and does not end in ``.json``: CDI's directory scan reads
 only ``*.json`` and ``*.yaml`` files (container-device-interface pkg/cdi/spec-dirs.go).
@@ -12,11 +12,11 @@ only ``*.json`` and ``*.yaml`` files (container-device-interface pkg/cdi/spec-di
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 
 from capctl.deliver import cdi
+from capctl.devfs.atomic import replace_file
 from capctl.errors import CapctlError, NodeError
 
 TYPE_CHECKING = False
@@ -74,30 +74,13 @@ def write_atomic(path: str, data: bytes) -> bool:
     except OSError as err:
         raise NodeError(parent, f"cannot open the CDI spec directory: {err.strerror or err}") \
             from err
-    tmp = f".{name}.tmp-{os.getpid()}"
     try:
         if _unchanged(dir_fd, name, data):
             return False
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     FILE_MODE, dir_fd=dir_fd)
-        try:
-            os.fchmod(fd, FILE_MODE)  # whatever the umask
-            if os.geteuid() == 0:
-                os.fchown(fd, 0, 0)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        os.fsync(dir_fd)
+        replace_file(name, data, mode=FILE_MODE, owner=(0, 0) if os.geteuid() == 0 else None,
+                     dir_fd=dir_fd)
         return True
     except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
         raise NodeError(path, f"cannot write the CDI spec: {err.strerror or err}") from err
     finally:
         os.close(dir_fd)

@@ -71,17 +71,13 @@ def add_edits(spec: dict[str, Any], edits: Edits, where: str) -> dict[str, Any]:
 
 
 def write_spec(path: str, spec: dict[str, Any]) -> None:
-    """Replace ``path`` atomically (temp file beside it, fsync, rename), keeping its mode."""
+    """Replace ``path`` atomically (:func:`capctl.devfs.atomic.replace_file`), keeping its
+    mode."""
+    from capctl.devfs.atomic import replace_file
+
     try:
         mode = os.stat(path).st_mode & 0o7777
-        tmp = f"{path}.capctl-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-        try:
-            os.write(fd, json.dumps(spec).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
+        replace_file(path, json.dumps(spec).encode(), mode=mode)
     except OSError as err:
         raise HookError(f"{path}: cannot rewrite: {err.strerror or err}") from err
 

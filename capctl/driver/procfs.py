@@ -286,16 +286,10 @@ def write_modify(host: Host, cap: Capability, cf: CapabilityFile, modify: bool) 
     with translate(NodeError, path, f"cannot write DeviceFileModify: {int(modify)}"):
         st = os.stat(path)
         if st.st_mode & 0o170000 == 0o100000 and st.st_size > 0:  # a regular file: simulated
-            head, name = os.path.split(path)
-            tmp = os.path.join(head, f".{name}.capctl-{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         st.st_mode & 0o7777)
-            try:
-                os.write(fd, capfile.format_capability_file(new).encode("ascii"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
+            from capctl.devfs.atomic import replace_file
+
+            replace_file(path, capfile.format_capability_file(new).encode("ascii"),
+                         mode=st.st_mode & 0o7777)
         else:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
             try:

@@ -220,22 +220,12 @@ def _cache_read(path: StrPath, data: bytes) -> Settings | None:
 
 def _cache_write(path: StrPath, data: bytes, settings: Settings) -> None:
     """Best effort: a read-only config directory just means parsing every time."""
-    final = cache_path(path)
-    tmp = f"{final}.{os.getpid()}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     0o644)
+    from capctl.devfs.atomic import replace_file
+
+    try:  # not durable: a cache is checked against the config when read
+        replace_file(cache_path(path), _cache_bytes(data, settings), mode=0o644, durable=False)
     except OSError:
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_cache_bytes(data, settings))
-        os.rename(tmp, final)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 # --- [host] and [runtime]: for entry points that cannot take capctl's options -----------------

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from capctl.devfs.atomic import replace_file
 from capctl.errors import ConfigError, ParseError
 from capctl.policy import settings
 from capctl.policy.grants import CapGrants, Document, Policy, parse_document
@@ -108,27 +109,10 @@ def save_document(path: Path, d: Document) -> None:
         dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
         raise ConfigError(f"{parent}: cannot open config directory: {err.strerror or err}") from err
-    tmp = f".{path.name}.tmp-{os.getpid()}"
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644, dir_fd=dir_fd)
-        try:
-            os.fchmod(fd, 0o644)  # whatever the umask
-            if os.geteuid() == 0:
-                os.fchown(fd, 0, 0)
-            view = memoryview(text)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        os.fsync(dir_fd)
+        replace_file(path.name, text, mode=0o644, owner=(0, 0) if os.geteuid() == 0 else None,
+                     dir_fd=dir_fd)
     except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
         raise ConfigError(f"{path}: cannot write: {err.strerror or err}") from err
     finally:
         os.close(dir_fd)

@@ -9,24 +9,41 @@ Two sources, because the driver signals only one of them (``docs/driver.md``, "E
   it to appear;
 - **instances**: a poll of the capability files under
   ``<root>/proc/driver/nvidia/capabilities/gpu*/mig/``.  The driver sends no uevent when a GPU
-  or compute instance is created or destroyed, so the set of instances is compared with the
-  last one every ``poll_interval`` seconds (a few ``getdents`` per GPU).
+  or compute instance is created or destroyed, and procfs supports no inotify, so the tree is
+  read every ``poll_interval`` seconds (a ``getdents`` per GPU and GPU instance, no file
+  opened: :func:`fingerprint`) together with the identity of ``files`` (the topology
+  snapshot).  A driver reload re-registers the whole tree and procfs gives the new
+  directories new inode numbers, so a reload shows as a change even when the same instances
+  come back.
 
-The API, for ``capctl watch`` and any other consumer (for example one that regenerates a CDI
-spec when MIG is reconfigured)::
+Two kinds of instance subscribers:
 
-    detector = ChangeDetector(host, poll_interval=1.0)
+- ``subscribe_instances``: the set of instances changed, reported by the poll that sees it
+  (``capctl watch`` puts grants back at once);
+- ``subscribe_settled``: the instances, a reload or one of ``files`` changed and then held
+  still for ``settle`` seconds (:class:`Settle`), so a reconfiguration in progress (a GPU
+  instance made, then its compute instances, then the snapshot rewritten) is reported once,
+  when it is over (the CDI spec is regenerated from both).  While a change settles the next
+  poll comes ``settle`` seconds after it was seen, not ``poll_interval``.  :meth:`retry`
+  reports the current state again at the next stable poll (the consumer failed).
+
+The API, for ``capctl watch`` and any other consumer::
+
+    detector = ChangeDetector(host, poll_interval=1.0, files=(snapshot,), settle=0.5)
     detector.subscribe_nodes(lambda change: ...)       # NodeChange: names, overflow
     detector.subscribe_instances(lambda change: ...)   # InstanceChange: added, removed, now
+    detector.subscribe_settled(lambda change: ...)     # Settled: now
     detector.run(stop_event)                           # blocking loop, or:
     loop.add_reader(detector.fileno(), detector.read_nodes)   # in an event loop, plus
-    detector.poll()                                    # every poll_interval (next_poll_at())
+    detector.poll()                                    # at next_poll_at()
+    detector.retry()                                   # after a settled change failed
     detector.close()
 
 Subscribers are called on the thread that reads or polls, in subscription order, with plain
 immutable values.  ``read_nodes`` and ``poll`` also return what they dispatched (None for
-nothing), so a caller may use either style.  :meth:`ChangeDetector.instances` is the current
-set, taken at construction and after each poll.
+nothing; ``poll`` returns the instance change), so a caller may use either style.
+:meth:`ChangeDetector.instances` is the current set, taken at construction and after each
+poll.
 
 inotify is reached through ``ctypes`` (the C library's ``inotify_init1`` and
 ``inotify_add_watch``): the standard library has no binding, and no dependency is needed for
@@ -72,6 +89,10 @@ NODE_MASK = (
 #: ``<root>/dev``: only ``nvidia-caps`` appearing matters.
 PARENT_MASK = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR
 
+#: Default seconds a change must hold still before ``subscribe_settled`` hears of it: with
+#: the default poll a change is reported 0.5-1.5 s after it happens (``docs/cdi.md``).
+SETTLE = 0.5
+
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
 
 
@@ -100,6 +121,16 @@ class InstanceChange:
     now: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The instances, the driver or a watched file changed and then held still.
+
+    ``now``: the GI/CI capabilities with a proc file at that moment.
+    """
+
+    now: frozenset[str]
+
+
 def parse_events(data: bytes) -> list[tuple[int, int, str]]:
     """``(wd, mask, name)`` of each ``struct inotify_event`` in ``data``.  Pure."""
     out: list[tuple[int, int, str]] = []
@@ -113,39 +144,124 @@ def parse_events(data: bytes) -> list[tuple[int, int, str]]:
     return out
 
 
-def scan_instances(capabilities_dir: str) -> frozenset[str]:
-    """Names of the GI/CI capabilities whose proc file exists under ``capabilities_dir``.
-
-    One ``getdents`` for the directory, one per GPU in MIG mode and one per GPU instance
-    (its ``access`` file and its ``ci<C>`` directories), nothing per compute instance: a
-    ``ci<C>`` directory exists exactly while its ``access`` file does (the driver makes and
-    removes both with the instance).  A directory that vanishes while being read is an
-    instance destroyed meanwhile.
-    """
-    found: set[str] = set()
-    for name in _entries(capabilities_dir):
-        if name[:3] != "gpu" or not name[3:].isdigit():
-            continue
-        mig = f"{capabilities_dir}/{name}/mig"
-        for gi_entry in _entries(mig):
-            if gi_entry[:2] != "gi" or not gi_entry[2:].isdigit():
-                continue
-            children = _entries(f"{mig}/{gi_entry}")
-            if "access" in children:
-                found.add(f"{name}/{gi_entry}/access")
-            for child in children:
-                if child[:2] == "ci" and child[2:].isdigit():
-                    found.add(f"{name}/{gi_entry}/{child}/access")
-    return frozenset(found)
+Fingerprint = tuple[tuple[str, int], ...]
 
 
-def _entries(path: str) -> list[str]:
+def _scan(path: str) -> list[os.DirEntry[str]]:
     try:
-        return os.listdir(path)
+        with os.scandir(path) as it:
+            return list(it)
     except (FileNotFoundError, NotADirectoryError):
-        return []
+        return []  # no driver, or a directory that vanished while we looked: a change itself
     except OSError as err:
         raise DriverError(f"{path}: cannot read: {err.strerror or err}") from err
+
+
+def _numbered_dir(entry: os.DirEntry[str], prefix: str) -> bool:
+    name = entry.name
+    return (name[: len(prefix)] == prefix and name[len(prefix) :].isdigit()
+            and entry.is_dir(follow_symlinks=False))
+
+
+def _tree(capabilities_dir: str) -> list[tuple[str, int]]:
+    """``(gpu<N>/mig/gi<G>[/ci<C>]/access, inode of its directory)`` for every GI/CI
+    capability whose proc file exists under ``capabilities_dir``, sorted.
+
+    One ``getdents`` for the directory, one per GPU in MIG mode and one per GPU instance
+    (its ``access`` file and its ``ci<C>`` directories), nothing per compute instance and no
+    file opened: a ``ci<C>`` directory exists exactly while its ``access`` file does (the
+    driver makes and removes both with the instance).  The inode numbers (free in
+    ``getdents``) tell a driver reload, which re-creates every directory.
+    """
+    out: list[tuple[str, int]] = []
+    for gpu in _scan(capabilities_dir):
+        if not _numbered_dir(gpu, "gpu"):
+            continue
+        for gi in _scan(f"{gpu.path}/mig"):
+            if not _numbered_dir(gi, "gi"):
+                continue
+            prefix = f"{gpu.name}/mig/{gi.name}"
+            for entry in _scan(gi.path):
+                if entry.name == "access":
+                    out.append((f"{prefix}/access", gi.inode()))
+                elif _numbered_dir(entry, "ci"):
+                    out.append((f"{prefix}/{entry.name}/access", entry.inode()))
+    out.sort()
+    return out
+
+
+def _names(tree: list[tuple[str, int]]) -> frozenset[str]:
+    """Capability names (``gpu0/gi7/ci0/access``) of :func:`_tree`'s paths."""
+    return frozenset(path.replace("/mig/", "/", 1) for path, _ino in tree)
+
+
+def _identities(files: tuple[str, ...]) -> list[tuple[str, int]]:
+    """``(path, identity)`` of each file: inode, size and times hashed; 0 when absent."""
+    out: list[tuple[str, int]] = []
+    for path in files:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            out.append((path, 0))
+            continue
+        except OSError as err:
+            raise DriverError(f"{path}: cannot stat: {err.strerror or err}") from err
+        out.append((path, hash((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))))
+    return out
+
+
+def scan_instances(capabilities_dir: str) -> frozenset[str]:
+    """Names of the GI/CI capabilities whose proc file exists under ``capabilities_dir``
+    (as in ``mig-minors``).  A directory that vanishes while being read is an instance
+    destroyed meanwhile."""
+    return _names(_tree(capabilities_dir))
+
+
+def fingerprint(host: Host, files: tuple[str, ...] = ()) -> Fingerprint:
+    """The MIG capability tree under ``host`` with its directories' inodes (:func:`_tree`),
+    then ``(path, identity)`` of each of ``files`` (absolute paths; 0 when absent).
+
+    Equal fingerprints mean "nothing changed": no instance made or destroyed, no driver
+    reload, none of ``files`` rewritten.
+    """
+    return (*_tree(host.path(capnames.CAPABILITIES_DIR)), *_identities(files))
+
+
+@dataclass
+class Settle:
+    """Pure: has the fingerprint changed, and held still for ``settle`` seconds?"""
+
+    settle: float = SETTLE
+    _reported: Fingerprint | None = None
+    _seen: Fingerprint | None = None
+    _since: float = 0.0
+    _retry: bool = False
+
+    def start(self, fp: Fingerprint) -> None:
+        """The fingerprint the consumer has acted on already (at start)."""
+        self._reported = self._seen = fp
+
+    def retry(self) -> None:
+        """Report the current state again on the next stable observation."""
+        self._retry = True
+
+    @property
+    def pending(self) -> bool:
+        """Is a report due once the last observation holds still?"""
+        return self._retry or self._seen != self._reported
+
+    def observe(self, fp: Fingerprint, now: float) -> bool:
+        """True when ``fp`` differs from the last reported one (or a retry is due) and has
+        not changed for ``settle`` seconds; the consumer should act now."""
+        if fp != self._seen:
+            self._seen, self._since = fp, now
+            return False
+        if fp == self._reported and not self._retry:
+            return False
+        if now - self._since < self.settle:
+            return False
+        self._reported, self._retry = fp, False
+        return True
 
 
 class _Inotify:
@@ -184,23 +300,31 @@ class _Inotify:
 
 NodeSubscriber = Callable[[NodeChange], None]
 InstanceSubscriber = Callable[[InstanceChange], None]
+SettledSubscriber = Callable[[Settled], None]
 
 
 class ChangeDetector:
-    """Node changes from inotify and instance changes from a poll, to subscribers."""
+    """Node changes from inotify, instance (and watched file) changes from a poll, to
+    subscribers."""
 
-    def __init__(self, host: Host, *, poll_interval: float = 1.0) -> None:
+    def __init__(self, host: Host, *, poll_interval: float = 1.0, files: tuple[str, ...] = (),
+                 settle: float = SETTLE) -> None:
         self.poll_interval = poll_interval
         self._caps_dir = host.path(capnames.CAPS_DEV_DIR)
         self._dev_dir = os.path.dirname(self._caps_dir)
         self._capabilities = host.path(capnames.CAPABILITIES_DIR)
+        self._files = tuple(files)
         self._node_subs: list[NodeSubscriber] = []
         self._instance_subs: list[InstanceSubscriber] = []
+        self._settled_subs: list[SettledSubscriber] = []
         self._inotify = _Inotify()
         self._caps_wd: int | None = None
         self._dev_wd: int | None = None
         self._arm()
-        self._instances = scan_instances(self._capabilities)
+        tree = _tree(self._capabilities)
+        self._instances = _names(tree)
+        self._settle = Settle(settle)
+        self._settle.start((*tree, *_identities(self._files)))
         self._next_poll = time.monotonic() + poll_interval
 
     # --- subscribing ---------------------------------------------------------------------
@@ -210,6 +334,9 @@ class ChangeDetector:
 
     def subscribe_instances(self, fn: InstanceSubscriber) -> None:
         self._instance_subs.append(fn)
+
+    def subscribe_settled(self, fn: SettledSubscriber) -> None:
+        self._settled_subs.append(fn)
 
     @property
     def instances(self) -> frozenset[str]:
@@ -272,19 +399,40 @@ class ChangeDetector:
     def poll(self) -> InstanceChange | None:
         """Compare the instances with the last poll; dispatch and return a change, or None.
 
-        Also re-arms the node watch if ``nvidia-caps`` (or ``dev``) appeared unseen.
+        Also tells ``subscribe_settled`` once a change (instances, a driver reload, a watched
+        file) has held still for ``settle`` seconds, and re-arms the node watch if
+        ``nvidia-caps`` (or ``dev``) appeared unseen.
         """
-        self._next_poll = time.monotonic() + self.poll_interval
+        now = time.monotonic()
         if self._caps_wd is None and self._arm():
             self._dispatch_nodes(NodeChange(frozenset(), True))
-        now = scan_instances(self._capabilities)
-        if now == self._instances:
-            return None
-        change = InstanceChange(now - self._instances, self._instances - now, now)
-        self._instances = now
-        for fn in self._instance_subs:
-            fn(change)
+        tree = _tree(self._capabilities)
+        names = _names(tree)
+        change = None
+        if names != self._instances:
+            change = InstanceChange(names - self._instances, self._instances - names, names)
+            self._instances = names
+            for fn in self._instance_subs:
+                fn(change)
+        if self._settle.observe((*tree, *_identities(self._files)), now):
+            settled = Settled(names)
+            for tell in self._settled_subs:
+                tell(settled)
+        self._next_poll = now + self._wait()
         return change
+
+    def retry(self) -> None:
+        """Tell ``subscribe_settled`` the current state again at the next stable poll (its
+        consumer failed and wants another try)."""
+        self._settle.retry()
+        self._next_poll = min(self._next_poll, time.monotonic() + self._wait())
+
+    def _wait(self) -> float:
+        """Seconds to the next poll: ``poll_interval``, or ``settle`` while a change settles
+        (it is reported at the first poll that finds it still for that long)."""
+        if self._settled_subs and self._settle.pending:
+            return min(self.poll_interval, self._settle.settle)
+        return self.poll_interval
 
     def _dispatch_nodes(self, change: NodeChange) -> None:
         for fn in self._node_subs:

@@ -145,8 +145,6 @@ async def _listen(
     debouncer: Debouncer,
     on_ready: Callable[[], None] | None,
     on_event: Callable[[Uevent], None] | None,
-    on_tick: Callable[[], None] | None = None,
-    tick: float = 0.5,
     detector: ChangeDetector | None = None,
 ) -> None:
     from pyroute2.netlink.uevent import AsyncUeventSocket
@@ -177,7 +175,6 @@ async def _listen(
             on_ready()
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         recv: asyncio.Future[Any] | None = None
-        next_tick = time.monotonic() + tick
         kicked: asyncio.Future[Any] | None = None
         try:
             while not stop.is_set():
@@ -189,8 +186,6 @@ async def _listen(
                 if detector is not None:
                     dues.append(detector.next_poll_at())
                 due = min((d for d in dues if d is not None), default=None)
-                if on_tick is not None:
-                    due = next_tick if due is None else min(due, next_tick)
                 timeout = None if due is None else max(0.0, due - time.monotonic())
                 waiting: set[asyncio.Future[Any]] = {recv, stopping, kicked}
                 done, _pending = await asyncio.wait(
@@ -213,9 +208,6 @@ async def _listen(
                 driver, nodes = debouncer.take(now), fast.take(now)
                 if not stop.is_set() and (driver or nodes):
                     on_trigger()
-                if on_tick is not None and not stop.is_set() and time.monotonic() >= next_tick:
-                    on_tick()
-                    next_tick = time.monotonic() + tick
         finally:
             if detector is not None:
                 loop.remove_reader(detector.fileno())
@@ -236,8 +228,6 @@ def watch(
     match: Match = is_driver_event,
     on_ready: Callable[[], None] | None = None,
     on_event: Callable[[Uevent], None] | None = None,
-    on_tick: Callable[[], None] | None = None,
-    tick: float = 0.5,
     detector: ChangeDetector | None = None,
 ) -> None:
     """Call ``on_trigger`` after each burst of matching uevents, and (with ``detector``) soon
@@ -245,9 +235,8 @@ def watch(
 
     ``on_trigger`` runs on the listening thread; events arriving meanwhile wait in the socket's
     receive buffer (and the inotify queue) and cause one more run.  ``on_ready`` is called once
-    the socket is bound (no event after that is missed).  ``on_tick``, when given, is called
-    every ``tick`` seconds on the same thread (the CDI spec's poll, which also sees the
-    topology snapshot change: :mod:`capctl.watch.instances`).
+    the socket is bound (no event after that is missed).  The detector's other subscribers
+    (``subscribe_settled``: the CDI spec) run on the same thread, from its polls.
     """
     asyncio.run(_listen(on_trigger, match, Debouncer(quiet, max_delay), on_ready, on_event,
-                        on_tick, tick, detector))
+                        detector))

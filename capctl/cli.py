@@ -290,7 +290,7 @@ def install_cmd(
     inst = install.Installation(
         sys.executable, os.path.dirname(sys.executable), tuple(options),
         launcher_dir=os.path.abspath(launcher_dir or os.path.join(sys.prefix, "libexec")),
-        paths=install.import_paths(),
+        paths=install.import_paths(), config=os.path.abspath(host.config),
     )
     found = install.default_targets([d for d in ("/etc/docker", "/etc/containerd", "/etc/crio")
                                      if os.path.isdir(d)])

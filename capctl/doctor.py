@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from capctl import install
 from capctl.devfs import sync
 from capctl.devfs.nodes import Action
 from capctl.driver import capnames, procfs
@@ -251,6 +252,8 @@ def check_systemd(
 
 HOOK_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
 DOCKER_CONFIG = "/etc/docker/daemon.json"
+CONTAINERD_DIR = install.CONTAINERD_DIR
+CRIO_DIR = install.CRIO_DIR
 
 
 def imports_capctl(path: str, argv0: str, env: Sequence[str]) -> str | None:
@@ -323,8 +326,108 @@ def check_hook_file(path: str) -> Finding | None:
     return check_definition(f"OCI hook {path}", program, str(args[0]), env)
 
 
+def runs_entry(python: str, setup: str) -> str | None:
+    """None if ``python -IS`` with the launcher's ``sys.path`` set-up imports what ``create``
+    needs; else why not."""
+    import subprocess
+
+    try:
+        res = subprocess.run([python, "-IS", "-c", f"{setup}; import capctl.deliver.runtime"],
+                             env={}, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"cannot run {python}: {err}"
+    if res.returncode != 0:
+        lines = res.stderr.strip().splitlines()
+        return lines[-1] if lines else f"exit status {res.returncode}"
+    return None
+
+
+def check_launcher(where: str, program: str, config: str) -> list[Finding] | None:
+    """``capctl install``'s shell launcher: its Python imports capctl, and the runtime it
+    baked in is still ``[runtime] runtime`` of ``config``.  None if ``program`` is not one."""
+    from capctl.policy import settings
+
+    try:
+        with open(program, "rb") as f:
+            values = install.launcher_values(f.read(1 << 16).decode(errors="replace"))
+    except OSError:
+        return None
+    if values is None:
+        return None
+    out: list[Finding] = []
+    why = runs_entry(values["python"], values["setup"])
+    if why is not None:
+        out.append(Finding(Level.FAIL, f"{where}: {program}'s interpreter cannot import capctl: "
+                           f"{why}", "capctl install (writes the launcher for this installation)"))
+    else:
+        out.append(Finding(Level.OK, f"{where}: runs {program}, whose interpreter imports capctl"))
+    try:
+        configured = settings.runtime_from_table(config, settings.read_table(config) or {}).runtime
+    except CapctlError as err:
+        return [*out, Finding(Level.FAIL, str(err), f"fix {config}")]
+    baked = values["runtime"]
+    if baked != configured:
+        out.append(Finding(
+            Level.FAIL,
+            f"{where}: {program} runs {baked}, but [runtime] runtime of {config} is {configured}",
+            "capctl install (the launcher bakes the runtime in when it is written)",
+        ))
+    else:
+        out.append(Finding(Level.OK, f"{where}: {program} runs {baked}, as {config} says"))
+    return out
+
+
+def _runtime_config(args: object) -> str:
+    """The config ``capctl-runtime`` reads given the arguments its caller puts first."""
+    from capctl.host import DEFAULT_CONFIG
+    from capctl.runtime_main import split_args
+
+    if isinstance(args, list) and all(isinstance(a, str) for a in args):
+        try:
+            return split_args(list(args))[0] or DEFAULT_CONFIG
+        except SystemExit:
+            pass
+    return DEFAULT_CONFIG
+
+
+def check_runtime_program(where: str, program: str, config: str) -> list[Finding]:
+    """A runtime entry's program: capctl's launcher, else a script whose ``#!`` runs Python."""
+    found = check_launcher(where, program, config)
+    return found if found is not None else [check_definition(where, program, program, [])]
+
+
+def check_snippets(containerd_dir: str, crio_dir: str) -> list[Finding]:
+    """containerd's and CRI-O's ``capctl`` runtime, as ``capctl install`` writes them; they
+    pass no arguments, so the wrapper reads the default config."""
+    import tomllib
+
+    from capctl.host import DEFAULT_CONFIG
+
+    out: list[Finding] = []
+    for path, keys in (
+        (os.path.join(containerd_dir, install.SNIPPET),
+         ("plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes", "capctl", "options",
+          "BinaryName")),
+        (os.path.join(crio_dir, install.CRIO_SNIPPET),
+         ("crio", "runtime", "runtimes", "capctl", "runtime_path")),
+    ):
+        try:
+            node: Any = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            out.append(Finding(Level.WARN, f"{path}: unreadable ({err})"))
+            continue
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, str):
+            out += check_runtime_program(f"runtime capctl ({path})", node, DEFAULT_CONFIG)
+    return out
+
+
 def check_docker_runtime(config: str = DOCKER_CONFIG) -> list[Finding]:
-    """Docker's ``runtimes.capctl``: the wrapper's interpreter imports capctl."""
+    """Docker's ``runtimes.capctl``: the wrapper's interpreter imports capctl, and the
+    launcher's baked runtime is the one its config names."""
     try:
         doc = json.loads(Path(config).read_text())
     except FileNotFoundError:
@@ -336,11 +439,13 @@ def check_docker_runtime(config: str = DOCKER_CONFIG) -> list[Finding]:
     if not isinstance(entry, dict):
         return []
     program = str(entry.get("path"))
-    return [check_definition(f"Docker runtime capctl ({config})", program, program, [])]
+    return check_runtime_program(f"Docker runtime capctl ({config})", program,
+                                 _runtime_config(entry.get("runtimeArgs")))
 
 
 def check_runtimes(
-    hook_dirs: Iterable[str] = HOOK_DIRS, docker_config: str = DOCKER_CONFIG
+    hook_dirs: Iterable[str] = HOOK_DIRS, docker_config: str = DOCKER_CONFIG,
+    containerd_dir: str = CONTAINERD_DIR, crio_dir: str = CRIO_DIR,
 ) -> list[Finding]:
     out: list[Finding] = []
     for tool in ("runc", "crun", "podman", "containerd", "dockerd"):
@@ -360,6 +465,7 @@ def check_runtimes(
             )
         )
     out += check_docker_runtime(docker_config)
+    out += check_snippets(containerd_dir, crio_dir)
     return out
 
 

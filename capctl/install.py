@@ -3,8 +3,9 @@
 What is written (``docs/runtimes.md``):
 
 - ``capctl-runtime``'s own launcher (:func:`launcher_text`), which the runtime entries below
-  run instead of pip's console script: every ``start``, ``state``, ``kill`` and ``delete`` of a
-  container runs it, so its start-up is the interpreter's alone (``docs/runtimes.md``);
+  run instead of pip's console script: a shell script that execs the real runtime, baked in
+  from the config's ``[runtime]``, for every ``start``, ``state``, ``kill`` and ``delete`` of a
+  container, and starts Python only for ``create`` and ``run`` (``docs/runtimes.md``);
 - a hooks.d definition (podman, CRI-O), the directory created if missing (Debian's podman
   does not create ``/usr/share/containers/oci/hooks.d``);
 - Docker's ``daemon.json``: a ``runtimes.capctl`` entry running ``capctl-runtime``, every
@@ -27,13 +28,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from capctl.errors import CapctlError
+from capctl.host import DEFAULT_CONFIG, is_root_owned_safe
 from capctl.main import HOOK_INTERPRETER_ARGS
+from capctl.runtime_main import OWN_OPTION
 
 #: First line of every TOML snippet capctl writes: how a later install knows the file is its own.
 MARK = "# Written by 'capctl install'; it replaces this file on the next install."
@@ -48,8 +53,6 @@ RUNTIME_NAME = "capctl"
 #: Second line of the launcher (its first is the shebang): how a later install knows it.
 LAUNCHER_MARK = "# capctl-runtime's launcher, written by 'capctl install'; replaced by the next one."
 LAUNCHER = "capctl-runtime"
-#: Linux reads at most this many bytes of a ``#!`` line (BINPRM_BUF_SIZE, since Linux 5.1).
-MAX_SHEBANG = 256
 NVIDIA_HOOK = "nvidia-container-runtime-hook"
 HOOK_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ANNOTATION = {"^capctl\\.io/nvidia$": "^(true|yes|1)$"}
@@ -68,6 +71,7 @@ class Installation:
     options: tuple[str, ...] = ()  # global options for the hook: --root R --topology T --config C
     launcher_dir: str | None = None  # where capctl-runtime's launcher goes; None: none written
     paths: tuple[str, ...] = ()  # the launcher's sys.path head: capctl's and its dependencies'
+    config: str = DEFAULT_CONFIG  # whose [runtime] runtime the launcher bakes in
 
     @property
     def runtime(self) -> str:
@@ -109,28 +113,131 @@ def import_paths() -> tuple[str, ...]:
     return tuple(found)
 
 
-def launcher_text(python: str, paths: Sequence[str]) -> str:
-    """``capctl-runtime``'s launcher: ``python -IS``, capctl's paths, ``runtime_main.main()``.
+def configured_runtime(config: str) -> str:
+    """``[runtime] runtime`` of ``config``, checked for baking into the launcher.
 
-    pip's console script imports ``re`` and, through ``site``, every ``.pth`` file's modules
-    (an editable install's finder, setuptools' ``_distutils_hack``): 6-11 ms of every runtime
-    call.  ``-I`` leaves out the ``PYTHON*`` environment, the user's site-packages and the
-    script's directory; ``-S`` leaves out ``site``, so ``sys.path`` gets capctl's directories
-    here instead.  The kernel passes the shebang's single argument ``-IS`` as one word.
+    An absolute path to an existing regular, executable file that is root-owned and writable
+    by nobody else: every container's calls run it as root.
     """
-    shebang = f"#!{python} -IS"
-    if len(shebang) + 1 > MAX_SHEBANG or any(c.isspace() for c in python):
+    from capctl.policy import settings
+
+    try:
+        table = settings.read_table(config)
+        runtime = settings.runtime_from_table(config, table or {}).runtime
+    except CapctlError as err:
+        raise InstallError(f"cannot read the real runtime from {config}: {err}") from err
+    try:
+        st = os.stat(runtime)
+    except OSError as err:
         raise InstallError(
-            f"{python}: an interpreter path with spaces or over {MAX_SHEBANG - 6} bytes "
-            "cannot be a launcher's #! line"
+            f"{config}: [runtime] runtime = {runtime!r}: {err.strerror or err}"
+        ) from err
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+        raise InstallError(f"{config}: [runtime] runtime = {runtime!r}: not an executable file")
+    if not is_root_owned_safe(st):
+        raise InstallError(
+            f"{config}: [runtime] runtime = {runtime!r}: not owned by root or writable by "
+            "group/others; refusing to run it for every container"
         )
+    return runtime
+
+
+def python_entry(paths: Sequence[str], runtime: str) -> str:
+    """The Python code the launcher runs for ``create`` and ``run``: capctl's paths, then
+    :func:`capctl.runtime_main.main` with the baked runtime, so that a container's whole life
+    runs one runtime even if the config changes in between."""
     return (
-        f"{shebang}\n{LAUNCHER_MARK}\n"
-        "import sys\n"
-        f"sys.path[:0] = {json.dumps(list(paths))}\n"
-        "from capctl.runtime_main import main\n"
-        "main()\n"
+        f"import sys; sys.path[:0] = {list(paths)!r}; "
+        f"from capctl.runtime_main import main; main(runtime={runtime!r})"
     )
+
+
+#: runc 1.1's global options (``runc --help``, ``main.go``; Go's ``flag`` package takes each
+#: with one or two dashes, and a value as ``-opt value`` or ``-opt=value``).
+RUNC_VALUED = ("root", "log", "log-format", "criu", "rootless")
+RUNC_FLAGS = ("debug", "systemd-cgroup", "help", "h", "version", "v")
+
+
+def _alternatives(names: Sequence[str], suffix: str = "") -> str:
+    return "|".join(f"{dashes}{n}{suffix}" for n in names for dashes in ("--", "-"))
+
+
+def launcher_text(python: str, paths: Sequence[str], runtime: str, config: str) -> str:
+    """``capctl-runtime``'s launcher: a ``/bin/sh`` script that runs Python only for
+    ``create`` and ``run``.
+
+    ``start``, ``state``, ``kill``, ``delete`` and the rest ``exec`` the real runtime, baked in
+    here from ``config``, with the caller's arguments less ``--capctl-config FILE``: the
+    shell's start-up (about 1 ms) instead of the interpreter's (6-8 ms) on four of a
+    container's five calls (``docs/runtimes.md``).  The subcommand is found by skipping runc's
+    global options; anything it cannot place (an unknown option, ``--``, ``-``, a missing
+    ``--capctl-config`` value) goes to Python, which is slower but right.  Every argument is
+    data: it is only matched by ``case`` and passed on as ``"$@"``.
+
+    ``create`` and ``run`` run ``python -IS``: ``-I`` leaves out the ``PYTHON*`` environment,
+    the user's site-packages and the current directory; ``-S`` leaves out ``site`` (and every
+    ``.pth`` file's imports), so ``sys.path`` gets capctl's directories from ``paths``.
+    """
+    for what, value in (("interpreter", python), ("runtime", runtime), ("config", config)):
+        if not value.startswith("/") or not value.isprintable():
+            raise InstallError(f"{value!r}: the launcher's {what} must be a printable absolute path")
+    q = shlex.quote
+    return (
+        "#!/bin/sh\n"
+        f"{LAUNCHER_MARK}\n"
+        f"# The real runtime is [runtime] runtime of {config} when it was written:\n"
+        "# run 'capctl install' again after changing it ('capctl doctor' compares them).\n"
+        f"runtime={q(runtime)}\n"
+        f"python={q(python)}\n"
+        f"entry={q(python_entry(paths, runtime))}\n"
+        "own=0\n"
+        'case ${1-} in\n'
+        f'{OWN_OPTION}=) exec "$python" -IS -c "$entry" "$@" ;;\n'
+        f'{OWN_OPTION}) [ "$#" -ge 2 ] && [ -n "$2" ] || exec "$python" -IS -c "$entry" "$@"\n'
+        "    own=2 ;;\n"
+        f"{OWN_OPTION}=*) own=1 ;;\n"
+        "esac\n"
+        "i=0 value=0\n"
+        "for arg do\n"
+        "    i=$((i + 1))\n"
+        '    [ "$i" -le "$own" ] && continue\n'
+        '    [ "$value" = 1 ] && { value=0; continue; }\n'
+        '    case $arg in\n'
+        f"    {_alternatives(RUNC_VALUED)}) value=1 ;;\n"
+        f"    {_alternatives(RUNC_VALUED, '=*')}) ;;\n"
+        f"    {_alternatives(RUNC_FLAGS)}) ;;\n"
+        f"    {_alternatives(RUNC_FLAGS, '=*')}) ;;\n"
+        '    create|run|-*) exec "$python" -IS -c "$entry" "$@" ;;\n'
+        "    *) break ;;\n"
+        "    esac\n"
+        "done\n"
+        'shift "$own"\n'
+        'exec "$runtime" "$@"\n'
+    )
+
+
+def launcher_values(text: str) -> dict[str, str] | None:
+    """The ``runtime``, ``python`` and ``entry`` a launcher of :func:`launcher_text` bakes in,
+    and ``setup``: the entry's ``sys.path`` set-up alone; None if ``text`` is not such a
+    launcher (an earlier Python one, or a foreign file)."""
+    lines = text.split("\n")
+    if lines[:2] != ["#!/bin/sh", LAUNCHER_MARK]:
+        return None
+    out: dict[str, str] = {}
+    for line in lines:
+        name, eq, value = line.partition("=")
+        if eq and name in ("runtime", "python", "entry") and name not in out:
+            try:
+                words = shlex.split(value)
+            except ValueError:
+                return None
+            if len(words) != 1:
+                return None
+            out[name] = words[0]
+    if len(out) != 3:
+        return None
+    setup, sep, _ = out["entry"].partition("; from capctl.runtime_main import main;")
+    return {**out, "setup": setup} if sep else None
 
 
 def plan_launcher(inst: Installation) -> Write:
@@ -140,7 +247,7 @@ def plan_launcher(inst: Installation) -> Write:
     current = _read(path)
     if current is not None and current.split("\n", 2)[1:2] != [LAUNCHER_MARK]:
         raise InstallError(f"{path}: exists and was not written by capctl; refusing to replace it")
-    text = launcher_text(inst.python, inst.paths)
+    text = launcher_text(inst.python, inst.paths, configured_runtime(inst.config), inst.config)
     return Write(path, text, "capctl-runtime launcher (Docker, containerd, CRI-O run it)",
                  current is not None, 0o755)
 

@@ -5,8 +5,10 @@
 On ``create`` and ``run`` it writes the container's devices into the bundle's ``config.json``
 (:mod:`capctl.deliver.runtime`) and then execs the real runtime with the same arguments.
 Every other subcommand (``start``, ``state``, ``kill``, ``delete``, ``features``...) execs the
-real runtime at once: this module imports only ``os`` and ``sys``, and the real runtime's path
-comes from a cache beside the config that is used only while the config has exactly the bytes
+real runtime at once.  ``capctl install``'s launcher does that without starting Python at all
+(:func:`capctl.install.launcher_text`) and calls :func:`main` only for ``create`` and ``run``,
+with the runtime it baked in.  Otherwise this module imports only ``os`` and ``sys``, and the
+real runtime's path comes from a cache beside the config that is used only while the config has exactly the bytes
 it was read from (the same scheme as the hook's settings cache, ``capctl/policy/settings.py``),
 so no TOML is parsed and nothing else of capctl is imported.
 
@@ -24,8 +26,11 @@ DEFAULT_RUNTIME = "/usr/sbin/runc"  # capctl.policy.settings.DEFAULT_RUNTIME (te
 MAX_CONFIG = 1 << 20
 OWN_OPTION = "--capctl-config"
 
-#: runc's global options that take a value (runc 1.1 ``main.go``); the rest are flags.
-_GLOBAL_VALUED = frozenset({"--root", "--log", "--log-format", "--criu", "--rootless"})
+#: runc's global options that take a value (runc 1.1 ``main.go``); the rest are flags.  Go's
+#: ``flag`` package takes one or two dashes, and ``-opt=value`` as well as ``-opt value``.
+_GLOBAL_VALUED = frozenset(
+    d + n for n in ("root", "log", "log-format", "criu", "rootless") for d in ("-", "--")
+)
 _CACHE_MAGIC = b"capctl runtime cache 1\n"
 
 
@@ -48,6 +53,8 @@ def subcommand(args: list[str]) -> int | None:
     i = 0
     while i < len(args):
         arg = args[i]
+        if arg == "--":  # the end of the options: the next word is the subcommand
+            return i + 1 if i + 1 < len(args) else None
         if not arg.startswith("-"):
             return i
         if arg in _GLOBAL_VALUED:
@@ -148,11 +155,14 @@ def real_runtime(path: str, data: bytes | None) -> str:
     return runtime
 
 
-def main() -> None:
+def main(runtime: str | None = None) -> None:
+    """Run as ``capctl-runtime``; ``runtime``: the real runtime ``capctl install``'s launcher
+    baked in (the config's is used only without it)."""
     config, args = split_args(sys.argv[1:])
     path = config or DEFAULT_CONFIG
     data = read_config(path)
-    runtime = real_runtime(path, data)
+    if runtime is None:
+        runtime = real_runtime(path, data)
     i = subcommand(args)
     if i is not None and args[i] in ("create", "run"):
         from capctl.deliver.runtime import main as add_devices

@@ -151,42 +151,56 @@ def fake_runtime(tmp: Path) -> Path:
     return config
 
 
-def test_launcher_is_written_executable_with_an_isolated_interpreter(tmp_path: Path) -> None:
+def test_launcher_is_written_executable_as_a_shell_script(tmp_path: Path) -> None:
     launcher = installed_launcher(tmp_path)
     st = launcher.stat()
     assert st.st_mode & 0o7777 == 0o755 and st.st_uid == os.geteuid()
     lines = launcher.read_text().splitlines()
-    assert lines[0] == f"#!{sys.executable} -IS" and lines[1] == install.LAUNCHER_MARK
-    assert lines[-2:] == ["from capctl.runtime_main import main", "main()"]
+    assert lines[0] == "#!/bin/sh" and lines[1] == install.LAUNCHER_MARK
+    values = install.launcher_values(launcher.read_text())
+    assert values is not None and values["python"] == sys.executable
+    assert values["runtime"] == "/usr/sbin/runc"  # the default config names none
     # Docker is pointed at it; pip's console script stays installed.
     daemon = json.loads((tmp_path / "daemon.json").read_text())
     assert daemon["runtimes"]["capctl"]["path"] == str(launcher)
     assert Path(BIN, "capctl-runtime").is_file()
 
 
-def test_launcher_execs_the_runtime_ignoring_the_callers_python_env(tmp_path: Path) -> None:
-    launcher = installed_launcher(tmp_path)
+def launcher_for(tmp: Path, config: Path) -> Path:
+    code, out = run_install(tmp, "--no-hooks", "--docker-config", str(tmp / "daemon.json"),
+                            "--launcher-dir", str(tmp / "libexec"), opts=("--config", str(config)))
+    assert code == 0, out
+    return tmp / "libexec/capctl-runtime"
+
+
+def test_launcher_runs_python_isolated_for_create(tmp_path: Path) -> None:
     config = fake_runtime(tmp_path)
-    # A PYTHONPATH shadowing capctl would break the launcher if -I did not drop it.
+    launcher = launcher_for(tmp_path, config)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"env": []}}))
+    # A PYTHONPATH shadowing capctl would break create if -I did not drop it.
     (tmp_path / "evil/capctl").mkdir(parents=True)
     (tmp_path / "evil/capctl/__init__.py").write_text("raise SystemExit('shadowed')\n")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "evil")}
-    res = subprocess.run([str(launcher), "--capctl-config", str(config), "--root", "/r", "state",
-                          "c1"], capture_output=True, text=True, env=env, cwd=tmp_path / "evil")
+    res = subprocess.run([str(launcher), "--capctl-config", str(config), "--root", "/r", "create",
+                          "--bundle", str(bundle), "c1"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path / "evil")
     assert res.returncode == 0, res.stderr
-    assert res.stdout == "fake-runc --root /r state c1\n"
+    assert res.stdout == f"fake-runc --root /r create --bundle {bundle} c1\n"
 
 
-def test_launcher_imports_nothing_heavy_and_finds_the_dependencies(tmp_path: Path) -> None:
-    launcher = installed_launcher(tmp_path)
+def test_launchers_python_imports_nothing_heavy_and_finds_the_dependencies(tmp_path: Path) -> None:
     config = fake_runtime(tmp_path)
-    # The config cache is written by a first call; the second is every later call.
-    subprocess.run([str(launcher), "--capctl-config", str(config), "state", "x"], check=True,
+    values = install.launcher_values(launcher_for(tmp_path, config).read_text())
+    assert values is not None
+    # A call that is not create/run, when it reaches Python (an argument the shell cannot
+    # place): the config cache is written by a first call; the second is every later call.
+    argv = ["--capctl-config", str(config), "--", "state", "x"]
+    subprocess.run([values["python"], "-IS", "-c", values["entry"], *argv], check=True,
                    capture_output=True)
-    flags = launcher.read_text().splitlines()[0].split()[1:]
-    res = subprocess.run([sys.executable, *flags, "-X", "importtime", str(launcher),
-                          "--capctl-config", str(config), "state", "x"],
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run([values["python"], "-IS", "-X", "importtime", "-c", values["entry"],
+                          *argv], capture_output=True, text=True, check=True)
     imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines()[1:]}
     assert "capctl.runtime_main" in imported
     heavy = {"site", "re", "enum", "json", "pathlib", "typing", "tomllib", "click",
@@ -194,8 +208,8 @@ def test_launcher_imports_nothing_heavy_and_finds_the_dependencies(tmp_path: Pat
     assert not imported & heavy, imported & heavy
     assert not [m for m in imported if m.startswith("__editable__")]
     # create and run need capctl's dependencies, found without site through the launcher's path.
-    body = "\n".join(launcher.read_text().splitlines()[2:4])
-    subprocess.run([sys.executable, *flags, "-c", f"{body}\nimport click, tomlkit, pynvml, pyroute2"],
+    subprocess.run([values["python"], "-IS", "-c",
+                    f"{values['setup']}; import click, tomlkit, pynvml, pyroute2"],
                    check=True, cwd=tmp_path)
 
 
@@ -206,5 +220,7 @@ def test_launcher_never_replaces_a_foreign_file(tmp_path: Path) -> None:
                             "--launcher-dir", str(tmp_path / "libexec"))
     assert code == 1 and "refusing" in out, out
     assert not (tmp_path / "d.json").exists()
-    with pytest.raises(install.InstallError, match="#! line"):
-        install.launcher_text("/opt/my venv/bin/python3", ())
+    with pytest.raises(install.InstallError, match="printable absolute path"):
+        install.launcher_text("python3", (), "/usr/sbin/runc", "/etc/capctl/capctl.toml")
+    with pytest.raises(install.InstallError, match="printable absolute path"):
+        install.launcher_text(sys.executable, (), "/usr/sbin/runc\n", "/etc/capctl/capctl.toml")

@@ -254,7 +254,9 @@ def doctor_cmd(host: Host, as_json: bool) -> None:
 
 @cli.command("install")
 @click.option("--hooks-dir", default=None, metavar="DIR",
-              help="hooks.d directory (podman, CRI-O); default /usr/share/containers/oci/hooks.d.")
+              help="hooks.d directory (podman, CRI-O); default /usr/share/containers/oci/hooks.d. "
+                   "Naming any of --hooks-dir, --docker-config, --containerd-dir or --crio-dir "
+                   "writes only the places named.")
 @click.option("--no-hooks", is_flag=True, help="Write no hooks.d definition.")
 @click.option("--always", is_flag=True,
               help="hooks.d: run the hook for every container, not only annotated ones.")
@@ -292,11 +294,15 @@ def install_cmd(
         launcher_dir=os.path.abspath(launcher_dir or os.path.join(sys.prefix, "libexec")),
         paths=install.import_paths(), config=os.path.abspath(host.config),
     )
-    found = install.default_targets([d for d in ("/etc/docker", "/etc/containerd", "/etc/crio")
-                                     if os.path.isdir(d)])
+    # Naming any runtime's place means "these and no others": no surprise writes into /etc
+    # for a runtime the admin did not mention.  Naming none means every runtime found.
+    named = any(x is not None for x in (hooks_dir, docker_config, containerd_dir, crio_dir))
+    found = install.default_targets([] if named else [
+        d for d in ("/etc/docker", "/etc/containerd", "/etc/crio") if os.path.isdir(d)])
     writes = install.plan(
         inst,
-        hooks_dir=None if no_hooks else (hooks_dir or install.HOOKS_DIR),
+        hooks_dir=None if no_hooks or (named and hooks_dir is None)
+        else (hooks_dir or install.HOOKS_DIR),
         always=always,
         docker_config=docker_config or found["docker_config"],
         capctl_config=None if host.config == DEFAULT_CONFIG else os.path.abspath(host.config),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,32 @@ def sim_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def sim_host(sim_root: Path, tmp_path: Path) -> Host:
     return Host(root=sim_root, config=tmp_path / "capctl.toml", topology=sim_root / "topology.json")
+
+
+#: System places where capctl installs runtime definitions: tests must use their own.
+_SYSTEM_PLACES = ("/etc/docker", "/etc/containerd", "/etc/crio", "/etc/cdi", "/var/run/cdi",
+                  "/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
+
+
+def _snapshot(places: tuple[str, ...]) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for place in places:
+        for dirpath, _dirs, files in os.walk(place):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                try:
+                    with open(path, "rb") as f:
+                        found[path] = f.read()
+                except OSError:
+                    found[path] = b"<unreadable>"
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _system_places_untouched() -> Iterator[None]:
+    """Fail the run if any test wrote into a runtime's system configuration."""
+    before = _snapshot(_SYSTEM_PLACES)
+    yield
+    after = _snapshot(_SYSTEM_PLACES)
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    assert not changed, f"tests changed system configuration: {changed}"

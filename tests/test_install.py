@@ -224,3 +224,20 @@ def test_launcher_never_replaces_a_foreign_file(tmp_path: Path) -> None:
         install.launcher_text("python3", (), "/usr/sbin/runc", "/etc/capctl/capctl.toml")
     with pytest.raises(install.InstallError, match="printable absolute path"):
         install.launcher_text(sys.executable, (), "/usr/sbin/runc\n", "/etc/capctl/capctl.toml")
+
+
+def test_naming_one_place_writes_only_that_place(tmp_path: Path) -> None:
+    """With --hooks-dir alone nothing goes to /etc/docker or /etc/containerd, even where those
+    exist (as on any host with docker.io and containerd installed)."""
+    code, out = run_install(tmp_path, "--hooks-dir", str(tmp_path / "hooks.d"),
+                            "--launcher-dir", str(tmp_path / "libexec"), "--dry-run")
+    assert code == 0, out
+    written = [line.split()[2].rstrip(":") for line in out.splitlines()
+               if line.startswith("would write ")]
+    assert written and all(p.startswith(str(tmp_path)) for p in written), written
+    code, out = run_install(tmp_path, "--containerd-dir", str(tmp_path / "c"),
+                            "--launcher-dir", str(tmp_path / "libexec"), "--dry-run")
+    written = [line.split()[2].rstrip(":") for line in out.splitlines()
+               if line.startswith("would write ")]
+    assert written and all(p.startswith(str(tmp_path)) for p in written), written
+    assert not any("hooks.d" in p for p in written)

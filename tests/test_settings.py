@@ -76,7 +76,7 @@ def _umask() -> int:
     "tamper",
     [
         pytest.param(lambda blob: blob + b"\n", id="other-config-bytes"),
-        pytest.param(lambda blob: blob.replace(b"cache 2", b"cache 1"), id="other-format"),
+        pytest.param(lambda blob: blob.replace(b"cache 3", b"cache 2"), id="other-format"),
         pytest.param(lambda blob: blob.replace(b"hook_log 2f", b"hook_log zz"), id="bad-hex"),
         pytest.param(lambda blob: blob.replace(b"hook_log 2f", b"hook_log 41"), id="relative-log"),
         pytest.param(lambda blob: blob.replace(b"hook_log", b"hook_lag"), id="unknown-key"),

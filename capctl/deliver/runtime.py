@@ -6,16 +6,24 @@ root) and one ``linux.resources.devices`` allow rule per node with exactly the n
 The runtime then makes the nodes and the cgroup rules itself, and a systemd cgroup driver
 learns of the devices too (``DeviceAllow=``), so they survive ``systemctl daemon-reload``
 (``docs/runtimes.md``).  Every other field is kept as it was; the file is replaced atomically.
+
+On ``create``, the path every container takes, this follows the hook's start-up contract
+(``docs/hook-startup.md``): no ``json``, ``re``, ``typing`` or TOML parser is imported; the
+spec is read by :mod:`capctl._lite.jsonload` and written by :mod:`capctl._lite.jsondump`, and
+the settings come from the settings cache (:func:`capctl.policy.settings.load_with_host`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
 
-from capctl.edits.edits import Edits
 from capctl.errors import CapctlError, HookError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from capctl.edits.edits import Edits
 
 
 def bundle_of(args: list[str]) -> str:
@@ -72,18 +80,28 @@ def add_edits(spec: dict[str, Any], edits: Edits, where: str) -> dict[str, Any]:
 
 def write_spec(path: str, spec: dict[str, Any]) -> None:
     """Replace ``path`` atomically (:func:`capctl.devfs.atomic.replace_file`), keeping its
-    mode."""
+    mode.
+
+    The new file is synced before the rename, so a crash leaves the old spec or the new one,
+    never an empty file where a user's own bundle had its spec.  The directory is not synced:
+    that would only make the rename itself survive a crash, and nothing needs it to.  The
+    runtime reads the spec in this boot (from the page cache, where the rename is atomic
+    either way), the container does not outlive a crash, and the old spec is as good for the
+    next ``create``, which adds the devices again (``docs/runtimes.md``).
+    """
+    from capctl._lite.jsondump import dumps
     from capctl.devfs.atomic import replace_file
 
     try:
         mode = os.stat(path).st_mode & 0o7777
-        replace_file(path, json.dumps(spec).encode(), mode=mode)
+        replace_file(path, dumps(spec).encode(), mode=mode, sync_dir=False)
     except OSError as err:
         raise HookError(f"{path}: cannot rewrite: {err.strerror or err}") from err
 
 
 def deliver(config: str, data: bytes | None, args: list[str], log: Any) -> None:
     """Plan the container of runc's ``create``/``run`` ``args`` and write its edits."""
+    from capctl._lite import jsonload
     from capctl.deliver.hook import read_bundle_config
     from capctl.edits.edits import from_plan
     from capctl.host import Host
@@ -91,10 +109,9 @@ def deliver(config: str, data: bytes | None, args: list[str], log: Any) -> None:
     from capctl.request import oci
     from capctl.request.container import plan_for
 
-    table = settings.parse_config(config, data) if data is not None else {}
-    hs = settings.host_from_table(config, table)
+    own, hs = settings.load_with_host(config, data)
     host = Host(root=hs.driver_root, config=config, topology=hs.topology)
-    log.path = settings.from_table(config, table).hook_log
+    log.path = own.hook_log
     bundle = bundle_of(args)
     cid = container_id_of(args)
     log.container = cid
@@ -105,7 +122,9 @@ def deliver(config: str, data: bytes | None, args: list[str], log: Any) -> None:
     if plan is None:
         return
     edits = from_plan(plan, host.root)
-    spec = json.loads(raw)
+    spec = jsonload.loads(raw)  # oci.parse_config has read it with the same strict rules
+    if not isinstance(spec, dict):
+        raise HookError(f"{where}: not a JSON object")
     write_spec(where, add_edits(spec, edits, where))
     log(f"{where}: added {', '.join(r.line() for r in edits.rules)}")
 

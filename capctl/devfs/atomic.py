@@ -23,7 +23,7 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def replace_file(path: str, data: bytes, *, mode: int, owner: tuple[int, int] | None = None,
-                 dir_fd: int | None = None, durable: bool = True) -> None:
+                 dir_fd: int | None = None, durable: bool = True, sync_dir: bool = True) -> None:
     """Put ``data`` at ``path`` atomically, mode ``mode`` and (if given) ``owner`` (uid, gid).
 
     With ``dir_fd``, ``path`` is a name in that directory; otherwise the parent directory of
@@ -34,15 +34,15 @@ def replace_file(path: str, data: bytes, *, mode: int, owner: tuple[int, int] | 
         parent, name = os.path.split(path)
         fd = os.open(parent or ".", _DIR)
         try:
-            _replace(fd, name, data, mode, owner, durable)
+            _replace(fd, name, data, mode, owner, durable, sync_dir)
         finally:
             os.close(fd)
     else:
-        _replace(dir_fd, path, data, mode, owner, durable)
+        _replace(dir_fd, path, data, mode, owner, durable, sync_dir)
 
 
 def _replace(dir_fd: int, name: str, data: bytes, mode: int, owner: tuple[int, int] | None,
-             durable: bool) -> None:
+             durable: bool, sync_dir: bool) -> None:
     tmp = f".{name}.tmp-{os.getpid()}"
     try:
         fd = os.open(tmp, _CREATE, mode, dir_fd=dir_fd)
@@ -68,5 +68,5 @@ def _replace(dir_fd: int, name: str, data: bytes, mode: int, owner: tuple[int, i
         except OSError:
             pass
         raise
-    if durable:
+    if durable and sync_dir:
         os.fsync(dir_fd)

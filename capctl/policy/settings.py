@@ -113,10 +113,32 @@ def load(path: StrPath) -> Settings:
         return Settings()
     cached = _cache_read(path, data)
     if cached is not None:
-        return cached
-    settings = from_table(path, parse_config(path, data))
-    _cache_write(path, data, settings)
+        return cached[0]
+    table = parse_config(path, data)
+    settings = from_table(path, table)
+    try:
+        host: HostSettings | None = host_from_table(path, table)
+    except ConfigError:  # not the hook's table: refused where it is used (load_with_host)
+        host = None
+    _cache_write(path, data, settings, host)
     return settings
+
+
+def load_with_host(path: StrPath, data: bytes | None) -> tuple[Settings, HostSettings]:
+    """The settings and ``[host]`` of the config whose bytes ``data`` were read from ``path``
+    (None: it does not exist), from the same cache as :func:`load`: the runtime wrapper's
+    ``create`` parses no TOML while the config is unchanged (docs/runtimes.md)."""
+    if data is None:
+        return Settings(), HostSettings()
+    if len(data) > MAX_CONFIG:
+        raise ParseError(path, f"larger than {MAX_CONFIG} bytes; refusing")
+    cached = _cache_read(path, data)
+    if cached is not None and cached[1] is not None:
+        return cached[0], cached[1]
+    table = parse_config(path, data)
+    settings, host = from_table(path, table), host_from_table(path, table)
+    _cache_write(path, data, settings, host)
+    return settings, host
 
 
 def from_table(path: StrPath, table: dict[str, Any]) -> Settings:
@@ -159,9 +181,13 @@ def _hook_log(path: StrPath, table: dict[str, Any]) -> str | None:
 
 
 # The cache: a header line, a line per setting ("hook_log": its UTF-8 bytes in hex, "-" for
-# unset; "requests": the envvar policy and volume_mounts as 0/1), then the config's bytes.  Root-owned and written atomically, like the config; anything unexpected
-# (absent, foreign owner, another format, other bytes) means "parse the config".
-_CACHE_MAGIC = b"capctl settings cache 2\n"
+# unset; "requests": the envvar policy and volume_mounts as 0/1; "host": driver_root and
+# topology in hex, topology "-" for unset, or a lone "!" for a [host] table that is refused),
+# then the config's bytes.  Root-owned and written atomically, like the config; anything
+# unexpected (absent, foreign owner, another format, other bytes) means "parse the config".
+_CACHE_MAGIC = b"capctl settings cache 3\n"
+#: Room for the setting lines when reading the cache: three absolute paths in hex and more.
+_CACHE_HEAD = 64 * 1024
 
 
 def cache_path(path: StrPath) -> str:
@@ -170,14 +196,28 @@ def cache_path(path: StrPath) -> str:
     return os.path.join(head, f".{name}.cache")
 
 
-def _cache_bytes(data: bytes, settings: Settings) -> bytes:
-    log = "-" if settings.hook_log is None else settings.hook_log.encode().hex()
+def _hex(value: str | None) -> str:
+    return "-" if value is None else value.encode().hex()
+
+
+def _unhex(value: str) -> str | None:
+    """The absolute path written by :func:`_hex`; None if it is not one."""
+    try:
+        path = bytes.fromhex(value).decode()
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return path if path.startswith("/") else None
+
+
+def _cache_bytes(data: bytes, settings: Settings, host: HostSettings | None) -> bytes:
     req = settings.requests
+    hosts = "!" if host is None else f"{_hex(host.driver_root)} {_hex(host.topology)}"
     return (
         _CACHE_MAGIC
-        + f"hook_log {log}\nrequests {req.envvar} {int(req.volume_mounts)}\n".encode()
+        + f"hook_log {_hex(settings.hook_log)}\nrequests {req.envvar} {int(req.volume_mounts)}\n"
+          f"host {hosts}\n".encode()
         + data
-    )
+    )  # fmt: skip
 
 
 def _cached_requests(line: bytes) -> RequestSettings | None:
@@ -188,7 +228,25 @@ def _cached_requests(line: bytes) -> RequestSettings | None:
     return RequestSettings(envvar, mounts == "1")
 
 
-def _cache_read(path: StrPath, data: bytes) -> Settings | None:
+_BAD = object()  # a cache line that does not parse
+
+
+def _cached_host(line: bytes) -> HostSettings | None | object:
+    """The ``host`` line: its settings, None for "refused", ``_BAD`` if malformed."""
+    key, _, value = line.partition(b" ")
+    if key != b"host":
+        return _BAD
+    if value == b"!":
+        return None
+    root, _, topology = value.decode("ascii", "replace").partition(" ")
+    driver_root = _unhex(root)
+    topo = None if topology == "-" else _unhex(topology)
+    if driver_root is None or (topo is None and topology != "-"):
+        return _BAD
+    return HostSettings(driver_root, topo)
+
+
+def _cache_read(path: StrPath, data: bytes) -> tuple[Settings, HostSettings | None] | None:
     try:
         fd = os.open(cache_path(path), os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW)
     except OSError:
@@ -200,30 +258,32 @@ def _cache_read(path: StrPath, data: bytes) -> Settings | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or (os.geteuid() == 0 and not is_root_owned_safe(st)):
             return None
-        blob = f.read(len(data) + 1024)
+        blob = f.read(len(data) + _CACHE_HEAD)
     if not blob.startswith(_CACHE_MAGIC):
         return None
-    line, sep, rest = blob[len(_CACHE_MAGIC) :].partition(b"\n")
-    req_line, sep2, rest = rest.partition(b"\n")
-    key, _, value = line.partition(b" ")
-    requests = _cached_requests(req_line)
-    if not sep or not sep2 or key != b"hook_log" or rest != data or requests is None:
+    lines = blob[len(_CACHE_MAGIC) :].split(b"\n", 3)
+    if len(lines) != 4 or lines[3] != data:
         return None
+    key, _, value = lines[0].partition(b" ")
+    requests = _cached_requests(lines[1])
+    host = _cached_host(lines[2])
+    if key != b"hook_log" or requests is None or host is _BAD:
+        return None
+    assert host is None or isinstance(host, HostSettings)
     if value == b"-":
-        return Settings(requests=requests)
-    try:
-        log = bytes.fromhex(value.decode("ascii")).decode()
-    except (UnicodeDecodeError, ValueError):
-        return None
-    return Settings(hook_log=log, requests=requests) if log.startswith("/") else None
+        return Settings(requests=requests), host
+    log = _unhex(value.decode("ascii", "replace"))
+    return None if log is None else (Settings(hook_log=log, requests=requests), host)
 
 
-def _cache_write(path: StrPath, data: bytes, settings: Settings) -> None:
+def _cache_write(path: StrPath, data: bytes, settings: Settings, host: HostSettings | None) -> None:
     """Best effort: a read-only config directory just means parsing every time."""
     from capctl.devfs.atomic import replace_file
 
     try:  # not durable: a cache is checked against the config when read
-        replace_file(cache_path(path), _cache_bytes(data, settings), mode=0o644, durable=False)
+        replace_file(
+            cache_path(path), _cache_bytes(data, settings, host), mode=0o644, durable=False
+        )
     except OSError:
         pass
 

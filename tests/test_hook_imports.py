@@ -191,3 +191,64 @@ def test_hook_imports_on_cgroup_v2(sim_root: Path, tmp_path: Path, stage: str) -
     assert {"capctl.deliver.hook", "capctl.cgroup.v2", "capctl.cgroup.bpf"} <= mods
     assert sorted(m for m in not_allowed(mods) if m not in V2_STDLIB) == []
     assert not {"capctl.cli", "capctl.devfs.sync", "capctl.cgroup.v1"} & mods
+
+
+# --- the runtime wrapper's create: the same contract, through capctl install's launcher ------------
+
+
+def wrapper_create(sim_root: Path, tmp_path: Path, config: Path) -> set[str]:
+    """Modules one ``create`` through the launcher adds to the interpreter's start.
+
+    The launcher is :func:`capctl.install.launcher_text`'s, for an interpreter that is this
+    one under ``-X importtime`` (it runs ``python -IS -c ENTRY``) and a runtime that only
+    checks that the spec it gets has the container's device."""
+    from capctl import install
+
+    mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
+    bundle = tmp_path / "bundle"
+    shutil.rmtree(bundle, ignore_errors=True)
+    (bundle / "rootfs").mkdir(parents=True)
+    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+           "process": {"env": [f"NVIDIA_VISIBLE_DEVICES={mig}"]}}
+    (bundle / "config.json").write_text(json.dumps(doc))
+    python, runtime = tmp_path / "python", tmp_path / "runtime"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} -X importtime "$@"\n')
+    runtime.write_text(f"#!/bin/sh\ngrep -q '\"major\": 238' {bundle}/config.json\n")
+    python.chmod(0o755)
+    runtime.chmod(0o755)
+    launcher = tmp_path / "capctl-runtime"
+    launcher.write_text(install.launcher_text(str(python), [str(ROOT)], str(runtime), str(config)))
+    launcher.chmod(0o755)
+    res = subprocess.run(
+        [str(launcher), "--capctl-config", str(config), "create", "--bundle", str(bundle), "c1"],
+        capture_output=True, env=ENV,
+    )
+    err = res.stderr.decode()
+    assert res.returncode == 0, err[-2000:]
+    mods = {
+        line.rsplit("|", 1)[1].strip()
+        for line in err.splitlines()
+        if line.startswith("import time:") and "|" in line
+    } - {"imported package"}
+    return mods - _importtime("pass", [], b"")
+
+
+@needs_root
+def test_wrapper_create_imports_only_what_it_uses(sim_root: Path, tmp_path: Path) -> None:
+    """create parses the config once (tomllib), then reads the settings cache: no json, re,
+    typing or TOML on the path every container takes."""
+    config = tmp_path / "capctl.toml"
+    config.write_text(
+        f'[hook]\nlog_file = "{tmp_path}/hook.log"\n'
+        f'[host]\ndriver_root = "{sim_root}"\ntopology = "{sim_root}/topology.json"\n'
+    )
+    config.chmod(0o644)
+    first = wrapper_create(sim_root, tmp_path, config)
+    assert "tomllib" in first
+    extra = set(not_allowed(first))
+    assert all(m.startswith("tomllib") or m in TOMLLIB_DEPS for m in extra), extra
+    second = wrapper_create(sim_root, tmp_path, config)
+    assert {"capctl.deliver.runtime", "capctl.request.resolve", "capctl._lite.jsondump"} <= second
+    assert not_allowed(second) == []
+    assert not {"capctl.cli", "capctl.cgroup", "capctl.request.nvml", "json"} & second
+    assert (tmp_path / "hook.log").read_text().count("config.json: added c 195:0 rw") == 2

@@ -231,7 +231,7 @@ def _cached_requests(line: bytes) -> RequestSettings | None:
 _BAD = object()  # a cache line that does not parse
 
 
-def _cached_host(line: bytes) -> HostSettings | None | object:
+def _cached_host(line: bytes) -> HostSettings | object | None:
     """The ``host`` line: its settings, None for "refused", ``_BAD`` if malformed."""
     key, _, value = line.partition(b" ")
     if key != b"host":

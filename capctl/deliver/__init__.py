@@ -1,1 +1,2 @@
-"""Deliveries: each takes the same edits to a container another way (the OCI hook today)."""
+"""Deliveries: each takes the same Edits into a container its own way: the OCI hook, the runtime
+wrapper's spec rewrite, and a CDI spec."""

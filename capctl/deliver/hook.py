@@ -31,7 +31,7 @@ import sys
 import syslog
 import time
 
-from capctl.devfs import nodes, safefs
+from capctl.devfs import safefs
 from capctl.errors import CapctlError, HookError
 from capctl.host import Host
 from capctl.request import oci
@@ -193,7 +193,7 @@ def wrong_node(st: os.stat_result, node: NodeEdit) -> str | None:
     """Why an existing node is not ``node`` (None: it is): a char device with its major,
     minor and permission bits.  Owner and ACL are the runtime's business."""
     if not stat.S_ISCHR(st.st_mode):
-        return f"is {nodes.file_kind(st.st_mode)}, want a char device"
+        return f"is {safefs.file_kind(st.st_mode)}, want a char device"
     if st.st_rdev != os.makedev(node.major, node.minor):
         return (
             f"is {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}, want {node.major}:{node.minor}"

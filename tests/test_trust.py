@@ -212,6 +212,17 @@ def test_plan_for_ignores_untrusted_request(sim_host: Host) -> None:
     assert any('envvar = "privileged"' in line for line in lines)
 
 
+def test_plan_for_takes_the_settings_its_caller_loaded(sim_host: Host) -> None:
+    """The hook and the runtime wrapper load the config once and hand it over."""
+    Path(sim_host.config).write_text('[requests]\nenvvar = "privileged"\n')
+    lines: list[str] = []
+    given = settings.Settings(requests=settings.RequestSettings(envvar="auto"))
+    got = plan_for(sim_host, ctr(env=["NVIDIA_VISIBLE_DEVICES=0"]), lines.append,
+                   container_id="t", settings=given)
+    assert got is not None  # the file would have ignored this unprivileged request
+    assert plan(sim_host, env=["NVIDIA_VISIBLE_DEVICES=0"])[0] is None
+
+
 def test_plan_for_pci_bus_id(sim_host: Host) -> None:
     bus = GPU0["pci_bus_id"]  # NVML's 8-digit domain
     short = bus[4:]

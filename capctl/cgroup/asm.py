@@ -7,8 +7,8 @@ The listing syntax imitates ``bpftool prog dump xlated`` so golden tests read li
 
 from __future__ import annotations
 
-import struct
 import sys
+from _struct import iter_unpack, pack  # struct's C module (struct.py only re-exports it)
 
 from capctl._lite.record import record
 from capctl._lite.record import set_field as _set
@@ -77,7 +77,7 @@ class Insn:
 
     def encode(self) -> bytes:
         regs = (self.src << 4 | self.dst) if _LITTLE else (self.dst << 4 | self.src)
-        return struct.pack("=BBhi", self.code, regs, self.off, self.imm)
+        return pack("=BBhi", self.code, regs, self.off, self.imm)
 
     def __str__(self) -> str:
         return disasm(self)
@@ -92,7 +92,7 @@ def decode(data: bytes) -> list[Insn]:
     if len(data) % INSN_SIZE:
         raise ValueError(f"instruction image of {len(data)} bytes is not a multiple of 8")
     out = []
-    for code, regs, off, imm in struct.iter_unpack("=BBhi", data):
+    for code, regs, off, imm in iter_unpack("=BBhi", data):
         hi, lo = regs >> 4, regs & 0x0F
         dst, src = (lo, hi) if _LITTLE else (hi, lo)
         out.append(Insn(code, dst, src, off, imm))

@@ -1,7 +1,7 @@
-"""The only module that calls ``bpf(2)``: cgroup device programs through ctypes.
+"""The only module that calls ``bpf(2)``: cgroup device programs through ctypes' C core.
 
 No compiler, no libbpf: the handful of commands capctl needs, with ``union bpf_attr`` laid
-out per ``include/uapi/linux/bpf.h``.  Each command gets its own ctypes structure holding
+out per ``include/uapi/linux/bpf.h``.  Each command gets its own ``_struct`` format holding
 just the fields of that command's member of the union; the kernel accepts a shorter
 ``size`` and treats the rest as zero (``bpf_check_uarg_tail_zero``).
 
@@ -12,18 +12,20 @@ kernel does) without patching module globals.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import resource
+from _struct import calcsize, unpack_from
 
 from capctl._lite.record import record
+from capctl.cgroup import libc
+from capctl.cgroup.libc import Char, Long, VoidP, addressof, buffer, packed
 from capctl.cgroup.undo import WARNING, log
 from capctl.errors import CgroupError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    pass
+    from ctypes import Array
+
 
 # enum bpf_cmd
 BPF_PROG_LOAD = 5
@@ -58,72 +60,26 @@ _SYSCALL_NR = {
     "armv7l": 386,
 }
 
-u32, u64 = ctypes.c_uint32, ctypes.c_uint64
-
-
-class _ProgLoadAttr(ctypes.Structure):
-    _fields_ = (
-        ("prog_type", u32),
-        ("insn_cnt", u32),
-        ("insns", u64),
-        ("license", u64),
-        ("log_level", u32),
-        ("log_size", u32),
-        ("log_buf", u64),
-        ("kern_version", u32),
-        ("prog_flags", u32),
-        ("prog_name", ctypes.c_char * 16),
-        ("prog_ifindex", u32),
-        ("expected_attach_type", u32),
-    )
-
-
-class _AttachAttr(ctypes.Structure):
-    _fields_ = (
-        ("target_fd", u32),
-        ("attach_bpf_fd", u32),
-        ("attach_type", u32),
-        ("attach_flags", u32),
-        ("replace_bpf_fd", u32),
-    )
-
-
-class _GetFdByIdAttr(ctypes.Structure):
-    _fields_ = (("prog_id", u32), ("next_id", u32), ("open_flags", u32))
-
-
-class _InfoAttr(ctypes.Structure):
-    _fields_ = (("bpf_fd", u32), ("info_len", u32), ("info", u64))
-
-
-class _QueryAttr(ctypes.Structure):
-    _fields_ = (
-        ("target_fd", u32),
-        ("attach_type", u32),
-        ("query_flags", u32),
-        ("attach_flags", u32),
-        ("prog_ids", u64),
-        ("prog_cnt", u32),
-    )
-
-
-class _ProgInfo(ctypes.Structure):
-    """The head of ``struct bpf_prog_info`` (the kernel fills what fits in info_len)."""
-
-    _fields_ = (
-        ("type", u32),
-        ("id", u32),
-        ("tag", ctypes.c_uint8 * 8),
-        ("jited_prog_len", u32),
-        ("xlated_prog_len", u32),
-        ("jited_prog_insns", u64),
-        ("xlated_prog_insns", u64),
-        ("load_time", u64),
-        ("created_by_uid", u32),
-        ("nr_map_ids", u32),
-        ("map_ids", u64),
-        ("name", ctypes.c_char * 16),
-    )
+# Each command's member of ``union bpf_attr`` as a _struct format (:mod:`capctl.cgroup.libc`;
+# checked against ctypes Structures of the C structs in tests/test_bpf_layout.py) (include/uapi/linux/bpf.h): native byte order,
+# no implicit alignment, padding written out so that each size is the C struct's (aligned
+# to its widest member, as a ctypes Structure of the same fields is).
+#: BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, log_level, log_size, log_buf,
+#: kern_version, prog_flags, prog_name[16], prog_ifindex, expected_attach_type
+PROG_LOAD_ATTR = "=IIQQIIQII16sII"
+#: BPF_PROG_ATTACH / BPF_PROG_DETACH: target_fd, attach_bpf_fd, attach_type, attach_flags,
+#: replace_bpf_fd
+ATTACH_ATTR = "=IIIII"
+#: BPF_PROG_GET_FD_BY_ID: prog_id, next_id, open_flags
+GET_FD_BY_ID_ATTR = "=III"
+#: BPF_OBJ_GET_INFO_BY_FD: bpf_fd, info_len, info
+INFO_ATTR = "=IIQ"
+#: BPF_PROG_QUERY: target_fd, attach_type, query_flags, attach_flags, prog_ids, prog_cnt
+QUERY_ATTR = "=IIIIQI4x"
+#: The head of ``struct bpf_prog_info`` (the kernel fills what fits in info_len): type, id,
+#: tag[8], jited_prog_len, xlated_prog_len, jited_prog_insns, xlated_prog_insns, load_time,
+#: created_by_uid, nr_map_ids, map_ids, name[16]
+PROG_INFO = "=II8sIIQQQIIQ16s"
 
 
 class BpfError(CgroupError):
@@ -177,59 +133,64 @@ class Bpf:
         if machine not in _SYSCALL_NR:
             raise CgroupError(f"bpf(2): unsupported architecture {machine!r}")
         self._nr = _SYSCALL_NR[machine]
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._libc.syscall.restype = ctypes.c_long
+        self._syscall = libc.function("syscall", returns_long=True)
 
-    def _call(self, cmd: int, name: str, attr: ctypes.Structure, detail: str = "") -> int:
+    def _call(self, cmd: int, name: str, attr: Array[Char], detail: str = "") -> int:
         ret = int(
-            self._libc.syscall(
-                ctypes.c_long(self._nr),
-                ctypes.c_long(cmd),
-                ctypes.c_void_p(ctypes.addressof(attr)),
-                ctypes.c_long(ctypes.sizeof(attr)),
+            self._syscall(
+                Long(self._nr),
+                Long(cmd),
+                VoidP(addressof(attr)),
+                Long(len(attr)),
             )
         )
         if ret < 0:
-            raise BpfError(name, ctypes.get_errno(), detail)
+            raise BpfError(name, libc.get_errno(), detail)
         return ret
 
     def prog_query(self, cgroup_fd: int, *, effective: bool = False) -> Attached:
         """IDs of the device programs attached to (or, *effective*, in force on) a cgroup."""
-        ids = (u32 * MAX_PROGS)()
-        attr = _QueryAttr(
-            target_fd=cgroup_fd,
-            attach_type=BPF_CGROUP_DEVICE,
-            query_flags=BPF_F_QUERY_EFFECTIVE if effective else 0,
-            prog_ids=ctypes.addressof(ids),
-            prog_cnt=MAX_PROGS,
+        ids = buffer(4 * MAX_PROGS)
+        attr = packed(
+            QUERY_ATTR,
+            cgroup_fd,
+            BPF_CGROUP_DEVICE,
+            BPF_F_QUERY_EFFECTIVE if effective else 0,
+            0,
+            addressof(ids),
+            MAX_PROGS,
         )
         self._call(BPF_PROG_QUERY, "PROG_QUERY", attr)
-        return Attached(tuple(ids[: attr.prog_cnt]), attr.attach_flags)
+        _fd, _type, _query, flags, _ids, count = unpack_from(QUERY_ATTR, attr)
+        return Attached(unpack_from(f"={min(count, MAX_PROGS)}I", ids), flags)
 
     def prog_get_fd_by_id(self, prog_id: int) -> int:
         return self._call(
             BPF_PROG_GET_FD_BY_ID,
             "PROG_GET_FD_BY_ID",
-            _GetFdByIdAttr(prog_id=prog_id),
+            packed(GET_FD_BY_ID_ATTR, prog_id, 0, 0),
             f"id {prog_id}",
         )
 
     def prog_info(self, prog_fd: int) -> ProgInfo:
         """Type, name and translated instructions of a program (two calls: size, then data)."""
-        info = _ProgInfo()
-        attr = _InfoAttr(bpf_fd=prog_fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+        info = buffer(calcsize(PROG_INFO))
+        attr = packed(INFO_ATTR, prog_fd, len(info), addressof(info))
         self._call(BPF_OBJ_GET_INFO_BY_FD, "OBJ_GET_INFO_BY_FD", attr)
-        size = info.xlated_prog_len
-        buf = ctypes.create_string_buffer(size)
-        info2 = _ProgInfo(xlated_prog_len=size, xlated_prog_insns=ctypes.addressof(buf))
-        attr = _InfoAttr(
-            bpf_fd=prog_fd, info_len=ctypes.sizeof(info2), info=ctypes.addressof(info2)
+        type_, id_, _tag, _jlen, size, _j, _x, _t, _uid, _nmaps, _maps, name = unpack_from(
+            PROG_INFO, info
         )
+        buf = buffer(size)
+        info2 = packed(PROG_INFO, 0, 0, b"", 0, size, 0, addressof(buf), 0, 0, 0, 0, b"")
+        attr = packed(INFO_ATTR, prog_fd, len(info2), addressof(info2))
         self._call(BPF_OBJ_GET_INFO_BY_FD, "OBJ_GET_INFO_BY_FD", attr)
+        fields = unpack_from(PROG_INFO, info2)
+        got, where = fields[4], fields[6]
         # The kernel sets xlated_prog_insns to 0 when it withholds the image (constant
         # blinding without raw-dump permission: kernel/bpf/syscall.c); the buffer then stays zero.
-        data = buf.raw[: min(size, info2.xlated_prog_len)] if info2.xlated_prog_insns else b""
-        return ProgInfo(info.id, info.type, info.name.decode(errors="replace"), data)
+        data = buf.raw[: min(size, got)] if where else b""
+        # A char[16] field reads as ctypes' c_char arrays read: up to the first NUL.
+        return ProgInfo(id_, type_, name.split(b"\0", 1)[0].decode(errors="replace"), data)
 
     def prog_load(self, insns: bytes, *, name: str, license: str = "Apache-2.0") -> int:
         """Load a ``BPF_PROG_TYPE_CGROUP_DEVICE`` program; the verifier log goes into errors.
@@ -239,19 +200,27 @@ class Bpf:
         makes the load itself fail with ENOSPC (kernel/bpf/verifier.c, bpf_vlog_finalize).
         Only a failed load is repeated with a log, to say why.
         """
-        code = ctypes.create_string_buffer(insns, len(insns))
-        lic = ctypes.create_string_buffer(license.encode())
+        code = buffer(len(insns))
+        code.raw = insns
+        lic_bytes = license.encode()
+        lic = buffer(len(lic_bytes) + 1)  # NUL-terminated
+        lic.raw = lic_bytes + b"\0"
 
-        def attempt(logbuf: ctypes.Array[ctypes.c_char] | None) -> int:
-            attr = _ProgLoadAttr(
-                prog_type=BPF_PROG_TYPE_CGROUP_DEVICE,
-                insn_cnt=len(insns) // 8,
-                insns=ctypes.addressof(code),
-                license=ctypes.addressof(lic),
-                log_level=0 if logbuf is None else 1,
-                log_size=0 if logbuf is None else len(logbuf),
-                log_buf=0 if logbuf is None else ctypes.addressof(logbuf),
-                prog_name=name.encode()[:15],
+        def attempt(logbuf: Array[Char] | None) -> int:
+            attr = packed(
+                PROG_LOAD_ATTR,
+                BPF_PROG_TYPE_CGROUP_DEVICE,
+                len(insns) // 8,
+                addressof(code),
+                addressof(lic),
+                0 if logbuf is None else 1,
+                0 if logbuf is None else len(logbuf),
+                0 if logbuf is None else addressof(logbuf),
+                0,
+                0,
+                name.encode()[:15],
+                0,
+                0,
             )
             return self._call(BPF_PROG_LOAD, "PROG_LOAD", attr)
 
@@ -259,7 +228,7 @@ class Bpf:
             try:
                 return attempt(None)
             except BpfError as first:
-                logbuf = ctypes.create_string_buffer(1 << 24)
+                logbuf = buffer(1 << 24)
                 try:
                     return attempt(logbuf)  # a load that fails only without a log: take it
                 except BpfError as err:
@@ -269,19 +238,11 @@ class Bpf:
                     raise first from err
 
     def prog_attach(self, prog_fd: int, cgroup_fd: int, *, flags: int, replace_fd: int = 0) -> None:
-        attr = _AttachAttr(
-            target_fd=cgroup_fd,
-            attach_bpf_fd=prog_fd,
-            attach_type=BPF_CGROUP_DEVICE,
-            attach_flags=flags,
-            replace_bpf_fd=replace_fd,
-        )
+        attr = packed(ATTACH_ATTR, cgroup_fd, prog_fd, BPF_CGROUP_DEVICE, flags, replace_fd)
         self._call(BPF_PROG_ATTACH, "PROG_ATTACH", attr)
 
     def prog_detach(self, prog_fd: int, cgroup_fd: int) -> None:
-        attr = _AttachAttr(
-            target_fd=cgroup_fd, attach_bpf_fd=prog_fd, attach_type=BPF_CGROUP_DEVICE
-        )
+        attr = packed(ATTACH_ATTR, cgroup_fd, prog_fd, BPF_CGROUP_DEVICE, 0, 0)
         self._call(BPF_PROG_DETACH, "PROG_DETACH", attr)
 
 
@@ -301,6 +262,8 @@ class memlock_for_bpf:  # a context manager named like a function, as contextlib
     def __enter__(self) -> None:
         if kernel_version(self._release) >= (5, 11):
             return
+        import resource  # only for kernels before 5.11
+
         old = resource.getrlimit(resource.RLIMIT_MEMLOCK)
         inf = resource.RLIM_INFINITY
         try:
@@ -316,6 +279,8 @@ class memlock_for_bpf:  # a context manager named like a function, as contextlib
 
     def __exit__(self, *exc: object) -> None:
         if self._old is not None:
+            import resource
+
             resource.setrlimit(resource.RLIMIT_MEMLOCK, self._old)
             self._old = None
 

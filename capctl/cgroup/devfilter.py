@@ -43,7 +43,6 @@ from capctl.cgroup.asm import (
     mov32_reg,
     mov64_imm,
 )
-from capctl.cgroup.emulator import Emulator
 from capctl.edits.rules import Access, DeviceRule, DeviceType
 from capctl.errors import CgroupError
 
@@ -205,6 +204,10 @@ def full_filter(rules: Sequence[DeviceRule]) -> list[Insn]:
     The rules go through the v1 emulator first, starting from deny-all, so the result means
     what the same rules would on cgroup v1 and refuses the same misconfigurations.
     """
+    # Imported here: only a program that cannot be read back is rebuilt (the hook's grant
+    # path extends the runtime's program and never needs the emulator).
+    from capctl.cgroup.emulator import Emulator
+
     emu = Emulator.from_rules(rules, default_allow=False)
     verdict = 0 if emu.default_allow else 1
     out = list(PRELUDE)

@@ -31,7 +31,7 @@ import sys
 import syslog
 import time
 
-from capctl.devfs import nodes, safefs
+from capctl.devfs import safefs
 from capctl.errors import CapctlError, HookError
 from capctl.host import Host
 from capctl.request import oci
@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # resolve is imported only once a request is known
     from capctl.cgroup.undo import Undo
     from capctl.edits.edits import Edits, NodeEdit
     from capctl.edits.rules import DeviceRule
+    from capctl.policy.settings import Settings
 
 #: Variables that change what a process loads before any capctl code runs: the dynamic
 #: loader's and glibc's, and (unless the interpreter runs isolated) Python's.
@@ -193,7 +194,7 @@ def wrong_node(st: os.stat_result, node: NodeEdit) -> str | None:
     """Why an existing node is not ``node`` (None: it is): a char device with its major,
     minor and permission bits.  Owner and ACL are the runtime's business."""
     if not stat.S_ISCHR(st.st_mode):
-        return f"is {nodes.file_kind(st.st_mode)}, want a char device"
+        return f"is {safefs.file_kind(st.st_mode)}, want a char device"
     if st.st_rdev != os.makedev(node.major, node.minor):
         return (
             f"is {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}, want {node.major}:{node.minor}"
@@ -269,8 +270,10 @@ def make_container_nodes(
     return did
 
 
-def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
-    """The whole hook; raises :class:`CapctlError` on any refusal or failure."""
+def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc",
+        settings: Settings | None = None) -> None:
+    """The whole hook; raises :class:`CapctlError` on any refusal or failure.  *settings*:
+    ``host.config``'s, where :func:`main` has loaded them (for the log) already."""
     state = oci.parse_state(read_limited(stdin, oci.MAX_STATE, "container state (stdin)"))
     log.container = state.id
     ctr = oci.parse_config(
@@ -280,7 +283,7 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc") -> None:
         raise HookError(f"container {state.id}: process {state.pid} is gone")
     from capctl.request.container import plan_for
 
-    plan = plan_for(host, ctr, log, container_id=state.id)
+    plan = plan_for(host, ctr, log, container_id=state.id, settings=settings)
     if plan is None:
         return
 
@@ -355,14 +358,15 @@ def main(host: Host, *, stdin: BinaryIO | None = None) -> int:
     log = Log()
     bad = dangerous_env(os.environ)
     try:
-        log.path = _log_path(host)
+        own = _settings(host)
+        log.path = own.hook_log
         if bad:
             # Detection only: a preloaded library has already run by now.
             raise HookError(
                 f"refusing to run with {', '.join(bad)} in the hook's environment: the runtime "
                 "passes an environment to hooks; give the hook an explicit 'env' (see hooks/)"
             )
-        run(host, stdin if stdin is not None else sys.stdin.buffer, log)
+        run(host, stdin if stdin is not None else sys.stdin.buffer, log, settings=own)
     except CapctlError as err:
         _report(log, str(err))
         return 1
@@ -381,7 +385,7 @@ def _report(log: Log, message: str) -> None:
     sys.stderr.write(f"capctl: error: {message}\n")
 
 
-def _log_path(host: Host) -> str | None:
+def _settings(host: Host) -> Settings:
     from capctl.policy import settings
 
-    return settings.load(host.config).hook_log
+    return settings.load(host.config)

@@ -118,7 +118,7 @@ def deliver(config: str, data: bytes | None, args: list[str], log: Any) -> None:
     where = f"{bundle.rstrip('/')}/config.json"
     raw = read_bundle_config(bundle)
     ctr = oci.parse_config(raw, bundle, where)
-    plan = plan_for(host, ctr, log, container_id=cid)
+    plan = plan_for(host, ctr, log, container_id=cid, settings=own)
     if plan is None:
         return
     edits = from_plan(plan, host.root)

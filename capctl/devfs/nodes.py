@@ -22,6 +22,7 @@ except ImportError:  # not CPython
 from capctl._lite.litenum import Enum
 from capctl._lite.record import record, set_field
 from capctl.devfs import safefs
+from capctl.devfs.safefs import file_kind as file_kind  # its home is safefs (the hook's path)
 from capctl.errors import NodeError, translate
 
 ACL_XATTR = "system.posix_acl_access"
@@ -161,21 +162,6 @@ class Changes:
     def tally(self, action: Action) -> int:
         """How many names got ``action``, without building any record."""
         return sum(1 for a, _reason in self._outcomes if a is action)
-
-
-def file_kind(mode: int) -> str:
-    """What ``st_mode`` is, for messages (\"a symlink\", \"a char device\", ...)."""
-    if stat.S_ISLNK(mode):
-        return "a symlink"
-    if stat.S_ISREG(mode):
-        return "a regular file"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISCHR(mode):
-        return "a char device"
-    return "not a device node"
 
 
 def diagnose(st: os.stat_result, spec: NodeSpec, acl: bytes | None = None) -> str | None:

@@ -156,6 +156,21 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
         return None
 
 
+def file_kind(mode: int) -> str:
+    """What ``st_mode`` is, for messages (\"a symlink\", \"a char device\", ...)."""
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISCHR(mode):
+        return "a char device"
+    return "not a device node"
+
+
 def readlink_at(dir_fd: int, name: str) -> str | None:
     """Target of the symlink ``name`` in ``dir_fd``; None if absent or not a symlink."""
     try:

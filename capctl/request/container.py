@@ -22,26 +22,31 @@ if TYPE_CHECKING:
 
     from capctl.driver.procfs import DriverState
     from capctl.host import Host
+    from capctl.policy.settings import Settings
     from capctl.request.devices import MigAdmin, Request
     from capctl.request.resolve import Plan
     from capctl.request.topology import Topology
 
 
 def plan_for(host: Host, ctr: oci.Container, log: Callable[[str], None], *,
-             container_id: str = "-") -> Plan | None:
+             container_id: str = "-", settings: Settings | None = None) -> Plan | None:
     """The plan of ``ctr``'s request, or None when it asks for nothing it may have.
 
     Who may ask is the trust policy's call (:mod:`capctl.request.trust`, ``[requests]`` in
     ``host.config``): an untrusted request is logged and ignored.  Raises
     :class:`HookError` for a request the container may not make (MIG config/monitor from an
     unprivileged container, or with MIG devices selected), and the resolver's errors (unknown
-    device, stale topology, bad host node) for one that cannot be met.
+    device, stale topology, bad host node) for one that cannot be met.  *settings*: those
+    of ``host.config`` where the caller has loaded them already (read once per start).
     """
-    from capctl.policy import settings
     from capctl.request import trust
     from capctl.request.devices import MigAdmin, parse_mig_admin, parse_request
 
-    decision = trust.decide(settings.load(host.config).requests, ctr)
+    if settings is None:
+        from capctl.policy import settings as config
+
+        settings = config.load(host.config)
+    decision = trust.decide(settings.requests, ctr)
     for note in decision.notes:
         log(note)
     want_config = parse_mig_admin(MigAdmin.CONFIG, ctr.env.get(oci.MIG_CONFIG))

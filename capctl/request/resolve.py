@@ -37,7 +37,7 @@ import os
 import stat
 
 from capctl._lite.record import record, replace
-from capctl.devfs.nodes import file_kind
+from capctl.devfs.safefs import file_kind
 from capctl.driver import capnames, procdevices
 from capctl.driver.capnames import Kind
 from capctl.driver.procfs import DriverState

@@ -154,18 +154,19 @@ def _sync_cdi(host: Host, dry_run: bool) -> dict[str, Any] | None:
     from capctl.deliver import cdifile
     from capctl.policy import settings
 
-    output = settings.load_cdi(host.config).output
+    cdi = settings.load_cdi(host.config)
+    output = cdi.output
     if output is None:
         return None
     if dry_run:
-        data = cdifile.render(host)
+        data = cdifile.render(host, management=cdi.management)
         try:
             with open(output, "rb") as f:
                 changed = f.read(len(data) + 1) != data
         except FileNotFoundError:
             changed = True
         return {"path": output, "changed": changed}
-    return {"path": output, "changed": cdifile.refresh(host, output)}
+    return {"path": output, "changed": cdifile.refresh(host, output, management=cdi.management)}
 
 
 @cli.command("sync")
@@ -399,16 +400,22 @@ def cdi_group() -> None:
                    "[default: /var/run/cdi/capctl.io-mig.json]")
 @click.option("--kind", default="capctl.io/mig", show_default=True, callback=_cdi_kind,
               metavar="VENDOR/CLASS", help="CDI kind of the devices.")
+@click.option("--management/--no-management", default=None,
+              help="With or without the mig-config / mig-monitor devices, most of the spec's "
+                   "size.  [default: [cdi] management of the config, else with]")
 @click.pass_obj
-def cdi_generate_cmd(host: Host, output: str | None, kind: str) -> None:
+def cdi_generate_cmd(host: Host, output: str | None, kind: str, management: bool | None) -> None:
     """A CDI spec for every MIG device and GPU of the host's current topology."""
     from capctl.deliver import cdi, cdifile
+    from capctl.policy import settings
 
+    if management is None:
+        management = settings.load_cdi(host.config).management
     output = cdi.DEFAULT_OUTPUT if output is None else output
     if output == "-":
-        click.echo(cdifile.render(host, kind).decode("ascii"), nl=False)
+        click.echo(cdifile.render(host, kind, management=management).decode("ascii"), nl=False)
         return
-    changed = cdifile.generate(host, output, kind)
+    changed = cdifile.generate(host, output, kind, management=management)
     click.echo(f"{output}: {'written' if changed else 'unchanged'}", err=True)
 
 
@@ -527,15 +534,17 @@ def grants_cmd(host: Host, as_json: bool) -> None:
 def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> None:
     """Run sync (and regenerate the CDI spec) at start, whenever the nvidia driver (re)loads
     (kernel uevents), whenever a capability node changes (inotify) and whenever a MIG instance
-    appears or goes (a poll), so that grants hold and the spec stays current.  Stops on
-    SIGTERM/SIGINT."""
+    appears or goes (a poll), so that grants hold and the spec stays current.  The spec has
+    the mig-config / mig-monitor devices unless the config's [cdi] management is false (read
+    at start).  Stops on SIGTERM/SIGINT."""
     from capctl.deliver import cdifile
     from capctl.devfs import sync
     from capctl.policy import settings
     from capctl.watch import changes, uevent
 
+    cdi_settings = settings.load_cdi(host.config)
     if cdi_output is None:
-        cdi_output = settings.load_cdi(host.config).output
+        cdi_output = cdi_settings.output
     # The CDI spec also depends on the topology snapshot: the detector watches it too, and
     # tells subscribe_settled once the capability files and the snapshot both hold still.
     files = () if host.topology is None or cdi_output is None else (str(host.topology),)
@@ -552,7 +561,8 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> 
     def run_sync(always: bool = False) -> None:
         try:
             report = sync.sync_host(host)
-            if cdi_output is not None and cdifile.refresh(host, cdi_output):
+            if cdi_output is not None and cdifile.refresh(
+                    host, cdi_output, management=cdi_settings.management):
                 click.echo(f"cdi: {cdi_output} written", err=True)
         except CapctlError as err:  # keep watching: the next event or poll may fix it
             report_error(err)

@@ -27,8 +27,9 @@ from tests.support.cdi_check import PODMAN_43, check_spec, minimum_version
 TOPO = simulated.topology()
 
 
-def _spec(host: Host, kind: str = cdi.DEFAULT_KIND) -> dict[str, Any]:
-    return cdi.build_spec(load_topology(host), procfs.load(host), host, kind)
+def _spec(host: Host, kind: str = cdi.DEFAULT_KIND, management: bool = True) -> dict[str, Any]:
+    return cdi.build_spec(load_topology(host), procfs.load(host), host, kind,
+                          management=management)
 
 
 def _devices(spec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -101,6 +102,37 @@ def test_mig_device_nodes(sim_host: Host) -> None:
         assert [n["path"] for n in nodes if n not in caps] == [
             "/dev/nvidia7", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
         assert all(n["permissions"] == "rw" for n in nodes if n not in caps)
+
+
+def _checked(spec: dict[str, Any]) -> dict[str, Any]:
+    assert check_spec(spec) == []
+    assert check_spec(spec, profile=PODMAN_43) == []
+    assert check_spec(spec, capctl_policy=True) == []
+    assert spec["cdiVersion"] == minimum_version(spec)
+    return spec
+
+
+def test_spec_without_management_devices(sim_host: Host) -> None:
+    full = _checked(_spec(sim_host))
+    small = _checked(_spec(sim_host, management=False))
+    names = [d["name"] for d in full["devices"]]
+    assert names[-2:] == ["mig-config", "mig-monitor"]
+    # Only the management devices go; every other device keeps exactly its nodes.
+    assert small["devices"] == full["devices"][:-2]
+    assert small["cdiVersion"] == full["cdiVersion"]
+    assert len(cdifile.dumps(small)) < len(cdifile.dumps(full)) / 3
+
+
+def test_spec_file_is_compact_and_has_host_path_only_under_a_driver_root(sim_host: Host) -> None:
+    data = cdifile.dumps(_spec(sim_host, management=False))
+    assert data.endswith(b"}\n") and data.count(b"\n") == 1
+    assert b": " not in data and b", " not in data
+    spec = json.loads(data)
+    nodes = [n for d in spec["devices"] for n in d["containerEdits"]["deviceNodes"]]
+    assert all(n["hostPath"] == f"{sim_host.root}{n['path']}" for n in nodes)
+    for d in spec["devices"]:  # no node twice in one device
+        paths = [n["path"] for n in d["containerEdits"]["deviceNodes"]]
+        assert len(set(paths)) == len(paths), d["name"]
 
 
 def test_mig_config_has_every_capability_of_mig_gpus(sim_host: Host) -> None:
@@ -219,6 +251,33 @@ def test_cli_generate(sim_root: Path, tmp_path: Path) -> None:
     assert code == 0 and "unchanged" in err
 
 
+def _names_of(text: str) -> list[str]:
+    spec = _checked(json.loads(text))
+    return [d["name"] for d in spec["devices"]]
+
+
+def test_cli_management_option_overrides_the_config(sim_root: Path, tmp_path: Path) -> None:
+    admin = ["mig-config", "mig-monitor"]
+    base = ["--output", "-"]
+    off = _config(tmp_path, "[cdi]\nmanagement = false\n")
+    runs = {
+        "default": _invoke(sim_root, "cdi", "generate", *base),
+        "no-management": _invoke(sim_root, "cdi", "generate", *base, "--no-management"),
+        "config-off": _invoke(sim_root, "--config", str(off), "cdi", "generate", *base),
+        "config-off-option-on": _invoke(sim_root, "--config", str(off), "cdi", "generate",
+                                        *base, "--management"),
+    }
+    assert {k: r[0] for k, r in runs.items()} == dict.fromkeys(runs, 0)
+    names = {k: _names_of(r[1]) for k, r in runs.items()}
+    assert names["default"][-2:] == admin == names["config-off-option-on"][-2:]
+    assert names["no-management"] == names["default"][:-2] == names["config-off"]
+    dest = tmp_path / "spec.json"
+    code, _out, err = _invoke(sim_root, "cdi", "generate", "--output", str(dest),
+                              "--no-management")
+    assert code == 0 and "written" in err
+    assert _names_of(dest.read_text()) == names["no-management"]
+
+
 def test_cli_bad_kind_is_usage_error(sim_root: Path) -> None:
     code, _out, err = _invoke(sim_root, "cdi", "generate", "--output", "-", "--kind", "x/y.z")
     assert code == 2 and "class" in err
@@ -247,13 +306,22 @@ def test_cdi_settings(tmp_path: Path) -> None:
     cfg = _config(tmp_path, '[hook]\nlog_file = "/l"\n[cdi]\noutput = "/etc/cdi/x.json"\n')
     assert settings.load_cdi(cfg).output == "/etc/cdi/x.json"
     assert settings.load(cfg).hook_log == "/l"  # the [hook] reader ignores [cdi]
+    assert settings.load_cdi(cfg).management is True
+    assert settings.load_cdi(tmp_path / "absent.toml").management is True
+    cfg = _config(tmp_path, "[cdi]\nmanagement = false\n")
+    assert settings.load_cdi(cfg) == settings.CdiSettings(output=None, management=False)
+    cfg = _config(tmp_path, '[cdi]\noutput = "/etc/cdi/x.json"\nmanagement = true\n')
+    assert settings.load_cdi(cfg) == settings.CdiSettings("/etc/cdi/x.json", True)
 
 
 @pytest.mark.parametrize(
     "text",
     ['cdi = 1\n', '[cdi]\noutput = "rel.json"\n', '[cdi]\noutput = "/etc/cdi/x.yaml"\n',
-     '[cdi]\noutput = 3\n', '[cdi]\noutput = "/x.json"\nkind = "a/b"\n'],
-    ids=["not-a-table", "relative", "not-json", "not-a-string", "unknown-key"],
+     '[cdi]\noutput = 3\n', '[cdi]\noutput = "/x.json"\nkind = "a/b"\n',
+     '[cdi]\nmanagement = "no"\n', '[cdi]\nmanagement = 0\n',
+     '[cdi]\nmanagement = false\noutput = "rel.json"\n'],
+    ids=["not-a-table", "relative", "not-json", "not-a-string", "unknown-key",
+         "management-string", "management-int", "management-with-bad-output"],
 )
 def test_bad_cdi_settings_refused(tmp_path: Path, text: str) -> None:
     from capctl.errors import ConfigError
@@ -293,6 +361,24 @@ def test_sync_regenerates_the_spec(sim_root: Path, tmp_path: Path) -> None:
     assert code == 0 and f"written: {out}" in stdout
     names = [d["name"] for d in json.loads(out.read_text())["devices"]]
     assert gone["uuid"] not in names and f"1:{gone['index']}" not in names
+
+
+def test_sync_honours_management_false(sim_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "capctl.io-mig.json"
+    cfg = _config(tmp_path, f'[cdi]\noutput = "{out}"\nmanagement = false\n')
+    code, stdout, err = _sync(sim_root, cfg, "--dry-run", "--json")
+    assert (code, err) == (0, "") and json.loads(stdout)["cdi"]["changed"] is True
+    assert _sync(sim_root, cfg)[0] == 0
+    names = _names_of(out.read_text())
+    assert "all" in names and "mig-config" not in names and "mig-monitor" not in names
+    # A dry run compares against the spec without them: nothing would change.
+    code, stdout, _err = _sync(sim_root, cfg, "--dry-run", "--json")
+    assert code == 0 and json.loads(stdout)["cdi"] == {"path": str(out), "changed": False}
+    # Turned back on: the next sync writes them.
+    cfg.write_text(f'[cdi]\noutput = "{out}"\nmanagement = true\n')
+    code, stdout, _err = _sync(sim_root, cfg)
+    assert code == 0 and f"written: {out}" in stdout
+    assert _names_of(out.read_text())[-2:] == ["mig-config", "mig-monitor"]
 
 
 def test_sync_removes_a_spec_it_cannot_make_current(sim_root: Path, tmp_path: Path) -> None:

@@ -252,3 +252,37 @@ def test_watch_keeps_the_spec_current(sim_root: Path, tmp_path: Path) -> None:
     assert reader.bad == [] and reader.missing == 0
     assert reader.reads > 10
     assert [n for n in os.listdir(out.parent) if n != out.name] == []  # no temporary left
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+def test_watch_honours_management_false(sim_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cdi" / "capctl.io-mig.json"
+    snap = sim_root / "topology.json"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[cdi]\noutput = "{out}"\nmanagement = false\n')
+    os.chmod(cfg, 0o644)
+    cmd = ["unshare", "-n", sys.executable, "-m", "capctl", "--root", str(sim_root),
+           "--topology", str(snap), "--config", str(cfg), "watch"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        _wait(out.exists, 30)  # written at start, to [cdi] output
+        names = _names(out)
+        assert "all" in names and "mig-config" not in names and "mig-monitor" not in names
+        topo = json.loads(snap.read_text())
+        gone = topo["gpus"][1]["mig_devices"].pop(3)
+        _write_json(snap, topo)
+        shutil.rmtree(sim_root / CAPS / f"gpu1/mig/gi{gone['gi']}")
+        _wait(lambda: gone["uuid"] not in _names(out), 10)
+        spec = json.loads(out.read_text())  # regenerated, still without them
+        assert check_spec(spec) == [] and check_spec(spec, profile=PODMAN_43) == []
+        assert [d["name"] for d in spec["devices"]][-1] == "all"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _out, err = proc.communicate()
+    assert proc.returncode == 0, err

@@ -5,8 +5,11 @@ The spec names every device a container may ask a CDI-aware runtime for (``docs/
 - each MIG device twice: ``MIG-<uuid>`` and ``<gpu index>:<mig index>``;
 - each whole GPU twice: ``GPU-<uuid>`` and ``<index>``;
 - ``all``: every GPU and every MIG device;
-- ``mig-config`` / ``mig-monitor``: the ``config`` / ``monitor`` capability plus every
-  capability of every MIG-capable GPU, as the hook grants for ``NVIDIA_MIG_CONFIG_DEVICES=all``.
+- ``mig-config`` / ``mig-monitor`` (the management devices, left out with
+  ``management=False``): the ``config`` / ``monitor`` capability plus every capability of
+  every MIG-capable GPU, as the hook grants for ``NVIDIA_MIG_CONFIG_DEVICES=all``.  They are
+  most of the spec's size, and a runtime parses the whole spec on every start that asks for
+  a CDI device (``docs/cdi.md``).
 
 Every device's ``deviceNodes`` come from :func:`capctl.edits.edits.from_plan` of the plan that
 :mod:`capctl.request.resolve` makes for the same name, so a CDI device is exactly what the hook
@@ -113,8 +116,10 @@ def required_version(kind: str, names: list[str], with_host_path: bool) -> str:
     return EARLIEST_VERSION
 
 
-def named_plans(topology: Topology, state: DriverState, host: Host) -> list[tuple[str, Plan]]:
-    """Every CDI device name and the plan the hook would make for it, in spec order."""
+def named_plans(topology: Topology, state: DriverState, host: Host, *,
+                management: bool = True) -> list[tuple[str, Plan]]:
+    """Every CDI device name and the plan the hook would make for it, in spec order
+    (without the management devices when ``management`` is false)."""
     def plan(request: str) -> Plan:
         return resolve.resolve(parse_request(request), topology, state, host)
 
@@ -127,6 +132,8 @@ def named_plans(topology: Topology, state: DriverState, host: Host) -> list[tupl
         p = plan(gpu.uuid)
         out += [(gpu.uuid, p), (str(gpu.index), p)]
     out.append(("all", plan("all")))
+    if not management:
+        return out
     mig_gpus = ",".join(g.uuid for g in topology.gpus if g.mig_enabled)
     base = plan(mig_gpus) if mig_gpus else resolve.Plan()
     for name, which in ADMIN_DEVICES:
@@ -136,8 +143,9 @@ def named_plans(topology: Topology, state: DriverState, host: Host) -> list[tupl
 
 
 def build_spec(topology: Topology, state: DriverState, host: Host,
-               kind: str = DEFAULT_KIND) -> dict[str, Any]:
-    """The CDI spec (a JSON-ready dict) for ``topology`` on ``host``.
+               kind: str = DEFAULT_KIND, *, management: bool = True) -> dict[str, Any]:
+    """The CDI spec (a JSON-ready dict) for ``topology`` on ``host``; with the management
+    devices ``mig-config`` / ``mig-monitor`` unless ``management`` is false.
 
     Raises what resolution raises (a stale topology, a node that is not the driver's) and a
     :class:`DeviceError` for a kind or name CDI would refuse, or a name given twice.
@@ -147,7 +155,7 @@ def build_spec(topology: Topology, state: DriverState, host: Host,
     with_host_path = root not in ("", "/")
     devices: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for name, plan in named_plans(topology, state, host):
+    for name, plan in named_plans(topology, state, host, management=management):
         check_device_name(name)
         if name in seen:
             raise DeviceError(name, "two CDI devices would have this name")

@@ -39,14 +39,15 @@ def dumps(spec: dict[str, Any]) -> bytes:
     return (json.dumps(spec, separators=(",", ":")) + "\n").encode("ascii")
 
 
-def render(host: Host, kind: str = cdi.DEFAULT_KIND) -> bytes:
-    """The spec for the host's current driver state and topology, as file bytes."""
+def render(host: Host, kind: str = cdi.DEFAULT_KIND, *, management: bool = True) -> bytes:
+    """The spec for the host's current driver state and topology, as file bytes (without the
+    management devices when ``management`` is false)."""
     from capctl.driver import procfs
     from capctl.request import topology
 
     state = procfs.load(host)
     topo = topology.load_topology(host)
-    return dumps(cdi.build_spec(topo, state, host, kind))
+    return dumps(cdi.build_spec(topo, state, host, kind, management=management))
 
 
 def _unchanged(dir_fd: int, name: str, data: bytes) -> bool:
@@ -97,12 +98,14 @@ def remove(path: str) -> bool:
     return True
 
 
-def generate(host: Host, output: str, kind: str = cdi.DEFAULT_KIND) -> bool:
+def generate(host: Host, output: str, kind: str = cdi.DEFAULT_KIND, *,
+             management: bool = True) -> bool:
     """Write the host's current spec to ``output``; False if the file was already current."""
-    return write_atomic(output, render(host, kind))
+    return write_atomic(output, render(host, kind, management=management))
 
 
-def refresh(host: Host, output: str, kind: str = cdi.DEFAULT_KIND) -> bool:
+def refresh(host: Host, output: str, kind: str = cdi.DEFAULT_KIND, *,
+            management: bool = True) -> bool:
     """:func:`generate`, for callers that keep a spec current (``sync``, ``watch``).
 
     When the current spec cannot be built (a topology that disagrees with the driver's
@@ -112,7 +115,7 @@ def refresh(host: Host, output: str, kind: str = cdi.DEFAULT_KIND) -> bool:
     fail until the next refresh succeeds (fail closed).
     """
     try:
-        data = render(host, kind)
+        data = render(host, kind, management=management)
     except CapctlError:
         remove(output)
         raise

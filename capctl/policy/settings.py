@@ -13,6 +13,7 @@ with a size bound, and a malformed file is an error naming it, never "defaults".
     volume_mounts = true       # accept the device plugin's volume-mounts device list
     [cdi]
     output = "/var/run/cdi/capctl.io-mig.json"   # sync also regenerates this CDI spec
+    management = true          # mig-config / mig-monitor devices in the spec (docs/cdi.md)
 
 Each table has its own record and loader, so the hook never parses tables it does not use.
 """
@@ -337,9 +338,11 @@ def runtime_from_table(path: StrPath, table: dict[str, Any]) -> RuntimeSettings:
 
 @record
 class CdiSettings:
-    """``[cdi]``: where ``capctl sync`` also writes the CDI spec (None: it does not)."""
+    """``[cdi]``: where ``capctl sync`` also writes the CDI spec (None: it does not), and
+    whether the spec has the management devices ``mig-config`` / ``mig-monitor``."""
 
     output: str | None = None
+    management: bool = True
 
 
 def load_cdi(path: StrPath) -> CdiSettings:
@@ -350,16 +353,19 @@ def load_cdi(path: StrPath) -> CdiSettings:
 
 def cdi_from_table(path: StrPath, table: dict[str, Any]) -> CdiSettings:
     """``output``: an absolute path ending in ``.json`` (CDI reads only ``*.json`` and
-    ``*.yaml`` spec files, container-device-interface pkg/cdi/spec-dirs.go)."""
+    ``*.yaml`` spec files, container-device-interface pkg/cdi/spec-dirs.go); ``management``:
+    a boolean."""
     cdi = table.get("cdi", {})
     if not isinstance(cdi, dict):
         raise ConfigError(f"{path}: [cdi] must be a table")
-    unknown = set(cdi) - {"output"}
+    unknown = set(cdi) - {"output", "management"}
     if unknown:
         raise ConfigError(f"{path}: [cdi]: unknown setting(s) {', '.join(sorted(unknown))}")
+    management = cdi.get("management", True)
+    if not isinstance(management, bool):
+        raise ConfigError(f"{path}: [cdi] management must be true or false")
     output = cdi.get("output")
-    if output is None:
-        return CdiSettings()
-    if not isinstance(output, str) or not output.startswith("/") or not output.endswith(".json"):
+    if output is not None and (not isinstance(output, str) or not output.startswith("/")
+                               or not output.endswith(".json")):
         raise ConfigError(f"{path}: [cdi] output must be an absolute path ending in .json")
-    return CdiSettings(output=output)
+    return CdiSettings(output=output, management=management)

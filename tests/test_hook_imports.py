@@ -68,6 +68,18 @@ def not_allowed(modules: set[str]) -> list[str]:
     )
 
 
+def container_sleeper(dev: Path) -> subprocess.Popen[bytes]:
+    """A process standing in for a container: its own mount namespace with a tmpfs at ``dev``
+    (the hook refuses to write into a ``/dev`` on a host file system)."""
+    script = 'mount -t tmpfs tmpfs "$1" && echo ready && exec sleep 60'
+    proc = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(dev)],
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    return proc
+
+
 def run_hook(sim_root: Path, tmp_path: Path, config: Path, env: list[str]) -> set[str]:
     bundle = tmp_path / "bundle"
     shutil.rmtree(bundle, ignore_errors=True)
@@ -75,7 +87,7 @@ def run_hook(sim_root: Path, tmp_path: Path, config: Path, env: list[str]) -> se
     doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"env": env}}
     (bundle / "config.json").write_text(json.dumps(doc))
     with child_cgroup(V1_DEVICES) as cg:
-        sleeper = subprocess.Popen(["sleep", "60"])
+        sleeper = container_sleeper(bundle / "rootfs/dev")
         try:
             (cg / "cgroup.procs").write_text(str(sleeper.pid))
             (cg / "devices.deny").write_text("a")
@@ -88,6 +100,9 @@ def run_hook(sim_root: Path, tmp_path: Path, config: Path, env: list[str]) -> se
             )
             if env:
                 assert "c 238:" in (cg / "devices.list").read_text()  # it did the whole job
+                caps = Path(f"/proc/{sleeper.pid}/root{bundle}/rootfs/dev/nvidia-caps")
+                assert caps.is_dir()  # in the container's own /dev, not the host directory
+                assert not (bundle / "rootfs/dev/nvidia-caps").exists()
         finally:
             sleeper.kill()
             sleeper.wait()
@@ -104,7 +119,6 @@ needs_v1 = pytest.mark.skipif(
 def test_hook_imports_only_what_it_uses(sim_root: Path, tmp_path: Path) -> None:
     mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
     mods = run_hook(sim_root, tmp_path, tmp_path / "none.toml", [f"NVIDIA_VISIBLE_DEVICES={mig}"])
-    assert (tmp_path / "bundle/rootfs/dev/nvidia-caps").is_dir()
     assert {"capctl.deliver.hook", "capctl.request.resolve", "capctl.cgroup.v1"} <= mods
     assert not_allowed(mods) == []
     assert not {"capctl.cli", "capctl.devfs.sync", "capctl.request.nvml", "capctl.cgroup.v2"} & mods

@@ -107,6 +107,24 @@ def test_runc_starts_a_container_without_dev_tmpfs(world: World) -> None:
     world.runc.delete(ctr)
 
 
+@pytest.mark.parametrize("at", ["/dev/nvidia-caps", "/dev"])
+def test_host_directory_mounted_at_dev_is_refused(world: World, tmp_path: Path, at: str) -> None:
+    # Any host directory (a volume, an emptyDir), not only the host's own /dev: nodes made in
+    # it would outlive the container, open to every host user who can reach it.
+    volume = tmp_path / f"volume{at.replace('/', '-')}"
+    volume.mkdir()
+    volume.chmod(0o777)
+
+    def edit(config: dict[str, Any]) -> None:
+        config["mounts"].append({"destination": at, "type": "bind", "source": str(volume),
+                                 "options": ["rbind", "rw"]})
+
+    b = world.bundle(REQUEST, edit=edit)
+    message, _ctr = failed_start(world, b)
+    assert f"{at}: is a bind mount of the host directory" in message, message
+    assert not any(p.name.startswith("nvidia") for p in volume.rglob("*"))
+
+
 def test_dev_is_a_symlink_to_a_host_dir(world: World, host_dir: Path) -> None:
     # runc itself (not capctl) writes its /dev symlinks through a symlinked rootfs dev when
     # there is no /dev mount; it ignores EEXIST, so pre-made links keep the target unchanged

@@ -25,6 +25,7 @@ when the interpreter does not run isolated (``sys.flags.isolated``), since ``-I`
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -40,6 +41,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # resolve is imported only once a request is known
     from typing import BinaryIO
 
+    from capctl.cgroup.discovery import Mount
     from capctl.cgroup.undo import Undo
     from capctl.edits.edits import Edits, NodeEdit
     from capctl.edits.rules import DeviceRule
@@ -81,12 +83,17 @@ class Log:
         syslog.syslog(syslog.LOG_INFO, f"container {self.container}: {message}")
         if self.path is not None:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            # O_NONBLOCK: a FIFO planted at the path must not hold up every container start;
+            # anything but a regular file is refused.
             fd = os.open(
                 self.path,
-                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                | os.O_NONBLOCK,
                 0o640,
             )
             try:
+                if os.fstat(fd).st_mode & 0o170000 != 0o100000:
+                    raise OSError(errno.EINVAL, "not a regular file", self.path)
                 os.write(fd, f"{stamp} {line}\n".encode())
             finally:
                 os.close(fd)
@@ -155,39 +162,80 @@ def read_bundle_config(bundle: str) -> bytes:
 
 
 def _open_dir(parent: int, name: str, made: Made, display: str,
-              host_dirs: frozenset[tuple[int, int]]) -> int:
-    """Open (or make) a directory of the container, refusing one that is a host directory.
+              host_dirs: HostFilesystems, rel: str) -> int:
+    """Open (or make) the container's directory ``rel`` (``dev``, ``dev/nvidia-caps``),
+    refusing one that is a host directory mounted into the container.
 
-    A container may bind-mount the host's ``/dev`` or ``/dev/nvidia-caps`` read-write; the
-    hook must then not write there, or it would change the host's nodes (and their grants)
-    for good.  Compared by ``(st_dev, st_ino)``, which no path trick can fake.
+    A container may bind-mount a host directory at ``/dev`` or ``/dev/nvidia-caps`` (the host's
+    own, a volume, an emptyDir); the hook must then not write there, or nodes it makes would
+    outlive the container, open to every host user who can reach that directory, around the
+    host nodes' modes and grants.  See :class:`HostFilesystems`.
     """
     existed = safefs.lstat_at(parent, name) is not None
     fd = safefs.open_dir(parent, name, create=True, mode=0o755, display=display)
     made.fds.append(fd)
     if not existed:
         made.dirs.append((parent, name))
-    st = os.fstat(fd)
-    if (st.st_dev, st.st_ino) in host_dirs:
-        raise HookError(
-            f"{display}/{name}: is a host directory (bind-mounted into the container); "
-            "refusing to create device nodes in it"
-        )
+    why = host_dirs.refuse(os.fstat(fd), rel)
+    if why is not None:
+        raise HookError(f"{display}/{name}: {why}; refusing to create device nodes in it")
     return fd
 
 
-def host_dirs(root: str) -> frozenset[tuple[int, int]]:
-    """``(st_dev, st_ino)`` of the host's ``/dev`` and ``/dev/nvidia-caps``, here and under
-    the driver ``root``: the directories the hook never writes into."""
-    base = "" if root in ("", "/") else root.rstrip("/")
-    found = set()
-    for path in {"/dev", "/dev/nvidia-caps", f"{base}/dev", f"{base}/dev/nvidia-caps"}:
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        found.add((st.st_dev, st.st_ino))
-    return frozenset(found)
+class HostFilesystems:
+    """Tells the container's own ``/dev`` from a host directory mounted into the container.
+
+    The runtime mounts a fresh tmpfs at a container's ``/dev``, in the container's mount
+    namespace: the whole file system (mount root ``/``), mounted nowhere in the hook's (the
+    host's) namespace.  A mount at ``<rootfs>/dev`` or ``<rootfs>/dev/nvidia-caps`` that is a
+    bind of a directory (mount root not ``/``), or of a file system the host has mounted (a
+    volume, the host's ``/dev``), is the host's, and the hook does not write into it.  Mounts
+    come from the container's ``/proc/<pid>/mountinfo`` (before ``pivot_root``, mount points
+    are host paths under the rootfs) and the host's from ``/proc/self/mountinfo``; the host's
+    ``/dev`` and ``/dev/nvidia-caps`` (here and under the driver root) are also compared by
+    ``(st_dev, st_ino)``, which no path trick can fake.  A directory that is no mount point
+    is part of the rootfs, which the runtime chose.
+    """
+
+    def __init__(self, root: str, pid: int, rootfs: str, *, proc: str = "/proc") -> None:
+        base = "" if root in ("", "/") else root.rstrip("/")
+        found = set()
+        for path in {"/dev", "/dev/nvidia-caps", f"{base}/dev", f"{base}/dev/nvidia-caps"}:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            found.add((st.st_dev, st.st_ino))
+        self.dirs = frozenset(found)
+        self.rootfs = rootfs.rstrip("/")
+        self.host = {m.dev: m.mount_point for m in _mounts(f"{proc}/self/mountinfo")}
+        self.container = {m.mount_point: m for m in _mounts(f"{proc}/{pid}/mountinfo")}
+
+    def refuse(self, st: os.stat_result, rel: str) -> str | None:
+        """Why the container directory ``rel`` with stat ``st`` must not be written (None:
+        it may)."""
+        if (st.st_dev, st.st_ino) in self.dirs:
+            return "is a host directory (bind-mounted into the container)"
+        mount = self.container.get(f"{self.rootfs}/{rel}")
+        if mount is None:
+            return None
+        if mount.root != "/":
+            return f"is a bind mount of the host directory {mount.root} (of a {mount.fstype})"
+        where = self.host.get(mount.dev)
+        if where is not None:
+            return f"is the host file system mounted at {where}, bind-mounted into the container"
+        return None
+
+
+def _mounts(path: str) -> list[Mount]:
+    from capctl.cgroup.discovery import parse_mountinfo
+
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
+    except OSError as err:
+        raise HookError(f"{path}: cannot read: {err.strerror}") from err
+    return parse_mountinfo(text, path)
 
 
 def wrong_node(st: os.stat_result, node: NodeEdit) -> str | None:
@@ -253,16 +301,17 @@ def make_container_nodes(
     if user_namespace:
         from capctl.deliver import nsmount
 
-        return nsmount.bind_nodes(pid, rfd, edits, made, where, host_dirs(host_root))
+        return nsmount.bind_nodes(pid, rfd, edits, made, where,
+                                  HostFilesystems(host_root, pid, real, proc=proc))
     did: list[str] = []
-    hosts = host_dirs(host_root)
-    dev_fd = _open_dir(rfd, "dev", made, where, hosts)
+    hosts = HostFilesystems(host_root, pid, real, proc=proc)
+    dev_fd = _open_dir(rfd, "dev", made, where, hosts, "dev")
     for directory, name in ((DEV_DIR, "dev"), (CAPS_DIR, "nvidia-caps")):
         nodes_here = edits.in_dir(directory)
         if not nodes_here:
             continue
         dir_fd = dev_fd if directory == DEV_DIR else _open_dir(
-            dev_fd, name, made, f"{where}/dev", hosts)
+            dev_fd, name, made, f"{where}/dev", hosts, "dev/nvidia-caps")
         for node in nodes_here:
             change = _place(dir_fd, node, f"{where}{directory}", made)
             if change is not None:
@@ -293,24 +342,28 @@ def run(host: Host, stdin: BinaryIO, log: Log, *, proc: str = "/proc",
     edits = from_plan(plan, host.root)
     rules = list(edits.rules)
     backend = cgroup.devices(state.pid, proc=proc)
-    if backend.allows_all():
-        log(f"cgroup {backend.path} already allows every device (privileged): no rule changes")
-        undo = None
-    else:
-        undo = backend.grant(rules, spec_rules=ctr.spec_rules)
-        log(f"cgroup {backend.path}: allowed {', '.join(r.line() for r in rules)}")
+    undo = None if backend.allows_all() else backend.grant(rules, spec_rules=ctr.spec_rules)
     unit_undo = None
     made = Made()
+    # Everything after the grant, logging included, is undone on any failure: a log file that
+    # cannot be written must not leave a grant behind.
     try:
-        if undo is not None:
+        if undo is None:
+            log(f"cgroup {backend.path} already allows every device (privileged): "
+                "no rule changes")
+        else:
+            log(f"cgroup {backend.path}: allowed {', '.join(r.line() for r in rules)}")
             unit_undo = unit_grant(backend.path, rules, log)
         did = make_container_nodes(state.pid, ctr.rootfs, edits, made, proc=proc,
                                    host_root=host.root, user_namespace=ctr.user_namespace)
         log("nodes: " + ("; ".join(did) or "all present"))
     except BaseException as failure:
         errors = rollback(made, undo, unit_undo)
-        log("failed; rolled back the grant and the nodes made"
-            + (f" (rollback errors: {'; '.join(errors)})" if errors else ""))
+        try:
+            log("failed; rolled back the grant and the nodes made"
+                + (f" (rollback errors: {'; '.join(errors)})" if errors else ""))
+        except OSError:
+            pass  # the failure itself is reported below
         if errors and isinstance(failure, CapctlError):
             raise HookError(f"{failure}; and rolling back: {'; '.join(errors)}") from failure
         raise

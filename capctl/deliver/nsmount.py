@@ -38,7 +38,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from capctl.deliver.hook import Made
+    from capctl.deliver.hook import HostFilesystems, Made
     from capctl.edits.edits import Edits
 
 # <linux/sched.h>, <linux/mount.h>
@@ -120,7 +120,7 @@ def _enter(pid: int, setns: Callable[..., int], *, user: bool) -> None:
 
 
 def bind_nodes(pid: int, rootfs_fd: int, edits: Edits, made: Made, where: str,
-               host_dirs: frozenset[tuple[int, int]]) -> list[str]:
+               host_dirs: HostFilesystems) -> list[str]:
     """Bind-mount each node's host node at its path in the container (see the module doc).
 
     Records what it made in ``made.ns_steps`` (for :func:`undo`); returns what it did, as
@@ -152,10 +152,10 @@ def bind_nodes(pid: int, rootfs_fd: int, edits: Edits, made: Made, where: str,
                                          display=f"{where}/{head}".rstrip("/"))
                 if not existed:
                     report(f"D {rel}")
-                st = os.fstat(dir_fd)
-                if (st.st_dev, st.st_ino) in host_dirs:
-                    raise HookError(f"{where}{directory}: is a host directory (bind-mounted "
-                                    "into the container); refusing to mount device nodes in it")
+                why = host_dirs.refuse(os.fstat(dir_fd), rel)
+                if why is not None:
+                    raise HookError(f"{where}{directory}: {why}; refusing to mount device "
+                                    "nodes in it")
                 dirs[directory] = dir_fd
             dir_fd = dirs[directory]
             for node in nodes_here:

@@ -28,6 +28,8 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LOADING_VARS = frozenset({
     "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONPLATLIBDIR", "PYTHONSTARTUP",
     "PYTHONINSPECT", "PYTHONEXECUTABLE", "PYTHONSAFEPATH", "PYTHONPYCACHEPREFIX",
+    # A warnings filter names a category as module.Class, which imports that module.
+    "PYTHONWARNINGS", "PYTHONBREAKPOINT",
 })  # fmt: skip
 
 

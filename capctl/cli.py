@@ -185,7 +185,16 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
     from capctl.devfs import sync
 
     # Also re-writes DeviceFileModify: 0 for granted capabilities (a driver reload resets it).
-    report = sync.sync_host(host, everything=everything, dry_run=dry_run)
+    try:
+        report = sync.sync_host(host, everything=everything, dry_run=dry_run)
+    except CapctlError:
+        # The CDI spec still follows the driver (or goes): never left stale by a failed sync.
+        if not dry_run:
+            try:
+                _sync_cdi(host, dry_run)
+            except CapctlError:
+                pass
+        raise
     cdi_out = _sync_cdi(host, dry_run)
     if as_json:
         _print_json(
@@ -482,7 +491,10 @@ def revoke_cmd(host: Host, capability: str, user: str | None, group: str | None)
     out = delegate.revoke(host, capability, kind, who)
     for p in out.principals:
         click.echo(f"revoked: {out.capability} from {p}")
-    if out.applied and not store.load_policy(Path(host.config)).get(out.capability):
+    if not out.applied:
+        click.echo(f"{out.capability}: removed from the config; its node was not changed (the "
+                   "capability or the driver is not there now): run 'capctl sync' once it is")
+    elif not store.load_policy(Path(host.config)).get(out.capability):
         click.echo(f"{out.capability}: no grants left; driver defaults restored")
 
 
@@ -559,17 +571,28 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> 
         last_error[0] = msg
 
     def run_sync(always: bool = False) -> None:
+        # The spec is refreshed (or removed) whatever sync does: a spec left stale after a
+        # failed sync would map a destroyed instance's UUID to minors a new one may own.
+        errors: list[str] = []
+        report = None
         try:
             report = sync.sync_host(host)
-            if cdi_output is not None and cdifile.refresh(
-                    host, cdi_output, management=cdi_settings.management):
-                click.echo(f"cdi: {cdi_output} written", err=True)
         except CapctlError as err:  # keep watching: the next event or poll may fix it
-            report_error(err)
+            errors.append(str(err))
+        if cdi_output is not None:
+            try:
+                if cdifile.refresh(host, cdi_output, management=cdi_settings.management):
+                    click.echo(f"cdi: {cdi_output} written", err=True)
+            except CapctlError as err:
+                errors.append(str(err))
+        if errors:
+            report_error(CapctlError("; ".join(errors)))
             if cdi_output is not None:
                 detector.retry()
+        else:
+            report_error(None)
+        if report is None:
             return
-        report_error(None)
         n = sum(1 for c in report.changes if c.action.value != "unchanged")
         if n or always:  # a sync that found nothing to do (e.g. after its own changes): quiet
             removed = f", {len(report.removed)} stray(s) removed" if len(report.removed) else ""

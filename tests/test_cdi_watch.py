@@ -286,3 +286,46 @@ def test_watch_honours_management_false(sim_root: Path, tmp_path: Path) -> None:
             proc.kill()
             _out, err = proc.communicate()
     assert proc.returncode == 0, err
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+def test_watch_follows_a_snapshot_change_and_a_failing_sync(sim_root: Path, tmp_path: Path) -> None:
+    """Only the settled path sees a snapshot-only change (same capability files, a new UUID);
+    and a sync that fails (here: the config became group-writable) must not leave the spec
+    stale after an instance goes."""
+    out = tmp_path / "cdi" / "capctl.io-mig.json"
+    snap = sim_root / "topology.json"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("# no grants\n")
+    os.chmod(cfg, 0o644)
+    cmd = ["unshare", "-n", sys.executable, "-m", "capctl", "--root", str(sim_root),
+           "--topology", str(snap), "--config", str(cfg), "watch", "--cdi-output", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        _wait(out.exists, 30)
+        topo = json.loads(snap.read_text())
+        old = topo["gpus"][2]["mig_devices"][0]["uuid"]
+        renamed = "MIG-" + "cd" * 4 + "-1234-4123-8123-" + "ef" * 6
+        topo["gpus"][2]["mig_devices"][0]["uuid"] = renamed
+        _write_json(snap, topo)  # the driver's files do not change at all
+        took = _wait(lambda: renamed in _names(out) and old not in _names(out), 10)
+        assert took <= GOAL, took
+
+        os.chmod(cfg, 0o666)  # sync now refuses the config, every time
+        gone = topo["gpus"][1]["mig_devices"].pop(3)
+        _write_json(snap, topo)
+        shutil.rmtree(sim_root / CAPS / f"gpu1/mig/gi{gone['gi']}")
+        took = _wait(lambda: gone["uuid"] not in _names(out), 10)
+        assert took <= GOAL, took
+    finally:
+        os.chmod(cfg, 0o644)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert "writable" in err or "capctl: error" in err, err  # the failing sync was reported

@@ -252,16 +252,24 @@ def wrong_node(st: os.stat_result, node: NodeEdit) -> str | None:
     return None
 
 
+def already_there(dir_fd: int, node: NodeEdit, path: str) -> bool:
+    """Whether ``node`` is in ``dir_fd`` already (False: nothing is there); a wrong one is an
+    error, never replaced: the hook does not change what it did not make."""
+    st = safefs.lstat_at(dir_fd, node.name)
+    if st is None:
+        return False
+    reason = wrong_node(st, node)
+    if reason is not None:
+        raise HookError(f"{path}: {reason}; it was there before the hook, which does not "
+                        "replace it")
+    return True
+
+
 def _place(dir_fd: int, node: NodeEdit, display: str, made: Made) -> str | None:
     """Make ``node`` where nothing is; leave a correct one; refuse a wrong one (never replace:
     the hook does not change what it did not make)."""
     path = f"{display}/{node.name}"
-    st = safefs.lstat_at(dir_fd, node.name)
-    if st is not None:
-        reason = wrong_node(st, node)
-        if reason is not None:
-            raise HookError(f"{path}: {reason}; it was there before the hook, which does not "
-                            "replace it")
+    if already_there(dir_fd, node, path):
         return None
     with safefs.exact_umask():
         try:

@@ -126,7 +126,7 @@ def bind_nodes(pid: int, rootfs_fd: int, edits: Edits, made: Made, where: str,
     Records what it made in ``made.ns_steps`` (for :func:`undo`); returns what it did, as
     text for the log.
     """
-    from capctl.deliver.hook import wrong_node
+    from capctl.deliver.hook import already_there, wrong_node
     from capctl.edits.edits import CAPS_DIR, DEV_DIR
 
     setns, mount, _umount = _libc()
@@ -160,12 +160,7 @@ def bind_nodes(pid: int, rootfs_fd: int, edits: Edits, made: Made, where: str,
             dir_fd = dirs[directory]
             for node in nodes_here:
                 path = f"{where}{node.path}"
-                old = safefs.lstat_at(dir_fd, node.name)
-                if old is not None:
-                    reason = wrong_node(old, node)
-                    if reason is not None:
-                        raise HookError(f"{path}: {reason}; it was there before the hook, "
-                                        "which does not replace it")
+                if already_there(dir_fd, node, path):
                     continue
                 fd = os.open(node.name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
                              | os.O_RDONLY, 0o000, dir_fd=dir_fd)

@@ -21,7 +21,7 @@ import os
 from capctl._lite import jsonload
 from capctl._lite.record import record
 from capctl.errors import TopologyError, translate
-from capctl.request.devices import HEX, LOWER_HEX, is_uuid, normal_pci_bus_id
+from capctl.request.devices import LOWER_HEX, is_uuid, normal_pci_bus_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # collections.abc imports collections (about 1 ms at every hook start)
@@ -64,18 +64,7 @@ def is_mig_uuid(text: str) -> bool:
 def is_pci_bus_id(text: str) -> bool:
     """``(?:[0-9A-Fa-f]{4}|[0-9A-Fa-f]{8}):[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\\.[0-7]``: NVML's bus id
     has an 8-hex-digit domain (``nvmlPciInfo_t.busId``); sysfs prints 4 digits."""
-    parts = text.split(":")
-    if len(parts) != 3:
-        return False
-    domain, bus, slot = parts
-    return (
-        len(domain) in (4, 8)
-        and len(bus) == 2
-        and len(slot) == 4
-        and slot[2] == "."
-        and slot[3] in "01234567"
-        and HEX.issuperset(domain + bus + slot[:2])
-    )
+    return normal_pci_bus_id(text) is not None
 
 
 def is_product_name(text: str) -> bool:

@@ -33,6 +33,23 @@ def sim_host(sim_root: Path, tmp_path: Path) -> Host:
     return Host(root=sim_root, config=tmp_path / "capctl.toml", topology=sim_root / "topology.json")
 
 
+def _nspawn_missing() -> list[str]:
+    from tests.support.nspawn import missing_tools
+
+    return missing_tools()
+
+
+#: Tests that boot a real systemd in systemd-nspawn (tests/support/nspawn.py).
+needs_nspawn = [
+    pytest.mark.kernel,
+    pytest.mark.runc,
+    pytest.mark.skipif(not IS_ROOT, reason="needs root (nspawn, cgroups, mknod)"),
+    pytest.mark.skipif(
+        bool(_nspawn_missing()), reason=f"needs {', '.join(_nspawn_missing())} (scripts/setup.sh)"
+    ),
+]
+
+
 #: System places where capctl installs runtime definitions: tests must use their own.
 _SYSTEM_PLACES = ("/etc/docker", "/etc/containerd", "/etc/crio", "/etc/cdi", "/var/run/cdi",
                   "/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")

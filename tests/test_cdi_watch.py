@@ -194,16 +194,32 @@ def _wait(pred: Any, timeout: float) -> float:
     raise AssertionError("timed out")
 
 
+def _start_watch(root: Path, config: Path, *extra: str) -> subprocess.Popen[str]:
+    """``capctl watch`` on the simulated ``root`` (its snapshot), in a network namespace of its
+    own (no real uevents reach it)."""
+    cmd = ["unshare", "-n", sys.executable, "-m", "capctl", "--root", str(root),
+           "--topology", str(root / "topology.json"), "--config", str(config), "watch", *extra]
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _stop_watch(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, as systemd stops it; its stderr."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+    return err
+
+
 @needs_root
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
 def test_watch_keeps_the_spec_current(sim_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "cdi" / "capctl.io-mig.json"
     snap = sim_root / "topology.json"
-    cmd = ["unshare", "-n", sys.executable, "-m", "capctl", "--root", str(sim_root),
-           "--topology", str(snap), "--config", str(tmp_path / "c.toml"), "watch",
-           "--cdi-output", str(out)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = _start_watch(sim_root, tmp_path / "c.toml", "--cdi-output", str(out))
     reader = Reader(out)
     try:
         _wait(out.exists, 30)  # written at start
@@ -240,12 +256,7 @@ def test_watch_keeps_the_spec_current(sim_root: Path, tmp_path: Path) -> None:
         assert (sim_root / "dev/nvidia-caps" / f"nvidia-cap{minors[1]}").exists()
     finally:
         reader.stop.set()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _out, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _out, err = proc.communicate()
+        err = _stop_watch(proc)
     if reader.is_alive():
         reader.join(5)
     assert proc.returncode == 0, err
@@ -262,10 +273,7 @@ def test_watch_honours_management_false(sim_root: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[cdi]\noutput = "{out}"\nmanagement = false\n')
     os.chmod(cfg, 0o644)
-    cmd = ["unshare", "-n", sys.executable, "-m", "capctl", "--root", str(sim_root),
-           "--topology", str(snap), "--config", str(cfg), "watch"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = _start_watch(sim_root, cfg)
     try:
         _wait(out.exists, 30)  # written at start, to [cdi] output
         names = _names(out)
@@ -279,12 +287,7 @@ def test_watch_honours_management_false(sim_root: Path, tmp_path: Path) -> None:
         assert check_spec(spec) == [] and check_spec(spec, profile=PODMAN_43) == []
         assert [d["name"] for d in spec["devices"]][-1] == "all"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _out, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _out, err = proc.communicate()
+        err = _stop_watch(proc)
     assert proc.returncode == 0, err
 
 
@@ -299,10 +302,7 @@ def test_watch_follows_a_snapshot_change_and_a_failing_sync(sim_root: Path, tmp_
     cfg = tmp_path / "c.toml"
     cfg.write_text("# no grants\n")
     os.chmod(cfg, 0o644)
-    cmd = ["unshare", "-n", sys.executable, "-m", "capctl", "--root", str(sim_root),
-           "--topology", str(snap), "--config", str(cfg), "watch", "--cdi-output", str(out)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = _start_watch(sim_root, cfg, "--cdi-output", str(out))
     try:
         _wait(out.exists, 30)
         topo = json.loads(snap.read_text())
@@ -321,11 +321,6 @@ def test_watch_follows_a_snapshot_change_and_a_failing_sync(sim_root: Path, tmp_
         assert took <= GOAL, took
     finally:
         os.chmod(cfg, 0o644)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _out, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _out, err = proc.communicate()
+        err = _stop_watch(proc)
     assert proc.returncode == 0, err
     assert "writable" in err or "capctl: error" in err, err  # the failing sync was reported

@@ -16,7 +16,6 @@ that list:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,17 +28,11 @@ from tests.support.nspawn import (
     GuestRunc,
     SystemdContainer,
     ensure_rootfs,
-    missing_tools,
 )
 
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.runc,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (nspawn, cgroups, mknod)"),
-    pytest.mark.skipif(
-        bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} (scripts/setup.sh)"
-    ),
-]
+from .conftest import needs_nspawn
+
+pytestmark = needs_nspawn
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["v1", "v2"])

@@ -27,17 +27,11 @@ from tests.support.nspawn import (
     GuestRunc,
     SystemdContainer,
     ensure_rootfs,
-    missing_tools,
 )
 
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.runc,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (nspawn, cgroups, mknod)"),
-    pytest.mark.skipif(
-        bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} (scripts/setup.sh)"
-    ),
-]
+from .conftest import needs_nspawn
+
+pytestmark = needs_nspawn
 
 TOPO = simulated.topology()
 GPU0 = TOPO["gpus"][0]

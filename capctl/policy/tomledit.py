@@ -29,7 +29,7 @@ from collections.abc import Iterable
 
 import tomlkit
 from tomlkit.container import OutOfOrderTableProxy
-from tomlkit.items import AoT, Array, Comment, InlineTable, Table, Whitespace
+from tomlkit.items import AoT, Array, InlineTable, Item, Table
 
 from capctl.errors import ConfigError
 from capctl.policy.grants import CapGrants, Principal, toml_key
@@ -88,44 +88,48 @@ def _values(item: object) -> object:
     return item.unwrap() if isinstance(item, Array) else None
 
 
+def _last_key_item(entry: Table) -> Item | None:
+    """The value of the entry's last plain key (not a sub-table), or None when it has none."""
+    last: Item | None = None
+    for key, value in entry.value.body:
+        if key is not None and not isinstance(value, Table | AoT):
+            last = value
+    return last
+
+
 def _set_keys(entry: Table, g: CapGrants, nl: str) -> None:
-    """Replace the arrays of a ``[grants."<capability>"]`` table that change."""
+    """Replace the arrays of a ``[grants."<capability>"]`` table that change.
+
+    An array the table lacks goes right after its last key's line, before the comments that
+    follow it (where tomlkit's ``append`` would put it).  tomlkit has no public insert, so
+    the new line is rendered through that key's trivia (its ``trail``, the text after the
+    value); :func:`edit`'s caller re-parses the result and checks it."""
     for k, ps in (("users", g.users), ("groups", g.groups)):
         want = [{"name": p.name, p.kind.id_key: p.id} for p in ps]
         have = entry.get(k)
         if not ps:
             if have is not None:
                 del entry[k]
-        elif k not in entry:
-            # After the table's last key, not after the comments that follow it (which
-            # tomlkit's append would do); tomlkit has no public way to say so.
-            keys = [key for key, _v in entry.value.body if key is not None]
-            if keys:
-                entry.value._insert_after(keys[-1], k, _array(ps, nl))
-            else:
+        elif have is None:
+            last = _last_key_item(entry)
+            if last is None:
                 entry.append(k, _array(ps, nl))
-        elif _values(entry.item(k)) != want:
+            else:
+                last.trivia.trail += f"{k} = {_array(ps, nl).as_string()}{nl}"
+        elif _values(have) != want:
             entry[k] = _array(ps, nl)
 
 
-def _mark_cut(entry: Table, name: str, n: int) -> None:
+def _mark_cut(entry: Table, n: int) -> None:
     """Mark an emptied table's text for :func:`_cut`: from its header's indent to its last key.
 
     Its trailing comments and blank lines are rendered after the end mark and so are kept."""
     entry.trivia.indent = _START.format(n) + entry.trivia.indent
-    body = entry.value.body
-    last_key = max((i for i, (k, _v) in enumerate(body) if k is not None), default=-1)
-    i = last_key + 1
-    if i == len(body):
-        entry.value.body.append((None, Whitespace(_END.format(n), fixed=True)))
-        return
-    first = body[i][1]
-    if isinstance(first, Whitespace):
-        body[i] = (None, Whitespace(_END.format(n) + first.as_string(), fixed=True))
-    elif isinstance(first, Comment):
-        first.trivia.indent = _END.format(n) + first.trivia.indent
-    else:  # not reached: only keys, whitespace and comments are in a table's body
-        raise EditError(f"cannot remove [grants.{toml_key(name)}]: unexpected layout")
+    last = _last_key_item(entry)
+    if last is None:  # a header alone: the end mark goes right after it
+        entry.trivia.trail += _END.format(n)
+    else:
+        last.trivia.trail += _END.format(n)
 
 
 def _cut(text: str, cuts: int, nl: str) -> str:
@@ -168,7 +172,7 @@ def edit(text: str, changes: dict[str, CapGrants]) -> str:
         raise _refuse(next(iter(changes), "?"), "dotted keys")
     cuts = 0
     for name, g in changes.items():
-        entry = grants.item(name) if grants is not None and name in grants else None
+        entry = grants.get(name) if grants is not None else None
         if entry is None:
             if g:
                 if grants is None:
@@ -183,12 +187,12 @@ def edit(text: str, changes: dict[str, CapGrants]) -> str:
             else:
                 del grants[name]
         elif isinstance(entry, Table) and not entry.is_super_table():
-            if any(isinstance(entry.item(k), AoT) for k in ("users", "groups") if k in entry):
+            if any(isinstance(entry.get(k), AoT) for k in ("users", "groups")):
                 raise _refuse(name, "arrays of tables")
             if g:
                 _set_keys(entry, g, nl)
             else:
-                _mark_cut(entry, name, cuts)
+                _mark_cut(entry, cuts)
                 cuts += 1
         elif isinstance(entry, Table):
             how = "arrays of tables" if any(isinstance(v, AoT) for v in entry.value.values()) \

@@ -6,4 +6,5 @@ cd "$(dirname "$0")"
 . scripts/setup.sh
 python -m pytest -q "$@"
 python -m mypy
-python -m ruff check capctl tests bench
+python -m mypy --strict scripts/*.py
+python -m ruff check capctl tests bench scripts

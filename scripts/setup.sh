@@ -2,7 +2,8 @@
 #  - Debian packages for the real-kernel tests and the demo (runc, busybox-static, acl, udev;
 #    podman, docker.io and containerd for the real-client tests) when running as root on
 #    Debian/Ubuntu and they are missing;
-#  - a virtual environment in .venv with capctl (editable) and its test tools.
+#  - a virtual environment in .venv with capctl (editable) and its test tools, at the tested
+#    versions of constraints.txt (pyproject.toml has the ranges users may get).
 # Idempotent: a second run costs a few hundred milliseconds.
 set -euo pipefail
 CAPCTL_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,12 +33,15 @@ fi
 
 VENV="$CAPCTL_REPO/.venv"
 stamp="$VENV/.capctl-installed"
-if [ ! -x "$VENV/bin/python" ] || [ ! -f "$stamp" ] || [ "$CAPCTL_REPO/pyproject.toml" -nt "$stamp" ]; then
+if [ ! -x "$VENV/bin/python" ] || [ ! -f "$stamp" ] || [ "$CAPCTL_REPO/pyproject.toml" -nt "$stamp" ] \
+   || [ "$CAPCTL_REPO/constraints.txt" -nt "$stamp" ]; then
   echo "setup: creating $VENV (capctl + test tools)" >&2
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$CAPCTL_REPO[test]" 2>&1 \
-    | grep -v -e '^WARNING: Location' -e 'Running pip as the' >&2 || true
-  "$VENV/bin/python" -c 'import capctl.cli, click, pyroute2, pynvml, tomlkit' \
+  pip_rc=0
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    -c "$CAPCTL_REPO/constraints.txt" -e "$CAPCTL_REPO[test]" >"$VENV/pip.log" 2>&1 || pip_rc=$?
+  grep -v -e '^WARNING: Location' -e 'Running pip as the' "$VENV/pip.log" >&2 || true
+  [ "$pip_rc" = 0 ] && "$VENV/bin/python" -c 'import capctl.cli, click, pyroute2, pynvml, tomlkit' \
     || { echo "setup: installing capctl into $VENV failed" >&2; exit 1; }
   touch "$stamp"
 fi

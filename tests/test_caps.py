@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,7 @@ from capctl.driver import capfile, capnames, minorsfile, procdevices
 from capctl.driver.capnames import Kind, Source
 from capctl.errors import ParseError
 from tests.support.fuzz import Op, mutate
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.source import CAPCTL_PATH
 
 # --- names ----------------------------------------------------------------------------------
 
@@ -1032,7 +1030,7 @@ def imports_of(module: str) -> set[str]:
     """The modules that importing ``module`` adds, with ``site`` off (``-S``: this checkout's
     editable install makes ``site`` import re and pathlib, which would hide them)."""
     code = (
-        f"import sys; sys.path.insert(0, {str(ROOT)!r}); before = set(sys.modules); "
+        f"import sys; sys.path.insert(0, {CAPCTL_PATH!r}); before = set(sys.modules); "
         f"import {module}; print(*sorted(set(sys.modules) - before))"
     )
     res = subprocess.run(

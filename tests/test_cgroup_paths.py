@@ -30,6 +30,7 @@ from capctl.cgroup.discovery import (
 from capctl.cgroup.strpath import exists, is_dir, join, normalized
 from capctl.errors import CgroupError, ParseError
 from tests.support.fuzz import Op, mutants, outcome
+from tests.support.source import CAPCTL_PATH
 
 TMPFS_MAGIC = 0x01021994
 
@@ -573,7 +574,6 @@ def test_locations_as_str_or_path_agree(tmp_path: Path) -> None:
 
 # --- what the hook's imports cost ----------------------------------------------------------
 
-ROOT = str(Path(__file__).resolve().parent.parent)
 #: Never imported on the hook's v1 path (docs/hook-startup.md: measured costs at start): re, enum (with
 #: functools and collections), pathlib, json, contextlib, typing, dataclasses (inspect),
 #: logging (failure paths only), ctypes/platform and the v2 backend.
@@ -624,7 +624,7 @@ def test_hook_path_imports_only_cheap_modules(tmp_path: Path) -> None:
     ctr = cg / "devices/kubepods/pod1/ctr"
     (ctr / "devices.list").write_text("c 1:3 rwm\n")
     res = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _HOOK_PATH, ROOT, str(proc), str(cg)],
+        [sys.executable, "-I", "-S", "-c", _HOOK_PATH, CAPCTL_PATH, str(proc), str(cg)],
         capture_output=True,
         text=True,
     )

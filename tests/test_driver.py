@@ -12,7 +12,8 @@ from capctl import simulated
 from capctl.driver import procfs
 from capctl.errors import DriverError, ParseError
 from capctl.host import Host
-from tests.test_caps import HOOK_STDLIB, ROOT, imports_of
+from tests.support.source import CAPCTL_PATH
+from tests.test_caps import HOOK_STDLIB, imports_of
 
 
 def test_load_simulated(sim_host: Host) -> None:
@@ -141,7 +142,7 @@ def test_lazy_load_uses_only_what_the_hook_may(sim_root: Path) -> None:
     # The hook's whole use of the driver: load lazily, look up and read two capabilities.
     code = f"""
 import sys
-sys.path.insert(0, {str(ROOT)!r})
+sys.path.insert(0, {CAPCTL_PATH!r})
 before = set(sys.modules)
 from capctl.driver import procfs
 from capctl.host import Host

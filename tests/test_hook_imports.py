@@ -23,10 +23,9 @@ from capctl import simulated
 from capctl.main import HOOK_INTERPRETER_ARGS
 from tests.support.cgroups import V1_DEVICES, child_cgroup
 from tests.support.runc import RuncHarness
+from tests.support.source import CAPCTL_PATH
 
 from .conftest import needs_root, needs_runc
-
-ROOT = Path(__file__).resolve().parent.parent
 
 #: What ``site`` imports in a regular install (the interpreter floor pays for these too).
 SITE = frozenset({
@@ -55,9 +54,9 @@ def _importtime(code: str, argv: list[str], stdin: bytes) -> set[str]:
 
 def imported(argv: list[str], stdin: bytes = b"") -> set[str]:
     """Modules a run adds to the interpreter's start, with ``site`` off (``-S``) and capctl
-    found in this checkout."""
+    found where the tests found it (:mod:`tests.support.source`)."""
     assert HOOK_INTERPRETER_ARGS[:2] == ("-I", "-c")
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); {HOOK_INTERPRETER_ARGS[2]}"
+    code = f"import sys; sys.path.insert(0, {CAPCTL_PATH!r}); {HOOK_INTERPRETER_ARGS[2]}"
     return _importtime(code, argv, stdin) - _importtime("pass", [], b"")
 
 
@@ -189,7 +188,7 @@ def test_hook_imports_on_cgroup_v2(sim_root: Path, tmp_path: Path, stage: str) -
     grant extends the container's eBPF program), in a private cgroup2 mount namespace."""
     out = tmp_path / "importtime.txt"
     mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); {HOOK_INTERPRETER_ARGS[2]}"
+    code = f"import sys; sys.path.insert(0, {CAPCTL_PATH!r}); {HOOK_INTERPRETER_ARGS[2]}"
     hook_argv = [
         sys.executable, "-I", "-S", "-X", "importtime", "-c", code,
         "--root", str(sim_root), "--topology", str(sim_root / "topology.json"),
@@ -236,7 +235,7 @@ def wrapper_create(sim_root: Path, tmp_path: Path, config: Path) -> set[str]:
     python.chmod(0o755)
     runtime.chmod(0o755)
     launcher = tmp_path / "capctl-runtime"
-    launcher.write_text(install.launcher_text(str(python), [str(ROOT)], str(runtime), str(config)))
+    launcher.write_text(install.launcher_text(str(python), [CAPCTL_PATH], str(runtime), str(config)))
     launcher.chmod(0o755)
     res = subprocess.run(
         [str(launcher), "--capctl-config", str(config), "create", "--bundle", str(bundle), "c1"],

@@ -13,7 +13,6 @@ import json
 import random
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,7 @@ import pytest
 from capctl._lite import jsonload
 from capctl._lite.jsonload import JSONError
 from tests.support.fuzz import Op, mutate
-
-ROOT = str(Path(__file__).resolve().parents[1])
+from tests.support.source import CAPCTL_PATH
 
 
 class OracleError(Exception):
@@ -371,7 +369,7 @@ def _run(code: str, stdin: str = "") -> str:
 def test_without_c_scanner() -> None:
     texts = [d for _, d in DOCUMENTS if len(d) < 10_000]
     code = (
-        f"import sys, ast; sys.path.insert(0, {ROOT!r}); sys.modules['_json'] = None\n"
+        f"import sys, ast; sys.path.insert(0, {CAPCTL_PATH!r}); sys.modules['_json'] = None\n"
         "from capctl._lite import jsonload\n"
         "assert jsonload._scan is None\n"
         "for text in ast.literal_eval(sys.stdin.read()):\n"
@@ -395,7 +393,7 @@ def test_errors_without_json_loaded() -> None:
     # CPython 3.11's scanner needs json.decoder in sys.modules to report a syntax error;
     # jsonload loads it then, and only then.
     out = _run(
-        f"import sys; sys.path.insert(0, {ROOT!r})\n"
+        f"import sys; sys.path.insert(0, {CAPCTL_PATH!r})\n"
         "from capctl._lite import jsonload\n"
         "print(jsonload.loads('{\"a\": [1, {\"b\": null}]}'), 'json' in sys.modules)\n"
         "try: jsonload.loads('[1,')\n"
@@ -426,7 +424,7 @@ HEAVY = ("re", "enum", "functools", "collections", "contextlib", "pathlib", "jso
 def test_parsers_import_nothing_heavy() -> None:
     # -S: the venv's site (an editable install's finder) imports re and pathlib itself.
     out = _run(
-        f"import sys; sys.path.insert(0, {ROOT!r}); before = set(sys.modules)\n"
+        f"import sys; sys.path.insert(0, {CAPCTL_PATH!r}); before = set(sys.modules)\n"
         "import capctl.request.oci, capctl.request.devices, capctl.request.topology, capctl._lite.jsonload\n"
         "print(*sorted(set(sys.modules) - before))"
     )

@@ -298,3 +298,22 @@ def test_pynvml_missing(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_translate_keeps_unknown_codes() -> None:
     err = nvml.translate(FakeNvml(), FakeNVMLError(12345), "doing x")
     assert str(err) == "NVML: doing x: fake NVML error 12345 (NVML error 12345)"
+
+
+def test_installed_pynvml_has_the_surface_the_fake_stands_in_for() -> None:
+    """The fake is only as good as its likeness: every function, constant and error code it
+    answers for must exist, with the same values, in the nvidia-ml-py that is installed.  This
+    is what holds the lower bound in pyproject.toml to a release capctl can actually call."""
+    import pynvml
+
+    functions = sorted(n for n in vars(FakeNvml) if n.startswith("nvml"))
+    assert "nvmlDeviceGetMigDeviceHandleByIndex" in functions  # the list is not empty
+    missing = [n for n in functions if not callable(getattr(pynvml, n, None))]
+    assert not missing, f"pynvml lacks {missing}"
+    assert issubclass(pynvml.NVMLError, Exception)
+    assert (pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_ENABLE) == (
+        FakeNvml.NVML_DEVICE_MIG_DISABLE, FakeNvml.NVML_DEVICE_MIG_ENABLE)
+    codes = {name: getattr(pynvml, name, None) for name in CODES}
+    assert codes == CODES
+    # Every error capctl explains is one the fake (and so pynvml) defines.
+    assert set(nvml._HINTS) <= set(CODES)

@@ -1,0 +1,17 @@
+"""Where the capctl under test is imported from, for tests that start their own interpreter.
+
+Tests that count a process's imports start Python with ``-I -S`` (``site`` off: this
+checkout's editable install makes ``site`` import re and pathlib, which would hide them), so
+capctl is found only where they put it on ``sys.path``.  That is this checkout for
+``./test.sh``, and the installed wheel's ``site-packages`` when ``scripts/matrix.sh dist``
+runs the tests against a built wheel: whichever the running tests imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import capctl
+
+#: The directory holding the ``capctl`` package these tests imported.
+CAPCTL_PATH = str(Path(capctl.__file__).resolve().parent.parent)

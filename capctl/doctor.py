@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from capctl import install
+from capctl import install, trustedpath
 from capctl.devfs import sync
 from capctl.devfs.nodes import Action
 from capctl.driver import capnames, procfs
@@ -366,15 +366,39 @@ def check_launcher(where: str, program: str, config: str) -> list[Finding] | Non
     except CapctlError as err:
         return [*out, Finding(Level.FAIL, str(err), f"fix {config}")]
     baked = values["runtime"]
-    if baked != configured:
+    unsafe = runtime_path_finding(where, baked)
+    if unsafe is not None:
+        return [*out, unsafe]
+    try:
+        want = trustedpath.resolve(configured)
+    except trustedpath.UnsafePath:
+        want = configured
+    if baked != want:
         out.append(Finding(
             Level.FAIL,
             f"{where}: {program} runs {baked}, but [runtime] runtime of {config} is {configured}",
             "capctl install (the launcher bakes the runtime in when it is written)",
         ))
     else:
-        out.append(Finding(Level.OK, f"{where}: {program} runs {baked}, as {config} says"))
+        out.append(Finding(Level.OK, f"{where}: {program} runs {baked}, as {config} says, "
+                           "and only root can change it"))
     return out
+
+
+def runtime_path_finding(where: str, runtime: str) -> Finding | None:
+    """A FAIL when someone other than root could change what ``runtime`` runs (the rule
+    ``capctl install`` and ``capctl-runtime`` apply: :mod:`capctl.trustedpath`)."""
+    try:
+        trustedpath.resolve(runtime)
+    except trustedpath.UnsafePath as err:
+        return Finding(
+            Level.FAIL,
+            f"{where}: the real runtime {runtime} is not safe to run as root: {err}; "
+            "capctl-runtime refuses it",
+            "keep the runtime in root-owned directories that group and others cannot write "
+            "(for example /usr/sbin/runc), set [runtime] runtime to it, then capctl install",
+        )
+    return None
 
 
 def _runtime_config(args: object) -> str:
@@ -391,9 +415,20 @@ def _runtime_config(args: object) -> str:
 
 
 def check_runtime_program(where: str, program: str, config: str) -> list[Finding]:
-    """A runtime entry's program: capctl's launcher, else a script whose ``#!`` runs Python."""
+    """A runtime entry's program: capctl's launcher, else a script whose ``#!`` runs Python
+    and reads the real runtime from ``config`` at every call."""
+    from capctl.policy import settings
+
     found = check_launcher(where, program, config)
-    return found if found is not None else [check_definition(where, program, program, [])]
+    if found is not None:
+        return found
+    out = [check_definition(where, program, program, [])]
+    try:
+        runtime = settings.runtime_from_table(config, settings.read_table(config) or {}).runtime
+    except CapctlError as err:
+        return [*out, Finding(Level.FAIL, str(err), f"fix {config}")]
+    unsafe = runtime_path_finding(where, runtime)
+    return [*out, unsafe] if unsafe is not None else out
 
 
 def check_snippets(containerd_dir: str, crio_dir: str) -> list[Finding]:

@@ -29,14 +29,14 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from capctl import trustedpath
 from capctl.errors import CapctlError
-from capctl.host import DEFAULT_CONFIG, is_root_owned_safe
+from capctl.host import DEFAULT_CONFIG
 from capctl.main import HOOK_INTERPRETER_ARGS
 from capctl.runtime_main import OWN_OPTION
 
@@ -114,10 +114,10 @@ def import_paths() -> tuple[str, ...]:
 
 
 def configured_runtime(config: str) -> str:
-    """``[runtime] runtime`` of ``config``, checked for baking into the launcher.
+    """``[runtime] runtime`` of ``config``, resolved and checked for baking into the launcher.
 
-    An absolute path to an existing regular, executable file that is root-owned and writable
-    by nobody else: every container's calls run it as root.
+    Every container's calls run it as root: only root may be able to change what it runs
+    (:func:`capctl.trustedpath.resolve`), and the launcher gets the resolved path.
     """
     from capctl.policy import settings
 
@@ -127,19 +127,13 @@ def configured_runtime(config: str) -> str:
     except CapctlError as err:
         raise InstallError(f"cannot read the real runtime from {config}: {err}") from err
     try:
-        st = os.stat(runtime)
-    except OSError as err:
+        return trustedpath.resolve(runtime)
+    except trustedpath.UnsafePath as err:
         raise InstallError(
-            f"{config}: [runtime] runtime = {runtime!r}: {err.strerror or err}"
+            f"{config}: [runtime] runtime = {runtime!r}: {err}; refusing to run it as root "
+            "for every container (keep it in root-owned directories no group or others may "
+            "write)"
         ) from err
-    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
-        raise InstallError(f"{config}: [runtime] runtime = {runtime!r}: not an executable file")
-    if not is_root_owned_safe(st):
-        raise InstallError(
-            f"{config}: [runtime] runtime = {runtime!r}: not owned by root or writable by "
-            "group/others; refusing to run it for every container"
-        )
-    return runtime
 
 
 def python_entry(paths: Sequence[str], runtime: str) -> str:

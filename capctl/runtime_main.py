@@ -7,7 +7,9 @@ On ``create`` and ``run`` it writes the container's devices into the bundle's ``
 Every other subcommand (``start``, ``state``, ``kill``, ``delete``, ``features``...) execs the
 real runtime at once.  ``capctl install``'s launcher does that without starting Python at all
 (:func:`capctl.install.launcher_text`) and calls :func:`main` only for ``create`` and ``run``,
-with the runtime it baked in.  Otherwise this module imports only ``os`` and ``sys``, and the
+with the runtime it baked in.  Otherwise this module imports only ``os``, ``sys`` and
+:mod:`capctl.trustedpath` (which checks, before every ``exec``, that only root can change what
+the runtime's path runs), and the
 real runtime's path comes from a cache beside the config that is used only while the config has exactly the bytes
 it was read from (the same scheme as the hook's settings cache, ``capctl/policy/settings.py``),
 so no TOML is parsed and nothing else of capctl is imported.
@@ -163,6 +165,14 @@ def main(runtime: str | None = None) -> None:
     data = read_config(path)
     if runtime is None:
         runtime = real_runtime(path, data)
+    from capctl.trustedpath import UnsafePath, resolve
+
+    try:
+        target = resolve(runtime)
+    except UnsafePath as err:
+        raise SystemExit(
+            f"capctl-runtime: error: [runtime] runtime {runtime}: {err}; refusing to run it"
+        ) from err
     i = subcommand(args)
     if i is not None and args[i] in ("create", "run"):
         from capctl.deliver.runtime import main as add_devices
@@ -171,6 +181,6 @@ def main(runtime: str | None = None) -> None:
         if code:
             sys.exit(code)
     try:
-        os.execv(runtime, [runtime, *args])
+        os.execv(target, [runtime, *args])
     except OSError as err:
         raise SystemExit(f"capctl-runtime: error: {runtime}: cannot run: {err.strerror}") from err

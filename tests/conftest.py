@@ -33,6 +33,40 @@ def sim_host(sim_root: Path, tmp_path: Path) -> Host:
     return Host(root=sim_root, config=tmp_path / "capctl.toml", topology=sim_root / "topology.json")
 
 
+def _trusted_base() -> str:
+    """Where a directory only this user (root: only root) can change is made: /run for root,
+    the home's cache for others (tmp_path is under /tmp, which everyone may write)."""
+    return "/run" if IS_ROOT else os.path.join(os.path.expanduser("~"), ".cache")
+
+
+@pytest.fixture
+def trusted_dir() -> Iterator[Path]:
+    """A directory whose whole path passes :func:`capctl.trustedpath.resolve`: for the fake
+    real runtimes that capctl-runtime and capctl install accept."""
+    import tempfile
+
+    from capctl import trustedpath
+
+    base = _trusted_base()
+    os.makedirs(base, exist_ok=True)
+    path = tempfile.mkdtemp(prefix="capctl-test.", dir=base)
+    os.chmod(path, 0o755)
+    probe = os.path.join(path, "probe")
+    with open(probe, "w") as f:
+        f.write("#!/bin/sh\n")
+    os.chmod(probe, 0o755)
+    try:
+        trustedpath.resolve(probe)
+    except trustedpath.UnsafePath as err:
+        shutil.rmtree(path)
+        pytest.fail(f"no trusted directory for fake runtimes under {base}: {err}")
+    os.unlink(probe)
+    try:
+        yield Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _nspawn_missing() -> list[str]:
     from tests.support.nspawn import missing_tools
 

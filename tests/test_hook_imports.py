@@ -214,7 +214,7 @@ def test_hook_imports_on_cgroup_v2(sim_root: Path, tmp_path: Path, stage: str) -
 # --- the runtime wrapper's create: the same contract, through capctl install's launcher ------------
 
 
-def wrapper_create(sim_root: Path, tmp_path: Path, config: Path) -> set[str]:
+def wrapper_create(sim_root: Path, tmp_path: Path, config: Path, trusted: Path) -> set[str]:
     """Modules one ``create`` through the launcher adds to the interpreter's start.
 
     The launcher is :func:`capctl.install.launcher_text`'s, for an interpreter that is this
@@ -229,7 +229,7 @@ def wrapper_create(sim_root: Path, tmp_path: Path, config: Path) -> set[str]:
     doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
            "process": {"env": [f"NVIDIA_VISIBLE_DEVICES={mig}"]}}
     (bundle / "config.json").write_text(json.dumps(doc))
-    python, runtime = tmp_path / "python", tmp_path / "runtime"
+    python, runtime = tmp_path / "python", trusted / "runtime"
     python.write_text(f'#!/bin/sh\nexec {sys.executable} -X importtime "$@"\n')
     runtime.write_text(f"#!/bin/sh\ngrep -q '\"major\": 238' {bundle}/config.json\n")
     python.chmod(0o755)
@@ -252,7 +252,8 @@ def wrapper_create(sim_root: Path, tmp_path: Path, config: Path) -> set[str]:
 
 
 @needs_root
-def test_wrapper_create_imports_only_what_it_uses(sim_root: Path, tmp_path: Path) -> None:
+def test_wrapper_create_imports_only_what_it_uses(sim_root: Path, tmp_path: Path,
+                                                  trusted_dir: Path) -> None:
     """create parses the config once (tomllib), then reads the settings cache: no json, re,
     typing or TOML on the path every container takes."""
     config = tmp_path / "capctl.toml"
@@ -261,11 +262,11 @@ def test_wrapper_create_imports_only_what_it_uses(sim_root: Path, tmp_path: Path
         f'[host]\ndriver_root = "{sim_root}"\ntopology = "{sim_root}/topology.json"\n'
     )
     config.chmod(0o644)
-    first = wrapper_create(sim_root, tmp_path, config)
+    first = wrapper_create(sim_root, tmp_path, config, trusted_dir)
     assert "tomllib" in first
     extra = set(not_allowed(first))
     assert all(m.startswith("tomllib") or m in TOMLLIB_DEPS for m in extra), extra
-    second = wrapper_create(sim_root, tmp_path, config)
+    second = wrapper_create(sim_root, tmp_path, config, trusted_dir)
     assert {"capctl.deliver.runtime", "capctl.request.resolve", "capctl._lite.jsondump"} <= second
     assert not_allowed(second) == []
     assert not {"capctl.cli", "capctl.cgroup", "capctl.request.nvml", "json"} & second

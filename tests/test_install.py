@@ -140,9 +140,10 @@ def installed_launcher(tmp: Path) -> Path:
     return tmp / "libexec/capctl-runtime"
 
 
-def fake_runtime(tmp: Path) -> Path:
-    """A config naming a runtime that prints its arguments, as the real one would get them."""
-    runtime = tmp / "fake-runc"
+def fake_runtime(tmp: Path, trusted: Path) -> Path:
+    """A config naming a runtime that prints its arguments, as the real one would get them
+    (in ``trusted``: capctl-runtime runs no runtime others could swap)."""
+    runtime = trusted / "fake-runc"
     runtime.write_text('#!/bin/sh\necho "fake-runc $*"\n')
     runtime.chmod(0o755)
     config = tmp / "capctl.toml"
@@ -173,8 +174,8 @@ def launcher_for(tmp: Path, config: Path) -> Path:
     return tmp / "libexec/capctl-runtime"
 
 
-def test_launcher_runs_python_isolated_for_create(tmp_path: Path) -> None:
-    config = fake_runtime(tmp_path)
+def test_launcher_runs_python_isolated_for_create(tmp_path: Path, trusted_dir: Path) -> None:
+    config = fake_runtime(tmp_path, trusted_dir)
     launcher = launcher_for(tmp_path, config)
     bundle = tmp_path / "bundle"
     bundle.mkdir()
@@ -190,8 +191,8 @@ def test_launcher_runs_python_isolated_for_create(tmp_path: Path) -> None:
     assert res.stdout == f"fake-runc --root /r create --bundle {bundle} c1\n"
 
 
-def test_launchers_python_imports_nothing_heavy_and_finds_the_dependencies(tmp_path: Path) -> None:
-    config = fake_runtime(tmp_path)
+def test_launchers_python_imports_nothing_heavy_and_finds_the_dependencies(tmp_path: Path, trusted_dir: Path) -> None:
+    config = fake_runtime(tmp_path, trusted_dir)
     values = install.launcher_values(launcher_for(tmp_path, config).read_text())
     assert values is not None
     # A call that is not create/run, when it reaches Python (an argument the shell cannot

@@ -170,12 +170,12 @@ def install_launcher(tmp: Path, config: Path) -> tuple[int, str]:
     return res.exit_code, res.output
 
 
-def test_only_create_and_run_start_python(tmp_path: Path) -> None:
-    config = config_naming(tmp_path, fake_runc(tmp_path))
+def test_only_create_and_run_start_python(tmp_path: Path, trusted_dir: Path) -> None:
+    config = config_naming(tmp_path, fake_runc(trusted_dir))
     assert install_launcher(tmp_path, config)[0] == 0
     launcher = tmp_path / "libexec/capctl-runtime"
     values = install.launcher_values(launcher.read_text())
-    assert values is not None and values["runtime"] == str(tmp_path / "sbin/fake-runc")
+    assert values is not None and values["runtime"] == str(trusted_dir / "sbin/fake-runc")
     # The interpreter it names is gone: every call but create/run still works.
     broken = launcher.read_text().replace(f"python={values['python']}\n",
                                           "python=/nonexistent/python3\n")
@@ -190,10 +190,22 @@ def test_only_create_and_run_start_python(tmp_path: Path) -> None:
         assert failed.returncode == 127 and "/nonexistent/python3" in failed.stderr
 
 
-@pytest.mark.parametrize("problem", ["missing", "not-root", "group-writable", "directory"])
-def test_install_refuses_a_runtime_it_cannot_bake_in(tmp_path: Path, problem: str) -> None:
-    runtime = fake_runc(tmp_path)
-    if problem == "missing":
+@pytest.mark.parametrize("problem", ["missing", "not-root", "group-writable", "directory",
+                                     "link-to-a-users-directory", "in-tmp"])
+def test_install_refuses_a_runtime_it_cannot_bake_in(tmp_path: Path, problem: str,
+                                                     trusted_dir: Path) -> None:
+    runtime = fake_runc(trusted_dir)
+    if problem == "link-to-a-users-directory":
+        # The review's reproduction: a root-owned link to a root-owned copy of runc in a
+        # directory owned by nobody, who could then swap the file and run as root.
+        users = trusted_dir / "nobody"
+        users.mkdir()
+        os.rename(runtime, users / "runc")
+        os.chown(users, 65534, 65534)
+        runtime.symlink_to(users / "runc")
+    elif problem == "in-tmp":
+        runtime = fake_runc(tmp_path)
+    elif problem == "missing":
         runtime.unlink()
     elif problem == "not-root":
         os.chown(runtime, 1000, 1000)
@@ -205,19 +217,51 @@ def test_install_refuses_a_runtime_it_cannot_bake_in(tmp_path: Path, problem: st
     code, out = install_launcher(tmp_path, config_naming(tmp_path, runtime))
     assert code == 1 and "[runtime] runtime" in out, out
     assert not (tmp_path / "libexec").exists() and not (tmp_path / "daemon.json").exists()
+    if problem == "link-to-a-users-directory":
+        assert f"{trusted_dir}/nobody is owned by uid 65534, not root" in out
 
 
-def test_reinstall_replaces_an_earlier_python_launcher(tmp_path: Path) -> None:
+def test_install_bakes_in_the_resolved_runtime(tmp_path: Path, trusted_dir: Path) -> None:
+    runtime = fake_runc(trusted_dir)
+    (trusted_dir / "bin").mkdir()
+    (trusted_dir / "bin/runc").symlink_to(runtime)
+    assert install_launcher(tmp_path, config_naming(tmp_path, trusted_dir / "bin/runc"))[0] == 0
+    values = install.launcher_values((tmp_path / "libexec/capctl-runtime").read_text())
+    assert values is not None and values["runtime"] == str(runtime)
+
+
+def test_doctor_flags_a_runtime_others_could_swap(tmp_path: Path, trusted_dir: Path) -> None:
+    """Baked into a launcher or read by pip's console script at every call: either way doctor
+    says that capctl-runtime refuses it, with the fix."""
+    config = config_naming(tmp_path, fake_runc(trusted_dir))
+    assert install_launcher(tmp_path, config)[0] == 0
+    (trusted_dir / "sbin").chmod(0o777)  # after install: anyone may now swap the runtime
+    daemon = tmp_path / "daemon.json"
+    doc = json.loads(daemon.read_text())
+    doc["runtimes"]["capctl"]["runtimeArgs"] = ["--capctl-config", str(config)]
+    daemon.write_text(json.dumps(doc))
+    fails = [f for f in doctor.check_docker_runtime(str(daemon)) if f.level is doctor.Level.FAIL]
+    assert len(fails) == 1 and "is not safe to run as root" in fails[0].what, fails
+    assert f"{trusted_dir}/sbin is writable by group and others" in fails[0].what
+    assert "root-owned directories" in fails[0].fix
+    # pip's console script instead of the launcher: it reads the config at every call.
+    doc["runtimes"]["capctl"]["path"] = str(Path(sys.executable).parent / "capctl-runtime")
+    daemon.write_text(json.dumps(doc))
+    fails = [f for f in doctor.check_docker_runtime(str(daemon)) if f.level is doctor.Level.FAIL]
+    assert len(fails) == 1 and "is not safe to run as root" in fails[0].what, fails
+
+
+def test_reinstall_replaces_an_earlier_python_launcher(tmp_path: Path, trusted_dir: Path) -> None:
     (tmp_path / "libexec").mkdir()
     old = f"#!{sys.executable} -IS\n{install.LAUNCHER_MARK}\nimport sys\n"
     (tmp_path / "libexec/capctl-runtime").write_text(old)
-    code, out = install_launcher(tmp_path, config_naming(tmp_path, fake_runc(tmp_path)))
+    code, out = install_launcher(tmp_path, config_naming(tmp_path, fake_runc(trusted_dir)))
     assert code == 0 and "replaced own file" in out, out
     assert (tmp_path / "libexec/capctl-runtime").read_text().startswith("#!/bin/sh\n")
 
 
-def test_doctor_flags_a_launcher_whose_runtime_is_not_the_configs(tmp_path: Path) -> None:
-    runtime = fake_runc(tmp_path)
+def test_doctor_flags_a_launcher_whose_runtime_is_not_the_configs(tmp_path: Path, trusted_dir: Path) -> None:
+    runtime = fake_runc(trusted_dir)
     config = config_naming(tmp_path, runtime)
     assert install_launcher(tmp_path, config)[0] == 0
     # Docker's entry names the config (runtimeArgs), the one doctor compares with.
@@ -235,8 +279,8 @@ def test_doctor_flags_a_launcher_whose_runtime_is_not_the_configs(tmp_path: Path
     assert fails[0].fix.startswith("capctl install")
 
 
-def test_doctor_checks_the_containerd_and_crio_entries(tmp_path: Path) -> None:
-    config = config_naming(tmp_path, fake_runc(tmp_path))
+def test_doctor_checks_the_containerd_and_crio_entries(tmp_path: Path, trusted_dir: Path) -> None:
+    config = config_naming(tmp_path, fake_runc(trusted_dir))
     res = CliRunner().invoke(
         cli, ["--config", str(config), "install", "--no-hooks", "--containerd-dir",
               str(tmp_path / "ctd"), "--crio-dir", str(tmp_path / "crio"), "--launcher-dir",

@@ -105,8 +105,9 @@ def _run_wrapper(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_other_subcommands_exec_without_importing_capctl(tmp_path: Path) -> None:
-    real = tmp_path / "real-runc"
+def test_other_subcommands_exec_without_importing_capctl(tmp_path: Path, trusted_dir: Path
+                                                         ) -> None:
+    real = trusted_dir / "real-runc"
     real.write_text('#!/bin/sh\necho "real $*"\n')
     real.chmod(0o755)
     config = tmp_path / "capctl.toml"
@@ -119,11 +120,30 @@ def test_other_subcommands_exec_without_importing_capctl(tmp_path: Path) -> None
     second = _run_wrapper(config, "kill", "ctr1", "KILL")
     assert second.stdout == "real kill ctr1 KILL\n"
     imported = {line.split("|")[-1].strip() for line in second.stderr.splitlines()}
-    assert {m for m in imported if m.startswith("capctl")} == {"capctl", "capctl.runtime_main"}
+    assert {m for m in imported if m.startswith("capctl")} == {
+        "capctl", "capctl.runtime_main", "capctl.trustedpath"}
     assert "tomllib" not in imported
     # A changed config is read again, never the stale cache.
     config.write_text('[runtime]\nruntime = "/bin/echo"\n')
     assert _run_wrapper(config, "state", "x").stdout == "state x\n"
+
+
+def test_a_runtime_others_could_swap_is_never_run(tmp_path: Path) -> None:
+    """The real runtime is checked before every exec (capctl/trustedpath.py): one in /tmp,
+    which anyone may write, is refused with the reason, and never runs."""
+    real = tmp_path / "real-runc"
+    mark = tmp_path / "ran"
+    real.write_text(f'#!/bin/sh\ntouch {mark}\n')
+    real.chmod(0o755)
+    config = tmp_path / "capctl.toml"
+    config.write_text(f'[runtime]\nruntime = "{real}"\n')
+    os.chmod(config, 0o644)
+    for args in (["state", "x"], ["create", "--bundle", str(tmp_path), "x"]):
+        res = _run_wrapper(config, *args)
+        assert res.returncode != 0, res
+        assert f"[runtime] runtime {real}: /tmp is writable by group and others (mode 1777); " \
+            "refusing to run it" in res.stderr
+    assert not mark.exists()
 
 
 def test_bad_runtime_config_is_refused(tmp_path: Path) -> None:

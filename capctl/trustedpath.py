@@ -1,0 +1,84 @@
+"""Whether a program may be run as root for others: the one rule for the real OCI runtime.
+
+``capctl-runtime`` runs ``[runtime] runtime`` as root on every call of every container.  If
+anyone but root could change what that path runs, they would run as root.  So, like sudo's
+and OpenSSH's path checks, the path must be absolute, and every directory met while resolving
+it, each symlink's target chain included, must be root-owned and not writable by group or
+others; the file itself a root-owned executable regular file, writable by nobody else.  Then
+only root can swap any component, and the resolved path can be run without a race.  (Run by
+another user, for itself, components that user owns pass too.)
+
+``capctl install`` (before baking the resolved path into the launcher), ``capctl-runtime``
+(before every ``exec``, baked or not) and ``capctl doctor`` all call :func:`resolve`.  It
+imports nothing beyond ``os`` and ``stat`` (the wrapper's start-up: docs/hook-startup.md) and
+costs one ``lstat`` per component.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+#: As the kernel's MAXSYMLINKS: more links than this in one resolution is a loop.
+MAX_LINKS = 40
+
+
+class UnsafePath(Exception):
+    """The path may not be run as root for others; the message says why."""
+
+
+def _lstat(path: str) -> os.stat_result:
+    try:
+        return os.lstat(path)
+    except OSError as err:
+        raise UnsafePath(f"{path}: {err.strerror or err}") from err
+
+
+def _check(path: str, st: os.stat_result) -> None:
+    if st.st_uid not in (0, os.geteuid()):  # run by a user for itself: theirs is fine too
+        raise UnsafePath(f"{path} is owned by uid {st.st_uid}, not root")
+    if st.st_mode & 0o022:
+        who = " and ".join(w for w, bit in (("group", 0o020), ("others", 0o002)) if st.st_mode & bit)
+        raise UnsafePath(f"{path} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})")
+
+
+def resolve(path: str) -> str:
+    """The resolved absolute path of the executable ``path``, if root alone controls it.
+
+    Raises :class:`UnsafePath` naming the first component at fault."""
+    if not path.startswith("/"):
+        raise UnsafePath(f"{path!r} is not an absolute path")
+    todo = [p for p in path.split("/") if p]
+    current = "/"
+    st = _lstat(current)
+    _check(current, st)
+    links = 0
+    while todo:
+        name = todo.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            current = os.path.dirname(current)
+            continue
+        nxt = os.path.join(current, name)
+        st = _lstat(nxt)
+        if stat.S_ISLNK(st.st_mode):
+            # The link lives in ``current``, checked already: only root can swap it.
+            links += 1
+            if links > MAX_LINKS:
+                raise UnsafePath(f"{path}: too many levels of symbolic links")
+            try:
+                target = os.readlink(nxt)
+            except OSError as err:
+                raise UnsafePath(f"{nxt}: {err.strerror or err}") from err
+            if target.startswith("/"):
+                current = "/"
+            todo[:0] = [p for p in target.split("/") if p]
+            continue
+        _check(nxt, st)
+        if todo and not stat.S_ISDIR(st.st_mode):
+            raise UnsafePath(f"{nxt} is not a directory")
+        current = nxt
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+        raise UnsafePath(f"{current} is not an executable file")
+    return current

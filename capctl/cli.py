@@ -91,11 +91,47 @@ def _option_value(ctx: click.Context, name: str, value: Any, default: Any) -> An
 @click.pass_context
 def cli(ctx: click.Context, root: Path, topology: Path | None, config: Path) -> None:
     """Control access to NVIDIA MIG capability device nodes."""
-    ctx.obj = Host(
+    host = Host(
         root=_option_value(ctx, "root", root, Path("/")),
         topology=_option_value(ctx, "topology", topology, None),
         config=_option_value(ctx, "config", config, DEFAULT_CONFIG),
+        root_from=_origin(ctx, "root", "--root", "CAPCTL_ROOT"),
+        topology_from=_origin(ctx, "topology", "--topology", "CAPCTL_TOPOLOGY"),
     )
+    if "default" in (host.root_from, host.topology_from):
+        host = _with_config_host(host, tolerant=ctx.invoked_subcommand == "doctor")
+    ctx.obj = host
+
+
+def _origin(ctx: click.Context, name: str, option: str, env: str) -> str:
+    """Where an option's value came from: the option, its variable, or "default"."""
+    source = ctx.get_parameter_source(name)
+    if source is ParameterSource.COMMANDLINE:
+        return option
+    if source is ParameterSource.ENVIRONMENT and ctx.invoked_subcommand not in _ENV_BLIND:
+        return env
+    return "default"
+
+
+def _with_config_host(host: Host, *, tolerant: bool) -> Host:
+    """``host`` with the config's ``[host]`` for what no option or variable gave: the one
+    precedence of every entry point (:func:`capctl.host.with_host_table`).  ``tolerant``: a
+    config that cannot be read leaves the defaults (``doctor`` reports the config itself)."""
+    from capctl.host import with_host_table
+    from capctl.policy import settings
+
+    try:
+        table = settings.read_table(host.config)
+        if table is None:
+            return host
+        hs = settings.host_from_table(host.config, table)
+    except CapctlError:
+        if tolerant:
+            return host
+        raise
+    given = table.get("host", {})
+    return with_host_table(host, hs.driver_root if "driver_root" in given else None,
+                           hs.topology if "topology" in given else None)
 
 
 def _print_json(data: Any) -> None:
@@ -293,10 +329,12 @@ def install_cmd(
 
     host: Host = ctx.obj
     options: list[str] = []
-    if host.root != "/":
+    # Only what the command line gave is baked into the hook's arguments: [host] stays the
+    # one place for the rest, read by the hook at every start (a change needs no reinstall).
+    if host.root_from in ("--root", "CAPCTL_ROOT"):
         options += ["--root", os.path.abspath(host.root)]
-    if host.topology is not None:
-        options += ["--topology", os.path.abspath(host.topology)]
+    if host.topology_from in ("--topology", "CAPCTL_TOPOLOGY"):
+        options += ["--topology", os.path.abspath(str(host.topology))]
     if host.config != DEFAULT_CONFIG:
         options += ["--config", os.path.abspath(host.config)]
     inst = install.Installation(
@@ -320,6 +358,8 @@ def install_cmd(
         crio_dir=crio_dir or found["crio_dir"],
     )
     verb = "would write" if dry_run else "wrote"
+    if dry_run:
+        click.echo(f"host: {host.describe()}")
     for w in writes:
         if not dry_run:
             install.write_atomic(w)

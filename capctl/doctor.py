@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -41,18 +42,36 @@ class Finding:
         return {"level": self.level.value, "what": self.what, "fix": self.fix or None}
 
 
+def check_host(host: Host) -> list[Finding]:
+    """Where the driver root and the topology came from (options, CAPCTL_*, [host],
+    defaults: the one precedence of every entry point)."""
+    return [Finding(Level.OK, host.describe())]
+
+
+def _no_driver_fix(host: Host) -> str:
+    """The fix for a root without the driver: load it, unless the root is not ``/``, where
+    the admin's setting is the likelier fault."""
+    if host.root == "/":
+        return "load the nvidia kernel module (modprobe nvidia)"
+    return (f"check the driver root {host.root} (from {host.root_from}): a containerized "
+            "driver's root is usually /run/nvidia/driver, and its driver container must be "
+            "running")
+
+
 def check_driver(host: Host) -> list[Finding]:
     out: list[Finding] = []
+    under = "" if host.root == "/" else f" under the driver root {host.root} ({host.root_from})"
     try:
         majors = procfs.load_majors(host)
     except CapctlError as err:
-        return [Finding(Level.FAIL, str(err), "load the nvidia kernel module (modprobe nvidia)")]
+        return [Finding(Level.FAIL, f"{err}{under}", _no_driver_fix(host))]
     if majors.frontend is None:
         out.append(
             Finding(
                 Level.FAIL,
-                "nvidia driver not loaded (no nvidia or nvidia-frontend major in /proc/devices)",
-                "modprobe nvidia",
+                "nvidia driver not loaded (no nvidia or nvidia-frontend major in "
+                f"{host.display('proc/devices')}){under}",
+                _no_driver_fix(host),
             )
         )
     else:
@@ -262,7 +281,6 @@ def imports_capctl(path: str, argv0: str, env: Sequence[str]) -> str | None:
     None when it imports; else why not.  ``argv[0]`` matters: a venv interpreter started as
     ``python3`` finds itself on ``PATH`` and loses its site-packages.
     """
-    import subprocess
 
     environ = dict(e.split("=", 1) for e in env if "=" in e)
     try:
@@ -329,7 +347,6 @@ def check_hook_file(path: str) -> Finding | None:
 def runs_entry(python: str, setup: str) -> str | None:
     """None if ``python -IS`` with the launcher's ``sys.path`` set-up imports what ``create``
     needs; else why not."""
-    import subprocess
 
     try:
         res = subprocess.run([python, "-IS", "-c", f"{setup}; import capctl.deliver.runtime"],
@@ -478,6 +495,101 @@ def check_docker_runtime(config: str = DOCKER_CONFIG) -> list[Finding]:
                                  _runtime_config(entry.get("runtimeArgs")))
 
 
+#: Where systemd starts dockerd without an Environment=PATH (systemd's default PATH).
+SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def containerd_major(containerd: str | None = None) -> int | None:
+    """containerd's major version from ``containerd --version``, None if unknown."""
+    exe = containerd or shutil.which("containerd")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for word in out.split():
+        head = word.lstrip("v").split(".", 1)[0]
+        if "." in word and head.isdigit():
+            return int(head)
+    return None
+
+
+def check_containerd_imports(containerd_dir: str = CONTAINERD_DIR,
+                             major: int | None = None) -> list[Finding]:
+    """Whether containerd reads capctl's drop-in: its ``config.toml`` must import it.
+
+    containerd reads a drop-in only through ``imports`` in ``config.toml``.  containerd 2's
+    built-in default imports ``/etc/containerd/conf.d/*.toml``; containerd 1.x has no such
+    default, and a ``config.toml`` of either without the line replaces the default."""
+    import fnmatch
+    import tomllib
+
+    snippet = os.path.join(containerd_dir, install.SNIPPET)
+    if not os.path.exists(snippet):
+        return []
+    main = os.path.join(os.path.dirname(containerd_dir.rstrip("/")), "config.toml")
+    fix = (f'add imports = ["{containerd_dir.rstrip("/")}/*.toml"] at the top of {main} '
+           "(create it with 'containerd config default' if missing), then restart containerd")
+    try:
+        doc: Any = tomllib.loads(Path(main).read_text())
+    except FileNotFoundError:
+        if major is None:
+            major = containerd_major()
+        if major is not None and major >= 2:
+            return [Finding(Level.OK, f"{snippet}: read through containerd {major}'s default "
+                            "imports (no config.toml)")]
+        return [Finding(Level.FAIL, f"{snippet} is never read: no {main}, and containerd "
+                        f"{major if major is not None else '1.x'} has no default imports", fix)]
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        return [Finding(Level.WARN, f"{main}: unreadable ({err})")]
+    imports = doc.get("imports", []) if isinstance(doc, dict) else []
+    if isinstance(imports, list) and any(
+            isinstance(i, str) and fnmatch.fnmatchcase(snippet, i) for i in imports):
+        return [Finding(Level.OK, f"{snippet} is imported by {main}")]
+    return [Finding(Level.FAIL, f"{snippet} is never read: {main} does not import it "
+                    f"(imports = {imports!r})", fix)]
+
+
+def dockerd_path() -> tuple[str, str]:
+    """(PATH, where it came from) of the running dockerd, else systemd's default."""
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "dockerd":
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        for item in env:
+            if item.startswith(b"PATH="):
+                return item[5:].decode(errors="replace"), f"on the PATH of dockerd (pid {pid})"
+        return SYSTEMD_PATH, f"on systemd's default PATH (dockerd, pid {pid}, has none)"
+    return SYSTEMD_PATH, "on systemd's default PATH (dockerd is not running)"
+
+
+def check_docker_gpus(path: str | None = None, where: str = "on the PATH") -> list[Finding]:
+    """Docker's ``--gpus``: dockerd runs the first ``nvidia-container-runtime-hook`` on its
+    PATH; capctl's is a link to ``capctl-docker-hook`` (``capctl install --docker-hook-link``)."""
+    if path is None:
+        if shutil.which("dockerd") is None:
+            return []
+        path, where = dockerd_path()
+    first = shutil.which(install.NVIDIA_HOOK, path=path)
+    fix = ("capctl install --docker-hook-link /usr/local/bin (first on dockerd's PATH), then "
+           "restart dockerd")
+    if first is None:
+        return [Finding(Level.WARN, f"docker --gpus: no {install.NVIDIA_HOOK} {where}; "
+                        "--gpus fails", fix)]
+    real = os.path.realpath(first)
+    if os.path.basename(real) != "capctl-docker-hook":
+        return [Finding(Level.WARN, f"docker --gpus: {first}, the first {where}, is not "
+                        f"capctl's (it is {real}); --gpus bypasses capctl", fix)]
+    return [Finding(Level.OK, f"docker --gpus: {first} -> {real}, the first {where}")]
+
+
 def check_runtimes(
     hook_dirs: Iterable[str] = HOOK_DIRS, docker_config: str = DOCKER_CONFIG,
     containerd_dir: str = CONTAINERD_DIR, crio_dir: str = CRIO_DIR,
@@ -501,6 +613,9 @@ def check_runtimes(
         )
     out += check_docker_runtime(docker_config)
     out += check_snippets(containerd_dir, crio_dir)
+    out += check_containerd_imports(containerd_dir)
+    if docker_config == DOCKER_CONFIG:  # the host's own Docker, not a test's
+        out += check_docker_gpus()
     return out
 
 
@@ -557,6 +672,7 @@ def check_requests(host: Host) -> list[Finding]:
 def run(host: Host) -> list[tuple[str, list[Finding]]]:
     """All checks, grouped by topic."""
     checks: list[tuple[str, Callable[[], list[Finding]]]] = [
+        ("host", lambda: check_host(host)),
         ("driver", lambda: check_driver(host)),
         ("nodes", lambda: check_nodes(host)),
         ("cgroups", check_cgroups),

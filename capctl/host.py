@@ -36,16 +36,30 @@ class Host:
     root: str = "/"
     config: str = DEFAULT_CONFIG
     topology: str | None = None
+    #: Where ``root`` and ``topology`` came from, for ``doctor`` and messages: ``--root``,
+    #: ``CAPCTL_ROOT``, ``[host] in FILE`` or ``default`` (see :func:`with_host_table`).
+    root_from: str = "default"
+    topology_from: str = "default"
 
     def __init__(
         self,
         root: StrPath = "/",
         config: StrPath = DEFAULT_CONFIG,
         topology: StrPath | None = None,
+        root_from: str = "default",
+        topology_from: str = "default",
     ) -> None:
         set_field(self, "root", os.fspath(root))
         set_field(self, "config", os.fspath(config))
         set_field(self, "topology", None if topology is None else os.fspath(topology))
+        set_field(self, "root_from", root_from)
+        set_field(self, "topology_from", topology_from)
+
+    def describe(self) -> str:
+        """``driver root R (from), topology T (from)``: what a command assumed, and why."""
+        topology = self.topology if self.topology is not None else "NVML"
+        return (f"driver root {self.root} ({self.root_from}), topology {topology} "
+                f"({self.topology_from})")
 
     def path(self, relpath: str) -> str:
         """A root-relative path (``proc/devices``) as a real path under the root."""
@@ -54,6 +68,22 @@ class Host:
     def display(self, relpath: str) -> str:
         """How to name a root-relative path in messages: the real path."""
         return self.path(relpath)
+
+
+def with_host_table(host: Host, driver_root: str | None, topology: str | None) -> Host:
+    """``host`` with the config's ``[host]`` values (None: not set there) for whatever no
+    option or environment variable gave (``*_from == "default"``).
+
+    The one precedence of every entry point (docs/contract.md): options, then ``CAPCTL_*``
+    (never for the hook, the wrapper or the Docker hook), then ``[host]``, then defaults."""
+    where = f"[host] in {host.config}"
+    root, root_from = host.root, host.root_from
+    if root_from == "default" and driver_root is not None:
+        root, root_from = driver_root, where
+    topo, topo_from = host.topology, host.topology_from
+    if topo_from == "default" and topology is not None:
+        topo, topo_from = topology, where
+    return Host(root, host.config, topo, root_from, topo_from)
 
 
 def read_bounded(path: StrPath, limit: int = MAX_DRIVER_FILE) -> str:

@@ -58,6 +58,8 @@ def main() -> None:
             root=opts.get("--root", "/"),
             config=opts.get("--config", DEFAULT_CONFIG),
             topology=opts.get("--topology"),
+            root_from="--root" if "--root" in opts else "default",
+            topology_from="--topology" if "--topology" in opts else "default",
         )
         sys.exit(hook_main(host))
     from capctl.cli import main as cli_main

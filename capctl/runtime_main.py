@@ -157,30 +157,45 @@ def real_runtime(path: str, data: bytes | None) -> str:
     return runtime
 
 
+def _failed(global_args: list[str], err: SystemExit) -> SystemExit:
+    """``err`` (whose code is the message), written to runc's ``--log`` too: the runtime's
+    caller shows the user what it finds there (:func:`capctl.deliver.runtime.report_to_runtime_log`)."""
+    if isinstance(err.code, str):
+        from capctl.deliver.runtime import report_to_runtime_log
+
+        report_to_runtime_log(global_args, err.code)
+    return err
+
+
 def main(runtime: str | None = None) -> None:
     """Run as ``capctl-runtime``; ``runtime``: the real runtime ``capctl install``'s launcher
     baked in (the config's is used only without it)."""
     config, args = split_args(sys.argv[1:])
     path = config or DEFAULT_CONFIG
-    data = read_config(path)
-    if runtime is None:
-        runtime = real_runtime(path, data)
-    from capctl.trustedpath import UnsafePath, resolve
-
-    try:
-        target = resolve(runtime)
-    except UnsafePath as err:
-        raise SystemExit(
-            f"capctl-runtime: error: [runtime] runtime {runtime}: {err}; refusing to run it"
-        ) from err
     i = subcommand(args)
+    global_args = args[:i] if i is not None else args
+    try:
+        data = read_config(path)
+        if runtime is None:
+            runtime = real_runtime(path, data)
+        from capctl.trustedpath import UnsafePath, resolve
+
+        try:
+            target = resolve(runtime)
+        except UnsafePath as err:
+            raise SystemExit(
+                f"capctl-runtime: error: [runtime] runtime {runtime}: {err}; refusing to run it"
+            ) from err
+    except SystemExit as err:
+        raise _failed(global_args, err) from None
     if i is not None and args[i] in ("create", "run"):
         from capctl.deliver.runtime import main as add_devices
 
-        code = add_devices(path, data, args[i + 1 :])
+        code = add_devices(path, data, args[i + 1 :], global_args)
         if code:
             sys.exit(code)
     try:
         os.execv(target, [runtime, *args])
     except OSError as err:
-        raise SystemExit(f"capctl-runtime: error: {runtime}: cannot run: {err.strerror}") from err
+        raise _failed(global_args, SystemExit(
+            f"capctl-runtime: error: {runtime}: cannot run: {err.strerror}")) from err

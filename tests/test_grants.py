@@ -99,9 +99,12 @@ def test_policy_roundtrip_keeps_other_tables() -> None:
         ({"grants": {"config": {"groups": [{"name": "a b", "gid": 3}]}}}, "bad group name"),
         ({"grants": {"config": {"users": [{"name": "a", "uid": 1}, {"name": "b", "uid": 1}]}}},
          "listed twice"),
+        ({"grants": {"mig-config": {"users": [{"name": "a", "uid": 1}]}}},
+         r"\[grants.mig-config\]: mig-config is the command-line alias of config; name the "
+         r"table \[grants.config\]"),
     ],
     ids=["not-table", "bad-cap", "unknown-key", "not-array", "no-id", "negative", "bool",
-         "bad-name", "dup-id"],
+         "bad-name", "dup-id", "alias"],
 )
 def test_policy_schema_rejects(doc: dict[str, Any], msg: str) -> None:
     with pytest.raises(ParseError, match=msg) as info:
@@ -361,3 +364,17 @@ def test_concurrent_grants_lose_nothing(sim_host: Host) -> None:
     own = g.ownership()
     assert xattr(node(Path(sim_host.root), "config")) == own.acl
     assert not list(Path(sim_host.config).parent.glob(".*.tmp-*"))  # no temp files left behind
+
+
+@pytest.mark.parametrize("command", [["grants"], ["sync", "--dry-run"], ["revoke", "mig-config",
+                                                                         "--user", "root"]])
+def test_a_hand_written_alias_table_is_refused_everywhere(sim_host: Host, command: list[str]
+                                                           ) -> None:
+    """[grants."mig-config"] was listed by grants but never applied by sync, and revoke said
+    there were none: every command now refuses it, naming the table and the fix."""
+    Path(sim_host.config).write_text('[grants."mig-config"]\nusers = [{ name = "root", uid = 0 }]\n')
+    os.chmod(sim_host.config, 0o644)
+    res = run(sim_host, *command)
+    assert res.exit_code != 0
+    assert 'mig-config is the command-line alias of config; name the table [grants.config]' \
+        in res.output, res.output

@@ -38,11 +38,20 @@ def _oracle_constant(name: str) -> Any:
     raise OracleError(name)
 
 
+def _oracle_float(text: str) -> float:
+    import math
+
+    value = float(text)
+    if not math.isfinite(value):
+        raise OracleError(f"{text} overflows")
+    return value
+
+
 def oracle(text: str) -> tuple[str, Any]:
     """("ok", value) or ("refused", error) as json.loads sees ``text`` under the rules."""
     try:
         return "ok", json.loads(text, object_pairs_hook=_oracle_pairs,
-                                parse_constant=_oracle_constant)
+                                parse_constant=_oracle_constant, parse_float=_oracle_float)
     except (ValueError, OracleError, RecursionError) as err:
         return "refused", err
 
@@ -108,6 +117,10 @@ DOCUMENTS: list[tuple[str, str]] = [
     ("int at the digit limit", "9" * 4300),
     ("int over the digit limit", "9" * 4301),
     ("huge exponent", "1e400"),
+    ("huge negative exponent", "-1e400"),
+    ("huge in an object", '{"memory": 1.0e999}'),
+    ("largest double", "1.7976931348623157e308"),
+    ("tiny exponent", "1e-400"),
     ("tiny exponent", "1e-400"),
     ("long fraction", "0." + "3" * 400),
     ("leading zero", "01"),

@@ -239,3 +239,15 @@ def test_hook_entry_succeeds_with_exit_0(tmp_path: Path) -> None:
              "pid": os.getpid(), "bundle": str(bundle)}
     ok = _entry(["--config", str(tmp_path / "none.toml"), "hook"], json.dumps(state))
     assert (ok.returncode, ok.stdout, ok.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["--help"], 0), (["-h"], 0), (["-x"], 2), ([], 2),
+                                            (["a", "b"], 2)])
+def test_simulated_prints_its_usage_and_makes_nothing(tmp_path: Path, argv: list[str],
+                                                      code: int) -> None:
+    """``python -m capctl.simulated --help`` made a directory named --help."""
+    res = subprocess.run([sys.executable, "-m", "capctl.simulated", *argv], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert res.returncode == code
+    assert "usage: python -m capctl.simulated DIR" in (res.stdout if code == 0 else res.stderr)
+    assert list(tmp_path.iterdir()) == []

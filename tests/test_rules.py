@@ -20,7 +20,7 @@ from capctl.edits.rules import (
     parse_rule,
 )
 from capctl.errors import CgroupError, ParseError
-from capctl.request.oci import RUNC_DEFAULT_RULES, oci_device_rules
+from capctl.request.oci import DEFAULT_DEVICE_RULES, oci_device_rules
 from tests.support.fuzz import Op, mutants, outcome
 
 C, B = DeviceType.CHAR, DeviceType.BLOCK
@@ -182,7 +182,7 @@ def test_oci_device_rules_in_runc_order() -> None:
         }
     }
     # linux.devices nodes get no rule of their own: runc only creates them.
-    assert oci_device_rules(config) == [DENY_ALL, char(195, None, "rw"), *RUNC_DEFAULT_RULES]
+    assert oci_device_rules(config) == [DENY_ALL, char(195, None, "rw"), *DEFAULT_DEVICE_RULES]
 
 
 def test_a_spec_node_replaces_the_default_rule_of_its_path() -> None:
@@ -195,7 +195,7 @@ def test_a_spec_node_replaces_the_default_rule_of_its_path() -> None:
     }
     rules = oci_device_rules(config)
     assert char(1, 3, "rwm") not in rules
-    assert rules == [DENY_ALL, *(r for r in RUNC_DEFAULT_RULES if r != char(1, 3, "rwm"))]
+    assert rules == [DENY_ALL, *(r for r in DEFAULT_DEVICE_RULES if r != char(1, 3, "rwm"))]
 
 
 @pytest.mark.parametrize(
@@ -397,3 +397,19 @@ def test_rules_are_hashable_and_comparable() -> None:
     rules = {char(1, 3, "r"), char(1, 3, "r"), char(1, 3, "rw")}
     assert len(rules) == 2
     assert list(itertools.islice(iter(rules), 1))
+
+
+def test_the_rebuild_rules_are_common_to_every_runtime() -> None:
+    """A filter rebuilt from these must not give a container what its runtime never did: no
+    runtime-specific default (runc's tun and mknod-anything, crun's console)."""
+    rules = oci_device_rules({"linux": {"resources": {"devices": [DENY_ALL_SPEC]}}})
+    for runtime_specific in (char(10, 200, "rwm"), char(5, 1, "rwm"),
+                             DeviceRule(DeviceType.CHAR, None, None, Access("m")),
+                             DeviceRule(DeviceType.BLOCK, None, None, Access("m"))):
+        assert runtime_specific not in rules
+    # The OCI runtime spec's default devices, and the pty slaves /dev/ptmx opens.
+    assert {(r.major, r.minor) for r in rules if r.allow} == {
+        (1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, None)}
+
+
+DENY_ALL_SPEC = {"allow": False, "access": "rwm"}

@@ -50,8 +50,12 @@ def test_split_and_subcommand(argv: list[str], config: str | None, sub: str | No
 
 @pytest.mark.parametrize(
     ("args", "bundle"),
-    [(["--bundle", "/b", "id"], "/b"), (["-b=/b", "id"], "/b"), (["--pid-file", "p", "id"], None)],
-    ids=["long", "short-eq", "cwd"],
+    [(["--bundle", "/b", "id"], "/b"), (["-b=/b", "id"], "/b"), (["--pid-file", "p", "id"], None),
+     (["-b", "/b", "id"], "/b"), (["--b", "/b", "id"], "/b"), (["--b=/b", "id"], "/b"),
+     (["-bundle", "/b", "id"], "/b"), (["-bundle=/b", "id"], "/b"), (["--bundle=/b", "id"], "/b"),
+     (["--", "--bundle", "/b"], None)],
+    ids=["long", "short-eq", "cwd", "short", "short-2dash", "short-2dash-eq", "long-1dash",
+         "long-1dash-eq", "long-eq", "after-dashdash"],
 )
 def test_bundle_of(args: list[str], bundle: str | None) -> None:
     assert runtime.bundle_of(args) == (bundle or os.getcwd())
@@ -81,6 +85,16 @@ def test_add_edits_keeps_every_other_field() -> None:
     assert out["linux"]["resources"]["memory"] == {}
 
 
+def test_a_second_create_adds_nothing() -> None:
+    """A reused bundle: the devices and rules of the first create are not added again."""
+    spec: dict[str, object] = {"linux": {"resources": {"devices": [{"allow": False,
+                                                                      "access": "rwm"}]}}}
+    once = runtime.add_edits(json.loads(json.dumps(spec)), EDITS, "config.json")
+    twice = runtime.add_edits(json.loads(json.dumps(once)), EDITS, "config.json")
+    assert twice == once
+    assert len(once["linux"]["resources"]["devices"]) == 3
+
+
 def test_add_edits_refuses_another_device_at_the_path() -> None:
     spec = {"linux": {"devices": [{"path": "/dev/nvidia0", "type": "c", "major": 1, "minor": 3}]}}
     with pytest.raises(HookError, match="another device"):
@@ -95,6 +109,40 @@ def test_write_spec_is_atomic_and_keeps_mode(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {"a": 1}
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_write_spec_keeps_the_owner(tmp_path: Path) -> None:
+    """A user's bundle stays the user's (the wrapper runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chown)")
+    path = tmp_path / "config.json"
+    path.write_text("{}")
+    os.chown(path, 65534, 65534)
+    runtime.write_spec(str(path), {"a": 1})
+    st = path.stat()
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+
+
+@pytest.mark.parametrize(("args", "log", "fmt"), [
+    (["--root", "/r", "--log", "/l", "--log-format", "json"], "/l", "json"),
+    (["-log=/l", "-log-format=json"], "/l", "json"),
+    (["--log=/l"], "/l", None),
+    (["--debug"], None, None),
+])
+def test_global_option(args: list[str], log: str | None, fmt: str | None) -> None:
+    assert runtime.global_option(args, "log") == log
+    assert runtime.global_option(args, "log-format") == fmt
+
+
+def test_runtime_log_lines_read_like_runcs() -> None:
+    """logrus's formats, which containerd's shim parses for the last error."""
+    now = 1765000000.25
+    line = runtime.runtime_log_line('bad "x"\n', "json", now)
+    assert json.loads(line) == {"level": "error", "msg": 'bad "x"\n',
+                                "time": "2025-12-06T05:46:40.250000000Z"}
+    assert line.endswith("}\n") and line.count("\n") == 1
+    text = runtime.runtime_log_line("bad", "text", now)
+    assert text == 'time="2025-12-06T05:46:40.250000000Z" level=error msg="bad"\n'
 
 
 def _run_wrapper(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -152,3 +200,66 @@ def test_bad_runtime_config_is_refused(tmp_path: Path) -> None:
     os.chmod(config, 0o644)
     res = _run_wrapper(config, "state", "x")
     assert res.returncode != 0 and "absolute path" in res.stderr
+
+
+def _bundle(tmp_path: Path, env: list[str]) -> Path:
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"env": env}}
+    (bundle / "config.json").write_text(json.dumps(doc))
+    return bundle
+
+
+def _host_config(tmp_path: Path, sim_root: Path, runtime_path: Path) -> Path:
+    config = tmp_path / "capctl.toml"
+    config.write_text(f'[host]\ndriver_root = "{sim_root}"\n'
+                      f'topology = "{sim_root}/topology.json"\n'
+                      f'[runtime]\nruntime = "{runtime_path}"\n')
+    os.chmod(config, 0o644)
+    return config
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the simulated host's GPU nodes)")
+def test_create_twice_on_one_bundle(tmp_path: Path, sim_root: Path, trusted_dir: Path) -> None:
+    """The second create adds nothing and leaves the file alone; the owner stays the user's."""
+    from capctl import simulated
+
+    real = trusted_dir / "runc"
+    real.write_text("#!/bin/sh\nexit 0\n")
+    real.chmod(0o755)
+    config = _host_config(tmp_path, sim_root, real)
+    mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
+    bundle = _bundle(tmp_path, [f"NVIDIA_VISIBLE_DEVICES={mig}"])
+    spec = bundle / "config.json"
+    os.chown(spec, 65534, 65534)
+    res = _run_wrapper(config, "create", "--b", str(bundle), "c1")
+    assert res.returncode == 0, res.stderr
+    first = spec.read_text()
+    rules = json.loads(first)["linux"]["resources"]["devices"]
+    assert len(rules) == 6 and spec.stat().st_uid == 65534
+    inode = spec.stat().st_ino
+    res = _run_wrapper(config, "create", "-bundle=" + str(bundle), "c1")
+    assert res.returncode == 0, res.stderr
+    assert spec.read_text() == first and spec.stat().st_ino == inode
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_failed_create_is_written_to_runcs_log(tmp_path: Path, sim_root: Path,
+                                                 trusted_dir: Path, fmt: str) -> None:
+    real = trusted_dir / "runc"
+    real.write_text("#!/bin/sh\nexit 0\n")
+    real.chmod(0o755)
+    config = _host_config(tmp_path, sim_root, real)
+    bundle = _bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=MIG-00000000-0000-4000-8000-000000000000"])
+    log = tmp_path / "log.json"
+    res = _run_wrapper(config, "--log", str(log), "--log-format", fmt, "create", "--bundle",
+                       str(bundle), "c1")
+    assert res.returncode == 1
+    reason = "'MIG-00000000-0000-4000-8000-000000000000': no such device in the topology"
+    assert f"capctl-runtime: error: {reason}" in res.stderr
+    (line,) = log.read_text().splitlines()
+    if fmt == "json":
+        entry = json.loads(line)
+        assert entry["level"] == "error" and entry["msg"].startswith(f"capctl-runtime: error: {reason}")
+    else:
+        assert line.startswith('time="') and " level=error msg=" in line and reason in line

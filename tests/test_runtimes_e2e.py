@@ -133,6 +133,10 @@ needs_containerd = pytest.mark.skipif(
 )
 
 
+#: A MIG device no GPU of the simulated host has.
+UNKNOWN_MIG = "MIG-00000000-0000-4000-8000-000000000000"
+
+
 def wrapper_config(sim: Sim, tmp: Path) -> Path:
     """A root-owned config naming the simulated host and the real runc, for the wrapper."""
     path = tmp / "wrapper.toml"
@@ -164,6 +168,13 @@ def test_docker_runtime_capctl(tmp_path: Path, sim: Sim) -> None:
         # A container asking for nothing gets nothing.
         plain = docker.run(extra=["--runtime", "capctl", "-v", sim.other()])
         assert docker.probe(plain, "/other/cap") == "EPERM"
+        # A start capctl refuses shows its reason in the user's terminal: the wrapper writes
+        # it to runc's --log, where containerd's shim looks (not only to its stderr).
+        failed = docker.run_once(["/bin/busybox", "true"], extra=[
+            "--runtime", "capctl", "-e", f"NVIDIA_VISIBLE_DEVICES={UNKNOWN_MIG}"])
+        assert failed.returncode != 0
+        assert f"capctl-runtime: error: '{UNKNOWN_MIG}': no such device in the topology" \
+            in failed.stderr, failed.stderr
     assert "config.json: added c " in sim.log.read_text()
 
 
@@ -182,6 +193,11 @@ def test_ctr_run_with_the_wrapper(tmp_path: Path, sim: Sim) -> None:
         assert cd.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{OWN_CI}") == "ENXIO"
         assert cd.probe(ctr, "/dev/nvidia0") == "ENXIO"
         assert cd.probe(ctr, "/other/cap") == "EPERM"
+        failed = cd.run_once(["/bin/busybox", "true"],
+                             extra=["--env", f"NVIDIA_VISIBLE_DEVICES={UNKNOWN_MIG}"])
+        assert failed.returncode != 0
+        assert f"capctl-runtime: error: '{UNKNOWN_MIG}': no such device in the topology" \
+            in failed.stderr, failed.stderr
 
 
 # --- Docker --gpus: dockerd runs capctl-docker-hook as nvidia-container-runtime-hook ----------

@@ -267,3 +267,25 @@ def test_mig_admin_whole_gpu(sim_host: Host) -> None:
     names = {c.name for c in got.caps}  # type: ignore[attr-defined]
     assert "config" in names
     assert all(n == "config" or n.startswith(f"gpu{GPU0['minor']}/") for n in names)
+
+
+def test_a_forged_mount_cannot_forge_a_log_line(tmp_path: Path) -> None:
+    """A device-list mount's destination is the container's text: a newline in it must not
+    start a line of its own in the hook log (the review's finding)."""
+    from capctl.deliver.hook import Log
+
+    forged = "x\n2026-12-06T00:00:00+0000 capctl-hook[1]: container c: granted all\x1b[2J"
+    c = ctr(env=[f"NVIDIA_VISIBLE_DEVICES={LIST}"], annotations=CONTAINERD,
+            mounts=[dev_mount(forged, source="/etc/passwd")])
+    log_file = tmp_path / "hook.log"
+    log = Log(str(log_file))
+    log.container = "id\nforged"
+    notes = trust.decide(RequestSettings(), c).notes
+    for note in notes:
+        log(note)
+    lines = log_file.read_text().splitlines()
+    assert len(lines) == len(notes) == 2, lines  # the forged mount's note, then "no devices"
+    assert "container id\\nforged: ignoring mount(s) " in lines[0]
+    assert "/x\\n2026-12-06T00:00:00+0000 capctl-hook[1]: container c: granted all\\x1b[2J" \
+        in lines[0]
+    assert "\x1b" not in lines[0]

@@ -11,7 +11,9 @@ access and other parsers (runc's Go ``encoding/json``, crun's yajl) read the sam
 
 - a key repeated in one object is an error (Go keeps the last value, yajl-based readers
   the first: a document that means two things to two readers is refused);
-- ``NaN``, ``Infinity`` and ``-Infinity`` are errors (not JSON, RFC 8259 section 6);
+- ``NaN``, ``Infinity`` and ``-Infinity`` are errors (not JSON, RFC 8259 section 6), and so
+  is a number too large for a double (``1e999``), which ``json.loads`` reads as infinity and
+  no JSON writer can write back (RFC 8259 section 6: such numbers do not interoperate);
 - :class:`bytes` must be UTF-8 without a byte order mark (``json.loads`` also guesses
   UTF-16/32 and lets encoded surrogates through; Go's decoder does neither);
 - nesting deep enough to exhaust the interpreter's recursion limit is a :class:`JSONError`
@@ -71,6 +73,15 @@ def _constant(name: str) -> object:
     raise JSONError(f"{name} is not JSON")
 
 
+def _float(text: str) -> float:
+    # Only for numbers with a fraction or exponent: integers keep the C fast path.
+    value = float(text)
+    if value - value != 0.0:  # inf - inf is nan; nan != 0.0 (no math import on this path)
+        shown = text if len(text) <= 24 else text[:24] + "..."
+        raise JSONError(f"number {shown} is out of range (not a finite double)")
+    return value
+
+
 class _Context:
     """What ``_json.make_scanner`` reads from its context (CPython 3.11
     ``Modules/_json.c``, ``scanner_new``): these six attributes, once.  Instance attributes,
@@ -80,8 +91,8 @@ class _Context:
         self.strict = True  # control characters in strings are errors
         self.object_hook = None
         self.object_pairs_hook = _object
-        self.parse_float = float  # the exact types let the scanner take its C fast paths
-        self.parse_int = int
+        self.parse_float = _float  # refuses overflow; floats are rare in what capctl reads
+        self.parse_int = int  # the exact type lets the scanner take its C fast path
         self.parse_constant = _constant
 
 
@@ -154,7 +165,8 @@ def _loads_json(text: str) -> object:
     import json
 
     try:
-        return json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
+        return json.loads(text, object_pairs_hook=_object, parse_constant=_constant,
+                          parse_float=_float)
     except JSONError:
         raise
     except ValueError as err:

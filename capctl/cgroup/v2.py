@@ -18,6 +18,7 @@ Decisions, written down:
   see :func:`capctl.cgroup.asm.reusable`): with exactly one program and the container's
   rules (*spec_rules*, e.g. from :func:`capctl.request.oci.oci_device_rules`), the filter is rebuilt
   from those rules, default deny, and the fact is logged; otherwise CgroupError (fail closed).
+  The defaults in those rules are the ones every OCI runtime gives (docs/runtimes.md).
   capctl's earlier grants cannot be read back then either: only this call's rules are kept.
 * **Idempotent**: the prefix is parsed back and regenerated; the same grant gives the same
   instructions, and an unchanged program is not reloaded.

@@ -66,6 +66,16 @@ def dangerous_env(environ: dict[str, str] | os._Environ[str], *,
     return sorted(k for k in environ if k.startswith(prefixes) or k in DANGEROUS_ENV_EXACT)
 
 
+#: What a log line shows for each character that could break it: control characters (C0,
+#: DEL, C1) as ``\n``, ``\t``, ``\r`` or ``\xNN``, the Unicode line and paragraph separators
+#: as ``\uNNNN``, and the backslash doubled so that every escape reads one way.
+LOG_ESCAPES: dict[int, str] = {
+    c: {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}.get(c, f"\\x{c:02x}")
+    for c in (*range(0x20), *range(0x7F, 0xA0))
+}
+LOG_ESCAPES |= {0x5C: "\\\\", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 class Log:
     """Decision log: syslog (daemon facility) and, if configured, a root-owned file.
 
@@ -79,8 +89,11 @@ class Log:
         syslog.openlog("capctl-hook", syslog.LOG_PID, syslog.LOG_DAEMON)
 
     def __call__(self, message: str) -> None:
-        line = f"capctl-hook[{os.getpid()}]: container {self.container}: {message}"
-        syslog.syslog(syslog.LOG_INFO, f"container {self.container}: {message}")
+        # Container-supplied strings (an id, a mount's destination, a device name) are in
+        # ``message``: escaped, so none of them can end a line or forge the next one.
+        text = f"container {self.container}: {message}".translate(LOG_ESCAPES)
+        line = f"capctl-hook[{os.getpid()}]: {text}"
+        syslog.syslog(syslog.LOG_INFO, text)
         if self.path is not None:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             # O_NONBLOCK: a FIFO planted at the path must not hold up every container start;
@@ -419,7 +432,7 @@ def main(host: Host, *, stdin: BinaryIO | None = None) -> int:
     log = Log()
     bad = dangerous_env(os.environ)
     try:
-        own = _settings(host)
+        own, host = _settings(host)
         log.path = own.hook_log
         if bad:
             # Detection only: a preloaded library has already run by now.
@@ -446,7 +459,14 @@ def _report(log: Log, message: str) -> None:
     sys.stderr.write(f"capctl: error: {message}\n")
 
 
-def _settings(host: Host) -> Settings:
+def _settings(host: Host) -> tuple[Settings, Host]:
+    """The config's settings, and ``host`` with its ``[host]`` for what no option gave (the
+    one precedence: :func:`capctl.host.with_host_table`); both from the settings cache."""
+    from capctl.host import with_host_table
     from capctl.policy import settings
 
-    return settings.load(host.config)
+    if host.root_from != "default" and host.topology_from != "default":
+        return settings.load(host.config), host
+    own, hs = settings.load_with_host(host.config, settings.read_config(host.config))
+    root = hs.driver_root if hs.driver_root != "/" else None
+    return own, with_host_table(host, root, hs.topology)

@@ -26,11 +26,19 @@ if TYPE_CHECKING:
     from capctl.edits.edits import Edits
 
 
+#: Every spelling of runc's bundle option: Go's ``flag`` package takes one dash or two, for
+#: the long name and the short alike, each as ``-opt DIR`` or ``-opt=DIR``.
+BUNDLE_OPTIONS = frozenset({"-b", "--b", "-bundle", "--bundle"})
+
+
 def bundle_of(args: list[str]) -> str:
-    """The ``--bundle``/``-b`` of runc's ``create``/``run`` arguments; the cwd without one."""
+    """The bundle of runc's ``create``/``run`` arguments (any spelling of ``--bundle``); the
+    cwd without one, as runc does."""
     for i, arg in enumerate(args):
+        if arg == "--":  # the end of the options
+            break
         name, eq, value = arg.partition("=")
-        if name in ("--bundle", "-b", "-bundle"):
+        if name in BUNDLE_OPTIONS:
             if eq:
                 return value
             if i + 1 < len(args):
@@ -61,6 +69,10 @@ def add_edits(spec: dict[str, Any], edits: Edits, where: str) -> dict[str, Any]:
     if not isinstance(rules, list):
         raise HookError(f"{where}: linux.resources.devices is not a list")
     present = {d.get("path"): d for d in devices if isinstance(d, dict)}
+    allowed = {
+        (r.get("type"), r.get("major"), r.get("minor"), r.get("access"))
+        for r in rules if isinstance(r, dict) and r.get("allow") is True
+    }
     for node in edits.nodes:
         old = present.get(node.path)
         if old is not None:
@@ -71,6 +83,8 @@ def add_edits(spec: dict[str, Any], edits: Edits, where: str) -> dict[str, Any]:
                 "path": node.path, "type": "c", "major": node.major, "minor": node.minor,
                 "fileMode": node.mode, "uid": 0, "gid": 0,
             })  # fmt: skip
+        if ("c", node.major, node.minor, node.access) in allowed:
+            continue  # a bundle created again: its rule is there already
         rules.append({
             "allow": True, "type": "c", "major": node.major, "minor": node.minor,
             "access": node.access,
@@ -80,7 +94,7 @@ def add_edits(spec: dict[str, Any], edits: Edits, where: str) -> dict[str, Any]:
 
 def write_spec(path: str, spec: dict[str, Any]) -> None:
     """Replace ``path`` atomically (:func:`capctl.devfs.atomic.replace_file`), keeping its
-    mode.
+    mode and owner (a user's bundle stays the user's).
 
     The new file is synced before the rename, so a crash leaves the old spec or the new one,
     never an empty file where a user's own bundle had its spec.  The directory is not synced:
@@ -93,8 +107,9 @@ def write_spec(path: str, spec: dict[str, Any]) -> None:
     from capctl.devfs.atomic import replace_file
 
     try:
-        mode = os.stat(path).st_mode & 0o7777
-        replace_file(path, dumps(spec).encode(), mode=mode, sync_dir=False)
+        st = os.stat(path)
+        replace_file(path, dumps(spec).encode(), mode=st.st_mode & 0o7777,
+                     owner=(st.st_uid, st.st_gid), sync_dir=False)
     except OSError as err:
         raise HookError(f"{path}: cannot rewrite: {err.strerror or err}") from err
 
@@ -125,12 +140,69 @@ def deliver(config: str, data: bytes | None, args: list[str], log: Any) -> None:
     spec = jsonload.loads(raw)  # oci.parse_config has read it with the same strict rules
     if not isinstance(spec, dict):
         raise HookError(f"{where}: not a JSON object")
-    write_spec(where, add_edits(spec, edits, where))
+    before = jsonload.loads(raw)
+    add_edits(spec, edits, where)
+    if spec == before:
+        log(f"{where}: has {', '.join(r.line() for r in edits.rules)} already")
+        return
+    write_spec(where, spec)
     log(f"{where}: added {', '.join(r.line() for r in edits.rules)}")
 
 
-def main(config: str, data: bytes | None, args: list[str]) -> int:
-    """Entry from :mod:`capctl.runtime_main`: one ``capctl-runtime: error:`` line on failure."""
+def global_option(args: list[str], name: str) -> str | None:
+    """The value of runc's global option ``name`` (``log``, ``log-format``) in ``args``, the
+    arguments before the subcommand, in any spelling Go's ``flag`` package takes."""
+    for i, arg in enumerate(args):
+        opt, eq, value = arg.partition("=")
+        if opt in (f"-{name}", f"--{name}"):
+            if eq:
+                return value
+            return args[i + 1] if i + 1 < len(args) else None
+    return None
+
+
+def runtime_log_line(message: str, log_format: str, now: float) -> str:
+    """One error line as runc writes it to its ``--log`` (logrus): JSON
+    ``{"level":"error","msg":...,"time":...}`` for ``--log-format json``, else text."""
+    import time
+
+    from capctl._lite.jsondump import dumps
+
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+    if log_format == "json":
+        return dumps({"level": "error", "msg": message, "time": stamp}) + "\n"
+    return f'time="{stamp}" level=error msg={dumps(message)}\n'
+
+
+def report_to_runtime_log(global_args: list[str], message: str) -> None:
+    """Write ``message`` where runc writes its own errors, for whoever called the runtime.
+
+    containerd's shim (and so dockerd and ``ctr``) calls the runtime with ``--log FILE
+    --log-format json`` and shows the user the last error it finds in that file, not the
+    runtime's stderr (docs/runtimes.md).  Best effort: a log that cannot be written changes
+    nothing, and stderr has the message too."""
+    import time
+
+    path = global_option(global_args, "log")
+    if not path:
+        return
+    line = runtime_log_line(message, global_option(global_args, "log-format") or "text",
+                            time.time())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def main(config: str, data: bytes | None, args: list[str],
+         global_args: tuple[str, ...] | list[str] = ()) -> int:
+    """Entry from :mod:`capctl.runtime_main` for ``create``/``run`` (``args``: what follows the
+    subcommand; ``global_args``: runc's global options before it).  On failure, one
+    ``capctl-runtime: error:`` line on stderr and, as runc's, in its ``--log`` file."""
     import sys
 
     from capctl.deliver.hook import Log
@@ -143,6 +215,8 @@ def main(config: str, data: bytes | None, args: list[str]) -> int:
             log(f"error: {err}")
         except OSError:
             pass
-        sys.stderr.write(f"capctl-runtime: error: {err}\n")
+        message = f"capctl-runtime: error: {err}"
+        sys.stderr.write(message + "\n")
+        report_to_runtime_log(list(global_args), message)
         return 1
     return 0

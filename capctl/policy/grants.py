@@ -154,6 +154,11 @@ def parse_document(doc: Mapping[str, Any], path: str) -> Document:
     policy = Policy()
     for name, entry in raw.items():
         where = f"{path}: [grants.{toml_key(name)}]"
+        if name in ALIASES:
+            # The alias is the command line's; the file has the driver's names only, so that
+            # one capability never has two tables that list, sync and revoke differently.
+            raise ParseError(where, f"{name} is the command-line alias of "
+                             f"{ALIASES[name]}; name the table [grants.{ALIASES[name]}]")
         if not capnames.is_valid_name(name):
             raise ParseError(where, "not a capability name")
         if not isinstance(entry, dict) or not set(entry) <= {"users", "groups"}:

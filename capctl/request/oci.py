@@ -227,25 +227,26 @@ def _device_list(spec: Mapping[str, Any], where: str) -> tuple[tuple[str, str], 
 
 # --- OCI spec --------------------------------------------------------------------------------
 
-# runc's default allowed devices (libcontainer/specconv/spec_linux.go, AllowedDevices), each
-# with the node path that makes runc leave it out when linux.devices names that path.  The
-# same in runc 1.1.x (Debian bookworm: 1.1.5) and >= 1.2.4; 1.2.0-1.2.3 lacked c 10:200
-# (PR #3468, restored by #4555); c 5:1 (/dev/console) went before 1.0.0 (PR #2391).  Needed
-# to rebuild a container's whole filter when its program cannot be read.
-_RUNC_DEFAULTS: tuple[tuple[str | None, DeviceRule], ...] = (
-    (None, DeviceRule(DeviceType.CHAR, None, None, Access("m"))),
-    (None, DeviceRule(DeviceType.BLOCK, None, None, Access("m"))),
+# The devices every OCI runtime allows, to rebuild a container's whole filter when its program
+# cannot be read back (docs/runtimes.md, "cgroup v2: an unreadable program").  These are the
+# OCI runtime spec's default devices (config-linux.md, "Default Devices": /dev/null, zero,
+# full, random, urandom, tty, ptmx) and the pty slaves /dev/ptmx opens (/dev/pts/*), each
+# with the node path that leaves it out when linux.devices names that path, as runc does.
+# Runtimes add more of their own, and differently: runc 1.1 allows "c *:* m", "b *:* m" and
+# c 10:200 (tun; absent in 1.2.0-1.2.3), crun c 5:1 (console) and others.  Rebuilding with
+# any one runtime's list would give another runtime's containers a device they never had;
+# rebuilding with the common ones only can narrow (mknod, tun, console), never widen.
+_DEFAULT_DEVICES: tuple[tuple[str | None, DeviceRule], ...] = (
     ("/dev/null", char(1, 3, "rwm")),
-    ("/dev/random", char(1, 8, "rwm")),
-    ("/dev/full", char(1, 7, "rwm")),
-    ("/dev/tty", char(5, 0, "rwm")),
     ("/dev/zero", char(1, 5, "rwm")),
+    ("/dev/full", char(1, 7, "rwm")),
+    ("/dev/random", char(1, 8, "rwm")),
     ("/dev/urandom", char(1, 9, "rwm")),
-    (None, char(136, None, "rwm")),  # /dev/pts/*
+    ("/dev/tty", char(5, 0, "rwm")),
     (None, char(5, 2, "rwm")),  # /dev/ptmx
-    (None, char(10, 200, "rwm")),  # /dev/net/tun
+    (None, char(136, None, "rwm")),  # /dev/pts/*
 )
-RUNC_DEFAULT_RULES: tuple[DeviceRule, ...] = tuple(rule for _path, rule in _RUNC_DEFAULTS)
+DEFAULT_DEVICE_RULES: tuple[DeviceRule, ...] = tuple(rule for _path, rule in _DEFAULT_DEVICES)
 
 
 def _spec_int(entry: Mapping[str, Any], key: str, where: str) -> int | None:
@@ -258,10 +259,10 @@ def _spec_int(entry: Mapping[str, Any], key: str, where: str) -> int | None:
 
 
 def oci_device_rules(config: Mapping[str, Any], where: str = "config.json") -> list[DeviceRule]:
-    """The device cgroup rules a runc-like runtime derives from an OCI ``config.json``.
-
-    As runc builds them: ``linux.resources.devices``, then the runtime defaults
-    (:data:`RUNC_DEFAULT_RULES`) less those whose path ``linux.devices`` names.  The
+    """The device cgroup rules any OCI runtime gives a container of this ``config.json``:
+    ``linux.resources.devices``, then the OCI default devices (:data:`DEFAULT_DEVICE_RULES`)
+    less those whose path ``linux.devices`` names.  A subset of what runc and crun allow (each
+    adds defaults of its own), used only to rebuild a filter that cannot be read back.  The
     ``linux.devices`` nodes themselves get no rule (runc only creates them; the spec allows
     them in ``linux.resources.devices``, as Docker, containerd and podman do).  Fails closed
     (:class:`ParseError`) on anything malformed, including an empty ``access``, which runc
@@ -311,7 +312,7 @@ def oci_device_rules(config: Mapping[str, Any], where: str = "config.json") -> l
             if major is None or minor is None:
                 raise ParseError(here, "a device node needs a major and a minor")
         node_paths.add(path)
-    rules.extend(rule for path, rule in _RUNC_DEFAULTS if path is None or path not in node_paths)
+    rules.extend(rule for path, rule in _DEFAULT_DEVICES if path is None or path not in node_paths)
     return rules
 
 

@@ -1,6 +1,7 @@
 # Sourced by demo.sh, test.sh and .ci/run: installs what capctl needs, once, quietly.
 #  - Debian packages for the real-kernel tests and the demo (runc, busybox-static, acl, udev;
-#    podman, docker.io and containerd for the real-client tests) when running as root on
+#    podman, docker.io and containerd for the real-client tests; gcc for the hook's security
+#    tests, which build a preload library) when running as root on
 #    Debian/Ubuntu and they are missing;
 #  - a virtual environment in .venv with capctl (editable) and its test tools, at the tested
 #    versions of constraints.txt (pyproject.toml has the ranges users may get).
@@ -19,6 +20,7 @@ command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 command -v podman >/dev/null 2>&1 || need_pkgs+=(podman)
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v containerd >/dev/null 2>&1 || need_pkgs+=(containerd)
+command -v cc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)  # the hook's injection tests
 "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

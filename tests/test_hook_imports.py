@@ -21,7 +21,8 @@ import pytest
 
 from capctl import simulated
 from capctl.main import HOOK_INTERPRETER_ARGS
-from tests.support.cgroups import V1_DEVICES, child_cgroup
+from tests.support.bundles import make_bundle, v1_container
+from tests.support.cgroups import V1_DEVICES
 from tests.support.runc import RuncHarness
 from tests.support.source import CAPCTL_PATH
 
@@ -67,44 +68,20 @@ def not_allowed(modules: set[str]) -> list[str]:
     )
 
 
-def container_sleeper(dev: Path) -> subprocess.Popen[bytes]:
-    """A process standing in for a container: its own mount namespace with a tmpfs at ``dev``
-    (the hook refuses to write into a ``/dev`` on a host file system)."""
-    script = 'mount -t tmpfs tmpfs "$1" && echo ready && exec sleep 60'
-    proc = subprocess.Popen(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(dev)],
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-    return proc
-
-
 def run_hook(sim_root: Path, tmp_path: Path, config: Path, env: list[str]) -> set[str]:
-    bundle = tmp_path / "bundle"
-    shutil.rmtree(bundle, ignore_errors=True)
-    (bundle / "rootfs/dev").mkdir(parents=True)
-    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"env": env}}
-    (bundle / "config.json").write_text(json.dumps(doc))
-    with child_cgroup(V1_DEVICES) as cg:
-        sleeper = container_sleeper(bundle / "rootfs/dev")
-        try:
-            (cg / "cgroup.procs").write_text(str(sleeper.pid))
-            (cg / "devices.deny").write_text("a")
-            state = {"ociVersion": "1.0.2", "id": "imports", "status": "creating",
-                     "pid": sleeper.pid, "bundle": str(bundle)}
-            mods = imported(
-                ["--root", str(sim_root), "--topology", str(sim_root / "topology.json"),
-                 "--config", str(config), "hook"],
-                json.dumps(state).encode(),
-            )
-            if env:
-                assert "c 238:" in (cg / "devices.list").read_text()  # it did the whole job
-                caps = Path(f"/proc/{sleeper.pid}/root{bundle}/rootfs/dev/nvidia-caps")
-                assert caps.is_dir()  # in the container's own /dev, not the host directory
-                assert not (bundle / "rootfs/dev/nvidia-caps").exists()
-        finally:
-            sleeper.kill()
-            sleeper.wait()
+    shutil.rmtree(tmp_path / "bundle", ignore_errors=True)
+    bundle = make_bundle(tmp_path, env, dev=True)
+    with v1_container(bundle, "imports") as (cg, state):
+        mods = imported(
+            ["--root", str(sim_root), "--topology", str(sim_root / "topology.json"),
+             "--config", str(config), "hook"],
+            json.dumps(state).encode(),
+        )
+        if env:
+            assert "c 238:" in (cg / "devices.list").read_text()  # it did the whole job
+            caps = Path(f"/proc/{state['pid']}/root{bundle}/rootfs/dev/nvidia-caps")
+            assert caps.is_dir()  # in the container's own /dev, not the host directory
+            assert not (bundle / "rootfs/dev/nvidia-caps").exists()
     return mods
 
 

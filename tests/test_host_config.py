@@ -16,6 +16,8 @@ from click.testing import CliRunner
 from capctl import simulated
 from capctl.cli import cli
 from capctl.host import Host, with_host_table
+from tests.support.bundles import make_bundle, v1_container
+from tests.support.cgroups import V1_DEVICES
 
 
 def _config(tmp_path: Path, text: str) -> Path:
@@ -99,18 +101,23 @@ def test_install_bakes_only_the_command_lines_host(sim_root: Path, tmp_path: Pat
     assert args[args.index("--root") + 1] == str(sim_root)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a container's /dev)")
+@pytest.mark.skipif(os.geteuid() != 0 or not V1_DEVICES.joinpath("devices.list").exists(),
+                    reason="needs root and the cgroup v1 devices hierarchy")
 def test_the_hook_takes_host_from_the_config(sim_root: Path, tmp_path: Path) -> None:
-    """``capctl --config C hook``, no --root: the hook resolves on [host]'s root; a
-    CAPCTL_ROOT in its environment (a runtime may pass the container's) changes nothing."""
-    from capctl.deliver import hook
+    """``capctl --config C hook`` with no --root, run as runtimes run it: the hook grants on
+    [host]'s simulated root; a CAPCTL_ROOT in its environment (a runtime may pass the
+    container's) changes nothing."""
+    from capctl.main import HOOK_INTERPRETER_ARGS
 
     config = _config(tmp_path, f'[host]\ndriver_root = "{sim_root}"\n'
                                f'topology = "{sim_root}/topology.json"\n')
-    own, host = hook._settings(Host(config=str(config)))
-    assert (host.root, host.topology) == (str(sim_root), f"{sim_root}/topology.json")
-    code = ("import sys; from capctl.main import hook_options; "
-            "print(hook_options(sys.argv[1:]))")
-    res = subprocess.run([sys.executable, "-I", "-c", code, "--config", str(config), "hook"],
-                         capture_output=True, text=True, env={"CAPCTL_ROOT": "/elsewhere"})
-    assert res.stdout.strip() == f"{{'--config': '{config}'}}"
+    mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
+    bundle = make_bundle(tmp_path, [f"NVIDIA_VISIBLE_DEVICES={mig}"], dev=True)
+    with v1_container(bundle) as (cg, state):
+        res = subprocess.run(
+            [sys.executable, *HOOK_INTERPRETER_ARGS, "--config", str(config), "hook"],
+            input=json.dumps(state), capture_output=True, text=True,
+            env={"PATH": "/usr/bin:/bin", "CAPCTL_ROOT": "/nonexistent"})
+        assert res.returncode == 0, res.stderr
+        assert f"c 238:{simulated.minor_of('gpu0/gi7/access')} r" in (
+            cg / "devices.list").read_text()

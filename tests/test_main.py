@@ -21,6 +21,7 @@ from capctl import main as capctl_main
 from capctl import simulated
 from capctl.host import DEFAULT_CONFIG, Host
 from capctl.main import HOOK_INTERPRETER_ARGS
+from tests.support.bundles import make_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,10 +87,10 @@ BOGUS_ENV = {
     ("argv", "want"),
     [
         (["hook"], Host()),
-        (["--root", "/r", "hook"], Host(root=Path("/r"))),
+        (["--root", "/r", "hook"], Host(root=Path("/r"), root_from="--root")),
         (
             ["--topology=/t.json", "--config", "/c.toml", "hook"],
-            Host(config=Path("/c.toml"), topology=Path("/t.json")),
+            Host(config=Path("/c.toml"), topology=Path("/t.json"), topology_from="--topology"),
         ),
     ],
     ids=["defaults", "root", "topology-config"],
@@ -111,7 +112,7 @@ def test_fast_entry_builds_host_from_arguments_only(
     ("argv", "want"),
     [
         (["hook"], Host(root=Path("/"), config=DEFAULT_CONFIG, topology=None)),
-        (["--root", "/r", "hook"], Host(root=Path("/r"))),
+        (["--root", "/r", "hook"], Host(root=Path("/r"), root_from="--root")),
     ],
     ids=["defaults", "root"],
 )
@@ -133,14 +134,6 @@ def _config(path: Path, log: Path) -> Path:
     path.write_text(f'[hook]\nlog_file = "{log}"\n')
     os.chmod(path, 0o644)
     return path
-
-
-def _bundle(tmp: Path, env: list[str]) -> Path:
-    bundle = tmp / "bundle"
-    (bundle / "rootfs").mkdir(parents=True)
-    cfg = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"env": env}}
-    (bundle / "config.json").write_text(json.dumps(cfg))
-    return bundle
 
 
 def _run_hook(
@@ -178,7 +171,7 @@ def test_hook_process_uses_arguments_not_env_no_request(
     env, bogus_log = bogus_world
     log = tmp_path / "hook.log"
     cfg = _config(tmp_path / "capctl.toml", log)
-    bundle = _bundle(tmp_path, ["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=void"])
+    bundle = make_bundle(tmp_path, ["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=void"])
     res = _run_hook(["--root", str(tmp_path / "other-root"), "--config", str(cfg)], bundle, env)
     assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
     assert "ctr-main-test: no NVIDIA devices requested" in log.read_text()
@@ -197,7 +190,7 @@ def test_hook_process_uses_arguments_not_env_unknown_device(
     log = tmp_path / "hook.log"
     cfg = _config(tmp_path / "capctl.toml", log)
     bad = "MIG-00000000-0000-0000-0000-000000000000"
-    bundle = _bundle(tmp_path, [f"NVIDIA_VISIBLE_DEVICES={bad}"])
+    bundle = make_bundle(tmp_path, [f"NVIDIA_VISIBLE_DEVICES={bad}"])
     argv = ["--root", str(root), "--topology", str(root / "topology.json"), "--config", str(cfg)]
     res = _run_hook(argv, bundle, env)
     assert res.returncode == 1
@@ -251,3 +244,16 @@ def test_simulated_prints_its_usage_and_makes_nothing(tmp_path: Path, argv: list
     assert res.returncode == code
     assert "usage: python -m capctl.simulated DIR" in (res.stdout if code == 0 else res.stderr)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_version_is_the_installed_distributions() -> None:
+    """``capctl --version`` prints ``capctl.__version__`` (no importlib.metadata on start):
+    it must be the version pyproject.toml gives the installed distribution."""
+    from importlib.metadata import version
+
+    import capctl
+    from capctl.cli import cli
+
+    assert capctl.__version__ == version("capctl")
+    res = CliRunner().invoke(cli, ["--version"])
+    assert res.output == f"capctl, version {capctl.__version__}\n"

@@ -17,6 +17,7 @@ from capctl.edits.edits import Edits, NodeEdit
 from capctl.errors import HookError
 from capctl.host import DEFAULT_CONFIG
 from capctl.policy import settings
+from tests.support.bundles import make_bundle
 
 EDITS = Edits((
     NodeEdit("/dev/nvidia0", "/dev/nvidia0", 195, 0, 0o666, "rw"),
@@ -202,14 +203,6 @@ def test_bad_runtime_config_is_refused(tmp_path: Path) -> None:
     assert res.returncode != 0 and "absolute path" in res.stderr
 
 
-def _bundle(tmp_path: Path, env: list[str]) -> Path:
-    bundle = tmp_path / "bundle"
-    (bundle / "rootfs").mkdir(parents=True)
-    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"env": env}}
-    (bundle / "config.json").write_text(json.dumps(doc))
-    return bundle
-
-
 def _host_config(tmp_path: Path, sim_root: Path, runtime_path: Path) -> Path:
     config = tmp_path / "capctl.toml"
     config.write_text(f'[host]\ndriver_root = "{sim_root}"\n'
@@ -220,7 +213,8 @@ def _host_config(tmp_path: Path, sim_root: Path, runtime_path: Path) -> Path:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the simulated host's GPU nodes)")
-def test_create_twice_on_one_bundle(tmp_path: Path, sim_root: Path, trusted_dir: Path) -> None:
+def test_create_twice_on_one_bundle(tmp_path: Path, sim_root: Path,
+                                    trusted_dir: Path) -> None:
     """The second create adds nothing and leaves the file alone; the owner stays the user's."""
     from capctl import simulated
 
@@ -229,7 +223,7 @@ def test_create_twice_on_one_bundle(tmp_path: Path, sim_root: Path, trusted_dir:
     real.chmod(0o755)
     config = _host_config(tmp_path, sim_root, real)
     mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
-    bundle = _bundle(tmp_path, [f"NVIDIA_VISIBLE_DEVICES={mig}"])
+    bundle = make_bundle(tmp_path, [f"NVIDIA_VISIBLE_DEVICES={mig}"])
     spec = bundle / "config.json"
     os.chown(spec, 65534, 65534)
     res = _run_wrapper(config, "create", "--b", str(bundle), "c1")
@@ -250,7 +244,7 @@ def test_a_failed_create_is_written_to_runcs_log(tmp_path: Path, sim_root: Path,
     real.write_text("#!/bin/sh\nexit 0\n")
     real.chmod(0o755)
     config = _host_config(tmp_path, sim_root, real)
-    bundle = _bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=MIG-00000000-0000-4000-8000-000000000000"])
+    bundle = make_bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=MIG-00000000-0000-4000-8000-000000000000"])
     log = tmp_path / "log.json"
     res = _run_wrapper(config, "--log", str(log), "--log-format", fmt, "create", "--bundle",
                        str(bundle), "c1")

@@ -19,7 +19,6 @@ import pytest
 
 from tests.support.cdi_check import (
     PODMAN_43,
-    REFERENCE,
     check_spec,
     check_spec_file,
     minimum_version,
@@ -730,5 +729,3 @@ def test_file_missing(tmp_path: Path) -> None:
     assert len(errors) == 1 and "failed to parse CDI Spec" in errors[0]
 
 
-def test_profiles_are_named() -> None:
-    assert REFERENCE == "reference" and PODMAN_43 == "podman-4.3"

@@ -15,7 +15,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -283,9 +282,7 @@ def test_direct_invocation_fails_closed(
     stdin, needle = make_stdin(b)
     needles = [*needles, needle] if needle else needles
     before = snapshot(rootfs)
-    started = time.monotonic()
-    res = direct(world, stdin)
-    elapsed = time.monotonic() - started
+    res = direct(world, stdin)  # within direct()'s timeout: a hang fails, no timing assert
     err = res.stderr.decode()
     assert res.returncode == 1, err
     assert res.stdout == b""
@@ -295,7 +292,6 @@ def test_direct_invocation_fails_closed(
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert snapshot(rootfs) == before
-    assert elapsed < 5, elapsed  # bounded reads: a 10 MB state is refused after 64 KiB
 
 
 # --- LD_PRELOAD / PYTHONPATH --------------------------------------------------------------

@@ -246,17 +246,34 @@ def test_wrapper_devices_survive_daemon_reload(world: World, runc: GuestRunc) ->
 
 def test_hook_failure_after_the_unit_grant_rolls_it_back(world: World, runc: GuestRunc) -> None:
     """A file bind-mounted at /dev/nvidia-caps makes the hook fail after it granted (cgroup and
-    unit): it rolls both back, and runc refuses the start."""
+    unit): it rolls both back.  Read from systemd afterwards, on a container that keeps running
+    (the hook run by hand, as a runtime runs it, on the container's state): its unit's
+    DeviceAllow= is what it was, and the kernel still refuses the capabilities."""
     blocker = world.box.state / "not-a-dir"
     blocker.write_text("")
     m = GPU0["mig_devices"][2]
-    bundle = world.hook_bundle(runc, {"NVIDIA_VISIBLE_DEVICES": m["uuid"]}, [])
+    gi, ci = cap_minor(m["gi"]), cap_minor(m["gi"], m["ci"])
+    bundle = world.hook_bundle(runc, {}, [gi, ci])  # asks for nothing: starts untouched
     config: dict[str, Any] = json.loads((bundle / "config.json").read_text())
     config["mounts"].append({"destination": "/dev/nvidia-caps", "type": "bind",
                              "source": world.guest(blocker), "options": ["rbind"]})
     (bundle / "config.json").write_text(json.dumps(config, indent=2))
-    with pytest.raises(RuntimeError, match="runc run failed"):
-        runc.run_detached(bundle)
+    ctr = runc.run_detached(bundle)
+    before = device_allow(world, ctr)
+    # The same bundle now asks for M; the hook, run as the runtime would, fails after the
+    # unit grant (it cannot make /dev/nvidia-caps/... in the container).
+    config["process"]["env"].append(f"NVIDIA_VISIBLE_DEVICES={m['uuid']}")
+    (bundle / "config.json").write_text(json.dumps(config, indent=2))
+    hook = config["hooks"]["createRuntime"][0]
+    state = {"ociVersion": "1.0.2", "id": ctr.id, "status": "created", "pid": ctr.pid,
+             "bundle": world.guest(bundle)}
+    res = world.box.run(hook["args"], input=json.dumps(state), check=False)
+    assert res.returncode == 1 and "capctl: error:" in res.stderr, res
     log = world.log.read_text().splitlines()
     unit_line = max(i for i, line in enumerate(log) if ": DeviceAllow= added" in line)
     assert any("failed; rolled back the grant" in line for line in log[unit_line:]), log[-5:]
+    # The same entries (reset and re-assigned, systemd lists them newest first: order has no
+    # meaning for entries that only add access), none of M's.
+    assert sorted(device_allow(world, ctr).splitlines()) == sorted(before.splitlines())
+    assert f":{gi} " not in before and f":{ci} " not in before
+    assert runc.probe(ctr, f"/other/cap{gi}") == runc.probe(ctr, f"/other/cap{ci}") == "EPERM"

@@ -87,12 +87,20 @@ def test_other_exceptions_pass_through_unchanged(err: BaseException) -> None:
 
 
 def test_expected_outcomes_are_handled_inside_the_block() -> None:
-    # ENOENT meaning "absent" is logic, caught where it happens: translate never sees it.
+    """ENOENT meaning "absent" is logic, caught where it happens: translate never sees it,
+    and the block goes on to its end."""
+    reached = []
     with translate(NodeError, "/n", "cannot stat"):
         try:
             _raise(FileNotFoundError(errno.ENOENT, "gone"))
         except FileNotFoundError:
-            pass
+            reached.append("handled")
+        reached.append("after")
+    assert reached == ["handled", "after"]
+    # The same error escaping the block is translated: the handling above is what spared it.
+    with pytest.raises(NodeError, match="/n: cannot stat: gone"), translate(
+            NodeError, "/n", "cannot stat"):
+        _raise(FileNotFoundError(errno.ENOENT, "gone"))
 
 
 def test_a_kind_without_an_access_denied_subclass_is_a_bug() -> None:

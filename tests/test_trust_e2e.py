@@ -53,18 +53,28 @@ def start(world: World, env: dict[str, str], *, annotations: dict[str, str] | No
             config["annotations"] = dict(annotations)
         config["mounts"] += list(mounts)
 
-    return world.runc.run_detached(world.bundle(env, capabilities=caps, edit=edit))
+    return world.runc.run_detached(world.bundle(env, capabilities=caps, edit=edit,
+                                                others=list(M_CAPS)))
+
+
+#: M's capability nodes, bind-mounted from the host into every container these tests start:
+#: the kernel's verdict on them is the device cgroup's, whatever the hook made in /dev.
+PROBES = [f"/other/cap{m}" for m in M_CAPS]
 
 
 def has_mig(world: World, ctr: Container) -> bool:
-    """Whether the container got M: its nodes exist and the cgroup allows them."""
+    """Whether the container got M: its nodes exist and the cgroup allows them.  When it did
+    not, the kernel refuses M's capabilities too (EPERM on the host's own nodes, bound in):
+    no node and no grant, never a grant without the node."""
     r = world.runc
     paths = [*(f"/dev/nvidia-caps/nvidia-cap{m}" for m in M_CAPS), "/dev/nvidia0"]
     exists = [r.exec(ctr, ["/bin/busybox", "test", "-c", p]).returncode == 0 for p in paths]
     if not any(exists):
+        assert [r.probe(ctr, p) for p in PROBES] == ["EPERM"] * len(PROBES)
         return False
     assert all(exists), exists
     assert [r.probe(ctr, p) for p in paths] == ["ENXIO"] * 3
+    assert [r.probe(ctr, p) for p in PROBES] == ["ENXIO"] * len(PROBES)
     return True
 
 
@@ -178,7 +188,7 @@ def userns_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Wor
 
 
 def userns_bundle(world: World, env: dict[str, str], caps: list[str]) -> Any:
-    b = world.bundle(env, capabilities=caps, edit=in_userns)
+    b = world.bundle(env, capabilities=caps, edit=in_userns, others=list(M_CAPS))
     for dirpath, dirnames, filenames in os.walk(b.path / "rootfs"):
         for name in [*dirnames, *filenames]:
             os.chown(os.path.join(dirpath, name), USERNS_BASE, USERNS_BASE,
@@ -195,7 +205,8 @@ def test_user_namespace_gets_nodes_by_bind_mount(userns_world: World) -> None:
     assert has_mig(world, ctr) is True
     mounts = world.runc.exec(ctr, ["/bin/busybox", "cat", "/proc/self/mountinfo"]).stdout
     for minor in M_CAPS:
-        line = next(x for x in mounts.splitlines() if f"/nvidia-caps/nvidia-cap{minor} " in x)
+        line = next(x for x in mounts.splitlines()
+                    if x.split()[4] == f"/dev/nvidia-caps/nvidia-cap{minor}")  # mount point
         assert "nosuid" in line and "noexec" in line, line
     assert "bind-mounted" in world.log.read_text()
 

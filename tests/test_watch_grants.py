@@ -34,7 +34,8 @@ from .test_grants_kernel import People, cli_ok, node, open_as, people
 __all__ = ["people"]  # a fixture, used by name
 
 GI7 = "gpu0/gi7/access"
-GOAL_S = 0.100
+#: Long enough that only a hung watcher fails a wait (the latency goal is bench_watch.py's).
+HANG_S = 10.0
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -109,17 +110,18 @@ def test_grant_restored_after_instance_recreation(
         shutil.rmtree(proc)
         time.sleep(0.3)
         simulated.write_capability_file(sim_root, GI7, modify=1)
-        wait_for(lambda: "DeviceFileModify: 0" in (proc / "access").read_text(), 2.0)
+        wait_for(lambda: "DeviceFileModify: 0" in (proc / "access").read_text(), HANG_S)
         # nvidia-smi runs nvidia-modprobe, which saw DeviceFileModify: 1 just before.
         imitate_modprobe(path, minor, recreate=recreate)
-        window = wait_for(lambda: granted(path), 2.0)
-        assert window < GOAL_S, f"grant restored after {window * 1e3:.1f} ms"
+        # Bounded waits that only catch a hang: how fast the grant comes back is
+        # bench/bench_watch.py's to measure, not a test's (docs/contract.md).
+        wait_for(lambda: granted(path), HANG_S)
         assert open_as(people.outsider, path) == errno.EACCES
         assert open_as(people.granted, path) == errno.ENXIO
         # Every time, not once.
         for again in (True, False, True):
             imitate_modprobe(path, minor, recreate=again)
-            assert wait_for(lambda: granted(path), 2.0) < GOAL_S
+            wait_for(lambda: granted(path), HANG_S)
         assert open_as(people.outsider, path) == errno.EACCES
     finally:
         w.terminate()

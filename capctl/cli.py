@@ -206,6 +206,10 @@ def _sync_cdi(host: Host, dry_run: bool) -> dict[str, Any] | None:
     return {"path": output, "changed": cdifile.refresh(host, output, management=cdi.management)}
 
 
+#: ``sync`` lists each changed node up to this many; more, and it prints only the summary.
+SYNC_LIST_MAX = 20
+
+
 @cli.command("sync")
 @click.option(
     "--all",
@@ -215,7 +219,8 @@ def _sync_cdi(host: Host, dry_run: bool) -> dict[str, Any] | None:
 )
 @click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
-@click.option("-v", "--verbose", is_flag=True, help="Also list nodes left alone.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="List every node, changed or not (default: each change when at most 20).")
 @click.pass_obj
 def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose: bool) -> None:
     """Create or repair the host's capability nodes (idempotent)."""
@@ -256,10 +261,17 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
         )
         return
     would = "would be " if dry_run else ""
-    for change in [*report.removed, *report.changes, *report.link_changes, *report.device_links]:
-        if change.action is not Action.UNCHANGED or verbose:
-            why = f" ({change.reason})" if change.reason else ""
-            click.echo(f"{would}{change.action.value}: {change.path}{why}")
+    every = [*report.removed, *report.changes, *report.link_changes, *report.device_links]
+    changed = [c for c in every if c.action is not Action.UNCHANGED]
+    # One line a node is for a few changes (a repair, a stray) or -v; a first sync creates
+    # thousands, and printing them cost most of its time: then the summary says how many.
+    listed = every if verbose else changed if len(changed) <= SYNC_LIST_MAX else []
+    lines = [f"{would}{c.action.value}: {c.path}" + (f" ({c.reason})" if c.reason else "")
+             for c in listed]
+    if lines:
+        click.echo("\n".join(lines))
+    elif changed:
+        click.echo(f"{len(changed)} nodes and links {would or ''}changed; -v lists each")
     for skip in report.skipped:
         click.echo(f"skipped: {skip.name}: {skip.reason}")
     if cdi_out is not None and (cdi_out["changed"] or verbose):

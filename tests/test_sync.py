@@ -480,6 +480,21 @@ def test_cli_sync_json_and_text(sim_root: Path) -> None:
 
 
 @needs_root
+def test_a_first_sync_prints_a_summary(sim_root: Path) -> None:
+    """Thousands of created nodes are counted, not listed (printing them was most of a first
+    sync's time); -v lists each."""
+    runner = CliRunner()
+    res = runner.invoke(cli, ["--root", str(sim_root), "sync", "--all"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert len(lines) == 2 and lines[0].endswith(" nodes and links changed; -v lists each")
+    assert lines[1] == "4324 created, 0 repaired, 0 unchanged, 0 skipped"  # all of mig-minors
+    n = len(simulated.capability_names())
+    res = runner.invoke(cli, ["--root", str(sim_root), "sync", "--all", "-v"])
+    assert sum(1 for line in res.output.splitlines() if line.startswith("unchanged: ")) > n
+
+
+@needs_root
 def test_device_links_for_gpu_control_and_uvm_nodes(sim_host: Host, sim_root: Path) -> None:
     """udev makes no /dev/char links for the nodes nvidia-modprobe makes: sync does, for the
     GPU, control and UVM nodes that exist, and repairs a wrong one."""

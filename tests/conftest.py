@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,55 @@ def _system_places_untouched() -> Iterator[None]:
     after = _snapshot(_SYSTEM_PLACES)
     changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
     assert not changed, f"tests changed system configuration: {changed}"
+
+
+# --- no unexpected skip ------------------------------------------------------------------------
+
+#: The skips ./test.sh accepts (CAPCTL_STRICT_SKIPS=1): each is a fact of the host that no
+#: package install changes, and the reason says which.  Any other skip fails the run, so a test
+#: cannot stop proving what it claims without someone noticing (docs/testing.md).
+ALLOWED_SKIPS: dict[str, str] = {
+    "devices.allow is cgroup v1": "the test's other variant runs on the other cgroup version",
+    "root is not refused by a directory's mode": "a permission test that only a non-root "
+                                                 "user can make",
+    "udevadm verify needs systemd >= 254": "Debian 12 ships systemd 252; the rules are still "
+                                           "parsed by udevadm test-builtin",
+}
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _unexpected_skips(config: pytest.Config) -> list[str]:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    return sorted({
+        f"{r.nodeid}: {_skip_reason(r)}" for r in skipped
+        if not any(_skip_reason(r).startswith(allowed) for allowed in ALLOWED_SKIPS)
+    })
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Before the terminal summary (the reporter prints it after every other finisher).
+    if os.environ.get("CAPCTL_STRICT_SKIPS") != "1":
+        return
+    unexpected = _unexpected_skips(session.config)
+    session.config.stash[_UNEXPECTED] = unexpected
+    if unexpected and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    unexpected = config.stash.get(_UNEXPECTED, [])
+    if unexpected:
+        terminalreporter.write_sep("=", "unexpected skips: the run fails (tests/conftest.py "
+                                        "ALLOWED_SKIPS)", red=True)
+        for line in unexpected:
+            terminalreporter.write_line(line)
+
+
+_UNEXPECTED = pytest.StashKey[list[str]]()

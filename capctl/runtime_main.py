@@ -9,10 +9,11 @@ real runtime at once.  ``capctl install``'s launcher does that without starting 
 (:func:`capctl.install.launcher_text`) and calls :func:`main` only for ``create`` and ``run``,
 with the runtime it baked in.  Otherwise this module imports only ``os``, ``sys`` and
 :mod:`capctl.trustedpath` (which checks, before every ``exec``, that only root can change what
-the runtime's path runs), and the
-real runtime's path comes from a cache beside the config that is used only while the config has exactly the bytes
-it was read from (the same scheme as the hook's settings cache, ``capctl/policy/settings.py``),
-so no TOML is parsed and nothing else of capctl is imported.
+the runtime's path runs), and the real runtime's path comes from a cache beside the config
+that is used only while the config has exactly the bytes it was read from (the same scheme as
+the hook's settings cache, ``capctl/policy/settings.py``), so no TOML is parsed and nothing
+else of capctl is imported.  A failure is written to stderr and, as runc writes its own, to
+the ``--log`` file the caller passed (:func:`capctl.deliver.runtime.report_to_runtime_log`).
 
 capctl's only option is ``--capctl-config``, before runc's arguments: runc's ``--root`` is its
 state directory, so the driver root and topology come from the config's ``[host]`` table.

@@ -34,11 +34,6 @@ GPU0 = TOPO["gpus"][0]
 GPU6 = TOPO["gpus"][6]  # index 6, device minor 7
 
 
-def cap_minor(gpu_minor: int, gi: int, ci: int | None = None) -> int:
-    name = f"gpu{gpu_minor}/gi{gi}/access" if ci is None else f"gpu{gpu_minor}/gi{gi}/ci{ci}/access"
-    return simulated.minor_of(name)
-
-
 def probe(podman: PodmanHarness, ctr: Container, path: str, mode: str = "r") -> str:
     """:meth:`PodmanHarness.probe`; busybox says "can't create" for a failed ``<>`` open."""
     res = podman.exec(ctr, probe_argv(path, mode))
@@ -86,9 +81,9 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[CdiWorld]:
 def test_mig_device(world: CdiWorld, by: str) -> None:
     m = GPU6["mig_devices"][1]  # gpu minor 7, gi 2, ci 0
     device = m["uuid"] if by == "uuid" else f"6:{m['index']}"
-    gi, ci = cap_minor(7, m["gi"]), cap_minor(7, m["gi"], m["ci"])
+    gi, ci = simulated.mig_minor(7, m["gi"]), simulated.mig_minor(7, m["gi"], m["ci"])
     other = GPU6["mig_devices"][0]
-    others = [cap_minor(7, other["gi"]), cap_minor(7, other["gi"], other["ci"]), 1]
+    others = [simulated.mig_minor(7, other["gi"]), simulated.mig_minor(7, other["gi"], other["ci"]), 1]
     p = world.podman
     ctr = world.run(device, others)
     assert probe(p, ctr, f"/dev/nvidia-caps/nvidia-cap{gi}") == "ENXIO"
@@ -107,7 +102,7 @@ def test_mig_device(world: CdiWorld, by: str) -> None:
 
 def test_whole_gpu(world: CdiWorld) -> None:
     m = GPU0["mig_devices"][0]
-    others = [cap_minor(0, m["gi"]), cap_minor(0, m["gi"], m["ci"])]
+    others = [simulated.mig_minor(0, m["gi"]), simulated.mig_minor(0, m["gi"], m["ci"])]
     p = world.podman
     ctr = world.run(GPU0["uuid"], others)
     assert probe(p, ctr, "/dev/nvidia0", "rw") == "ENXIO"

@@ -252,3 +252,13 @@ def test_missing_mig_minors_hint_names_no_module_parameter(sim_host: Host, sim_r
         procfs.load(sim_host)
     assert "nv_cap_enable_devfs" not in str(exc.value)
     assert "older than R450" in str(exc.value) and "--root" in str(exc.value)
+
+
+def test_mig_minor_names_the_gpu_by_device_minor() -> None:
+    """The one helper the end-to-end tests use for a GI's or CI's capability minor: GPU 6 of
+    the simulated host has device minor 7, and the minor is the driver's table's."""
+    gpu6 = simulated.topology()["gpus"][6]
+    assert gpu6["index"] == 6 and gpu6["minor"] == 7
+    assert simulated.mig_minor(gpu6, 1) == simulated.mig_minor(7, 1) == simulated.minor_of(
+        "gpu7/gi1/access")
+    assert simulated.mig_minor(0, 7, 0) == 67  # as `capctl resolve 0:0` shows

@@ -19,6 +19,7 @@ import pytest
 
 from capctl import simulated
 from capctl.main import HOOK_INTERPRETER_ARGS
+from capctl.simulated import mig_minor
 from tests.support.runc import BindMount, Bundle, RuncHarness
 
 from .conftest import needs_runc
@@ -32,15 +33,6 @@ GPU6 = TOPO["gpus"][6]  # index 6, device minor 7
 
 def mig(gpu: dict[str, Any], i: int) -> dict[str, Any]:
     return gpu["mig_devices"][i]  # type: ignore[no-any-return]
-
-
-def cap_minor(gpu: dict[str, Any], gi: int, ci: int | None = None) -> int:
-    name = (
-        f"gpu{gpu['minor']}/gi{gi}/access"
-        if ci is None
-        else f"gpu{gpu['minor']}/gi{gi}/ci{ci}/access"
-    )
-    return simulated.minor_of(name)
 
 
 class World:
@@ -104,9 +96,9 @@ def world(tmp_path: Path, cgroup_version: str, request: pytest.FixtureRequest) -
 
 def test_one_mig_device(world: World) -> None:
     m = mig(GPU0, 2)  # gi 9, ci 0
-    gi, ci = cap_minor(GPU0, m["gi"]), cap_minor(GPU0, m["gi"], m["ci"])
-    other_gi = cap_minor(GPU0, mig(GPU0, 3)["gi"])
-    other_ci = cap_minor(GPU0, mig(GPU0, 3)["gi"], 0)
+    gi, ci = mig_minor(GPU0, m["gi"]), mig_minor(GPU0, m["gi"], m["ci"])
+    other_gi = mig_minor(GPU0, mig(GPU0, 3)["gi"])
+    other_ci = mig_minor(GPU0, mig(GPU0, 3)["gi"], 0)
     b = world.bundle({"NVIDIA_VISIBLE_DEVICES": m["uuid"]}, others=[other_gi, other_ci, 1])
     ctr = world.runc.run_detached(b)
     r = world.runc
@@ -140,7 +132,7 @@ def test_minor_differs_from_index_and_multi_device(world: World) -> None:
     assert r.probe(ctr, "/dev/nvidia0", "rw") == "ENXIO"
     assert r.exec(ctr, ["/bin/busybox", "test", "-e", "/dev/nvidia6"]).returncode != 0
     for gpu, m in ((GPU6, a), (GPU0, b)):
-        for minor in (cap_minor(gpu, m["gi"]), cap_minor(gpu, m["gi"], m["ci"])):
+        for minor in (mig_minor(gpu, m["gi"]), mig_minor(gpu, m["gi"], m["ci"])):
             assert r.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{minor}") == "ENXIO"
     assert len(r.exec(ctr, ["/bin/busybox", "ls", "/dev/nvidia-caps"]).stdout.split()) == 4
 
@@ -169,11 +161,11 @@ def test_mig_admin_needs_sys_admin(world: World, which: str) -> None:
     r = world.runc
     assert r.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{fixed}") == "ENXIO"
     # Every possible capability of GPU 0, existing or not (instances created later).
-    assert r.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{cap_minor(GPU0, 0)}") == "ENXIO"
-    assert r.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{cap_minor(GPU0, 14, 7)}") == "ENXIO"
+    assert r.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{mig_minor(GPU0, 0)}") == "ENXIO"
+    assert r.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{mig_minor(GPU0, 14, 7)}") == "ENXIO"
     assert (
         r.exec(
-            ctr, ["/bin/busybox", "test", "-e", f"/dev/nvidia-caps/nvidia-cap{cap_minor(GPU6, 1)}"]
+            ctr, ["/bin/busybox", "test", "-e", f"/dev/nvidia-caps/nvidia-cap{mig_minor(GPU6, 1)}"]
         ).returncode
         != 0
     )
@@ -191,8 +183,8 @@ def test_sixteen_containers_at_once(tmp_path: Path, cgroup_version: str) -> None
         for (g, m), ctr in zip(devs, ctrs, strict=True):
             want = sorted(
                 [
-                    f"nvidia-cap{cap_minor(g, m['gi'])}",
-                    f"nvidia-cap{cap_minor(g, m['gi'], m['ci'])}",
+                    f"nvidia-cap{mig_minor(g, m['gi'])}",
+                    f"nvidia-cap{mig_minor(g, m['gi'], m['ci'])}",
                 ]
             )
             assert (

@@ -21,15 +21,16 @@ from typing import Any
 
 import pytest
 
+from capctl.simulated import mig_minor
 from tests.support.runc import Bundle, Container, RuncHarness
-from tests.test_hook_e2e import GPU0, World, cap_minor, mig
+from tests.test_hook_e2e import GPU0, World, mig
 
 from .conftest import needs_runc
 
 pytestmark = needs_runc
 
 DEV = mig(GPU0, 2)  # gi 9, ci 0
-GI, CI = cap_minor(GPU0, DEV["gi"]), cap_minor(GPU0, DEV["gi"], DEV["ci"])
+GI, CI = mig_minor(GPU0, DEV["gi"]), mig_minor(GPU0, DEV["gi"], DEV["ci"])
 REQUEST = {"NVIDIA_VISIBLE_DEVICES": DEV["uuid"]}
 NOBODY = 65534
 GPU_NODES = ("nvidia0", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools")

@@ -11,11 +11,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from capctl import simulated
+from capctl.simulated import mig_minor
 from tests.support.clients import BUSYBOX, V1_DEVICES, V2_UNIFIED
 from tests.support.containerd import ContainerdHarness
 from tests.support.docker import DOCKER, DockerHarness
@@ -37,13 +37,8 @@ MIG = GPU0["mig_devices"][2]
 OTHER = GPU0["mig_devices"][3]
 
 
-def cap(gpu: dict[str, Any], gi: int, ci: int | None = None) -> int:
-    base = f"gpu{gpu['minor']}/gi{gi}"
-    return simulated.minor_of(f"{base}/access" if ci is None else f"{base}/ci{ci}/access")
-
-
-OWN_GI, OWN_CI = cap(GPU0, MIG["gi"]), cap(GPU0, MIG["gi"], MIG["ci"])
-OTHER_GI = cap(GPU0, OTHER["gi"])
+OWN_GI, OWN_CI = mig_minor(GPU0, MIG["gi"]), mig_minor(GPU0, MIG["gi"], MIG["ci"])
+OTHER_GI = mig_minor(GPU0, OTHER["gi"])
 
 
 class Sim:

@@ -22,6 +22,7 @@ import pytest
 
 from capctl import simulated
 from capctl.main import HOOK_INTERPRETER_ARGS
+from capctl.simulated import mig_minor
 from tests.support.nspawn import (
     GuestContainer,
     GuestRunc,
@@ -36,11 +37,6 @@ pytestmark = needs_nspawn
 TOPO = simulated.topology()
 GPU0 = TOPO["gpus"][0]
 CAPS_MAJOR = 238  # the simulated host's nvidia-caps major
-
-
-def cap_minor(gi: int, ci: int | None = None) -> int:
-    tail = f"gi{gi}/access" if ci is None else f"gi{gi}/ci{ci}/access"
-    return simulated.minor_of(f"gpu{GPU0['minor']}/{tail}")
 
 
 class World:
@@ -106,8 +102,8 @@ def device_allow(world: World, ctr: GuestContainer) -> str:
 
 def test_hook_grant_survives_daemon_reload(world: World, runc: GuestRunc) -> None:
     m, other = GPU0["mig_devices"][2], GPU0["mig_devices"][3]
-    gi, ci = cap_minor(m["gi"]), cap_minor(m["gi"], m["ci"])
-    other_gi, other_ci = cap_minor(other["gi"]), cap_minor(other["gi"], 0)
+    gi, ci = mig_minor(GPU0, m["gi"]), mig_minor(GPU0, m["gi"], m["ci"])
+    other_gi, other_ci = mig_minor(GPU0, other["gi"]), mig_minor(GPU0, other["gi"], 0)
     bundle = world.hook_bundle(runc, {"NVIDIA_VISIBLE_DEVICES": m["uuid"]}, [other_gi, other_ci])
     ctr = runc.run_detached(bundle)
     assert f"systemd unit {ctr.unit}: DeviceAllow= added" in world.log.read_text()
@@ -143,7 +139,7 @@ print("rolled back")
 
 def test_rollback_restores_the_units_device_allow(world: World, runc: GuestRunc) -> None:
     ctr = runc.run_detached(runc.bundle(mounts=[(world.root / "dev/nvidia-caps", "/caps")]))
-    minor = cap_minor(GPU0["mig_devices"][0]["gi"])
+    minor = mig_minor(GPU0, GPU0["mig_devices"][0]["gi"])
     before = device_allow(world, ctr)
     assert f"{CAPS_MAJOR}:{minor}" not in before
     proc = subprocess.Popen(
@@ -199,8 +195,8 @@ def wrapper(world: World) -> str:
 
 def test_wrapper_devices_survive_daemon_reload(world: World, runc: GuestRunc) -> None:
     m, other = GPU0["mig_devices"][2], GPU0["mig_devices"][3]
-    gi, ci = cap_minor(m["gi"]), cap_minor(m["gi"], m["ci"])
-    other_gi = cap_minor(other["gi"])
+    gi, ci = mig_minor(GPU0, m["gi"]), mig_minor(GPU0, m["gi"], m["ci"])
+    other_gi = mig_minor(GPU0, other["gi"])
     # runc passes a spec device to systemd only if /dev/char/M:m resolves where runc runs: on a
     # real host `capctl sync` makes these links; here the box's /dev gets links to the
     # simulated host's nodes.
@@ -252,7 +248,7 @@ def test_hook_failure_after_the_unit_grant_rolls_it_back(world: World, runc: Gue
     blocker = world.box.state / "not-a-dir"
     blocker.write_text("")
     m = GPU0["mig_devices"][2]
-    gi, ci = cap_minor(m["gi"]), cap_minor(m["gi"], m["ci"])
+    gi, ci = mig_minor(GPU0, m["gi"]), mig_minor(GPU0, m["gi"], m["ci"])
     bundle = world.hook_bundle(runc, {}, [gi, ci])  # asks for nothing: starts untouched
     config: dict[str, Any] = json.loads((bundle / "config.json").read_text())
     config["mounts"].append({"destination": "/dev/nvidia-caps", "type": "bind",

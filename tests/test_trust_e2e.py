@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
+from capctl.simulated import mig_minor
 from tests.support.runc import BindMount, Container, RuncHarness
 
 from .conftest import needs_runc
-from .test_hook_e2e import GPU0, TOPO, World, cap_minor, mig
+from .test_hook_e2e import GPU0, TOPO, World, mig
 from .test_hook_security import no_dev_tmpfs
 
 pytestmark = needs_runc
@@ -33,7 +34,7 @@ CRIO = {"io.kubernetes.cri-o.ContainerType": "container", "io.kubernetes.cri-o.S
 PRIV = ["CAP_SYS_ADMIN", "CAP_KILL"]
 PLAIN = ["CAP_KILL", "CAP_CHOWN"]
 M = mig(GPU0, 2)
-M_CAPS = (cap_minor(GPU0, M["gi"]), cap_minor(GPU0, M["gi"], M["ci"]))
+M_CAPS = (mig_minor(GPU0, M["gi"]), mig_minor(GPU0, M["gi"], M["ci"]))
 
 
 @pytest.fixture(params=["v1", "v2"])
@@ -148,7 +149,7 @@ def test_mig_admin_whole_gpu_and_mig_devices(world: World, which: str) -> None:
     ctr = start(world, env, annotations=CONTAINERD, caps=PRIV)
     fixed = 1 if which == "CONFIG" else 2
     assert world.runc.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{fixed}") == "ENXIO"
-    assert world.runc.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{cap_minor(GPU0, 0)}") == "ENXIO"
+    assert world.runc.probe(ctr, f"/dev/nvidia-caps/nvidia-cap{mig_minor(GPU0, 0)}") == "ENXIO"
     env["NVIDIA_VISIBLE_DEVICES"] = f"{GPU0['index']},{M['uuid']}"
     with pytest.raises(RuntimeError, match="mig-config needs whole GPUs visible"):
         start(world, env, annotations=CONTAINERD, caps=PRIV)

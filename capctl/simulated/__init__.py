@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,13 @@ def mig_minors_text() -> str:
 OTHER_CAPS = {"fabric-mgmt": 0, "fabric-imex-mgmt": 3 + N_GPUS * N_GIS * (1 + N_CIS)}
 #: Their ``*-minors`` files.
 OTHER_SOURCES = {"fabric-mgmt": capnames.Source.NVLINK, "fabric-imex-mgmt": capnames.Source.SYS}
+
+
+def mig_minor(gpu: int | Mapping[str, Any], gi: int, ci: int | None = None) -> int:
+    """The minor of a GI (``ci`` None) or CI capability of a GPU, given as its device minor or
+    as its snapshot entry (whose ``minor`` is used, not its index)."""
+    n = gpu if isinstance(gpu, int) else int(gpu["minor"])
+    return minor_of(f"gpu{n}/gi{gi}/access" if ci is None else f"gpu{n}/gi{gi}/ci{ci}/access")
 
 
 def minor_of(name: str) -> int:

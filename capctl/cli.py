@@ -271,7 +271,7 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
     if lines:
         click.echo("\n".join(lines))
     elif changed:
-        click.echo(f"{len(changed)} nodes and links {would or ''}changed; -v lists each")
+        click.echo(f"{len(changed)} nodes and /dev/char links {would}changed; -v lists each")
     for skip in report.skipped:
         click.echo(f"skipped: {skip.name}: {skip.reason}")
     if cdi_out is not None and (cdi_out["changed"] or verbose):

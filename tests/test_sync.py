@@ -487,7 +487,7 @@ def test_a_first_sync_prints_a_summary(sim_root: Path) -> None:
     res = runner.invoke(cli, ["--root", str(sim_root), "sync", "--all"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert len(lines) == 2 and lines[0].endswith(" nodes and links changed; -v lists each")
+    assert len(lines) == 2 and lines[0].endswith(" nodes and /dev/char links changed; -v lists each")
     assert lines[1] == "4324 created, 0 repaired, 0 unchanged, 0 skipped"  # all of mig-minors
     n = len(simulated.capability_names())
     res = runner.invoke(cli, ["--root", str(sim_root), "sync", "--all", "-v"])

@@ -55,6 +55,7 @@ from tests.support.clients import (
     remove_tree,
     run_cmd,
     short_tmpdir,
+    stop_processes_naming,
     unique_name,
 )
 
@@ -133,6 +134,9 @@ class PodmanHarness:
         if self._leftovers is not None:
             self._leftovers.clean()
         if self.state != Path():
+            # conmon runs "podman container cleanup" when a container exits, after rm has
+            # returned; it writes the state directory again if that is removed first.
+            stop_processes_naming(self.state)
             remove_tree(self.state)
 
     # --- commands ------------------------------------------------------------------------

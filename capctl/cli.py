@@ -130,9 +130,7 @@ def _with_config_host(host: Host, *, tolerant: bool) -> Host:
         if tolerant:
             return host
         raise
-    given = table.get("host", {})
-    return with_host_table(host, hs.driver_root if "driver_root" in given else None,
-                           hs.topology if "topology" in given else None)
+    return with_host_table(host, hs.driver_root, hs.topology)
 
 
 def _print_json(data: Any) -> None:

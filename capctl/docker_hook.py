@@ -50,9 +50,7 @@ def main() -> None:
     # As for ``capctl hook``: a hook lives for milliseconds (``capctl/main.py``).
     gc.disable()
     from capctl.deliver import hook
-    from capctl.errors import CapctlError
     from capctl.host import DEFAULT_CONFIG, Host
-    from capctl.policy import settings
 
     bad = loading_env(environ)
     if bad:
@@ -63,10 +61,6 @@ def main() -> None:
     if sys.argv[1:] != ["prestart"]:
         sys.stderr.write("capctl: error: usage: nvidia-container-runtime-hook prestart\n")
         sys.exit(2)
-    try:
-        table = settings.read_table(DEFAULT_CONFIG) or {}
-        hs = settings.host_from_table(DEFAULT_CONFIG, table)
-    except CapctlError as err:
-        sys.stderr.write(f"capctl: error: {err}\n")
-        sys.exit(1)
-    sys.exit(hook.main(Host(root=hs.driver_root, config=DEFAULT_CONFIG, topology=hs.topology)))
+    # No option: the hook takes [host] from the config's settings cache, as ``capctl hook``
+    # does without --root/--topology (no TOML parse while the config is unchanged).
+    sys.exit(hook.main(Host(config=DEFAULT_CONFIG)))

@@ -76,7 +76,7 @@ def _umask() -> int:
     "tamper",
     [
         pytest.param(lambda blob: blob + b"\n", id="other-config-bytes"),
-        pytest.param(lambda blob: blob.replace(b"cache 3", b"cache 2"), id="other-format"),
+        pytest.param(lambda blob: blob.replace(b"cache 4", b"cache 3"), id="other-format"),
         pytest.param(lambda blob: blob.replace(b"hook_log 2f", b"hook_log zz"), id="bad-hex"),
         pytest.param(lambda blob: blob.replace(b"hook_log 2f", b"hook_log 41"), id="relative-log"),
         pytest.param(lambda blob: blob.replace(b"hook_log", b"hook_lag"), id="unknown-key"),
@@ -143,3 +143,21 @@ def test_config_not_root_owned_is_refused_before_the_cache(config: Path) -> None
     os.chown(config, 1234, 0)
     with pytest.raises(ConfigError, match="not owned by root"):
         settings.load(config)
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("", settings.HostSettings(None, None)),
+    ('[host]\ndriver_root = "/"\n', settings.HostSettings("/", None)),
+    ('[host]\ntopology = "/t.json"\n', settings.HostSettings(None, "/t.json")),
+], ids=["unset", "root-set-to-slash", "topology-only"])
+def test_host_settings_say_what_is_unset_through_the_cache(
+        tmp_path: Path, parses: list[bytes], text: str, want: settings.HostSettings) -> None:
+    """None is "not in [host]" (an option's or the default's turn), never a value: a root
+    set to / is set, and the cache keeps the difference."""
+    path = tmp_path / "c.toml"
+    path.write_text("[hook]\n" + text)
+    path.chmod(0o644)
+    data = path.read_bytes()
+    assert settings.load_with_host(path, data)[1] == want
+    assert settings.load_with_host(path, data)[1] == want
+    assert len(parses) == 1  # the second came from the cache

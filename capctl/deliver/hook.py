@@ -468,5 +468,4 @@ def _settings(host: Host) -> tuple[Settings, Host]:
     if host.root_from != "default" and host.topology_from != "default":
         return settings.load(host.config), host
     own, hs = settings.load_with_host(host.config, settings.read_config(host.config))
-    root = hs.driver_root if hs.driver_root != "/" else None
-    return own, with_host_table(host, root, hs.topology)
+    return own, with_host_table(host, hs.driver_root, hs.topology)

@@ -119,13 +119,13 @@ def deliver(config: str, data: bytes | None, args: list[str], log: Any) -> None:
     from capctl._lite import jsonload
     from capctl.deliver.hook import read_bundle_config
     from capctl.edits.edits import from_plan
-    from capctl.host import Host
+    from capctl.host import Host, with_host_table
     from capctl.policy import settings
     from capctl.request import oci
     from capctl.request.container import plan_for
 
     own, hs = settings.load_with_host(config, data)
-    host = Host(root=hs.driver_root, config=config, topology=hs.topology)
+    host = with_host_table(Host(config=config), hs.driver_root, hs.topology)
     log.path = own.hook_log
     bundle = bundle_of(args)
     cid = container_id_of(args)

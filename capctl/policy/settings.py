@@ -186,7 +186,7 @@ def _hook_log(path: StrPath, table: dict[str, Any]) -> str | None:
 # topology in hex, topology "-" for unset, or a lone "!" for a [host] table that is refused),
 # then the config's bytes.  Root-owned and written atomically, like the config; anything
 # unexpected (absent, foreign owner, another format, other bytes) means "parse the config".
-_CACHE_MAGIC = b"capctl settings cache 3\n"
+_CACHE_MAGIC = b"capctl settings cache 4\n"
 #: Room for the setting lines when reading the cache: three absolute paths in hex and more.
 _CACHE_HEAD = 64 * 1024
 
@@ -240,9 +240,9 @@ def _cached_host(line: bytes) -> HostSettings | object | None:
     if value == b"!":
         return None
     root, _, topology = value.decode("ascii", "replace").partition(" ")
-    driver_root = _unhex(root)
+    driver_root = None if root == "-" else _unhex(root)
     topo = None if topology == "-" else _unhex(topology)
-    if driver_root is None or (topo is None and topology != "-"):
+    if (driver_root is None and root != "-") or (topo is None and topology != "-"):
         return _BAD
     return HostSettings(driver_root, topo)
 
@@ -297,10 +297,11 @@ DEFAULT_RUNTIME = "/usr/sbin/runc"
 
 @record
 class HostSettings:
-    """``[host]``: what ``--root`` and ``--topology`` give the ``capctl`` command line."""
+    """``[host]``: what ``--root`` and ``--topology`` give every entry point where no option
+    does (:func:`capctl.host.with_host_table`).  None: not set there (then ``/`` and NVML)."""
 
-    driver_root: str = "/"
-    topology: str | None = None  # None: NVML
+    driver_root: str | None = None
+    topology: str | None = None
 
 
 @record
@@ -325,7 +326,7 @@ def _table(path: StrPath, table: dict[str, Any], name: str, keys: set[str]) -> d
 
 def host_from_table(path: StrPath, table: dict[str, Any]) -> HostSettings:
     sub = _table(path, table, "host", {"driver_root", "topology"})
-    return HostSettings(sub.get("driver_root", "/"), sub.get("topology"))
+    return HostSettings(sub.get("driver_root"), sub.get("topology"))
 
 
 def runtime_from_table(path: StrPath, table: dict[str, Any]) -> RuntimeSettings:

@@ -379,7 +379,7 @@ def check_launcher(where: str, program: str, config: str) -> list[Finding] | Non
     else:
         out.append(Finding(Level.OK, f"{where}: runs {program}, whose interpreter imports capctl"))
     try:
-        configured = settings.runtime_from_table(config, settings.read_table(config) or {}).runtime
+        configured = settings.load_runtime(config)
     except CapctlError as err:
         return [*out, Finding(Level.FAIL, str(err), f"fix {config}")]
     baked = values["runtime"]
@@ -441,7 +441,7 @@ def check_runtime_program(where: str, program: str, config: str) -> list[Finding
         return found
     out = [check_definition(where, program, program, [])]
     try:
-        runtime = settings.runtime_from_table(config, settings.read_table(config) or {}).runtime
+        runtime = settings.load_runtime(config)
     except CapctlError as err:
         return [*out, Finding(Level.FAIL, str(err), f"fix {config}")]
     unsafe = runtime_path_finding(where, runtime)
@@ -614,8 +614,6 @@ def check_runtimes(
     out += check_docker_runtime(docker_config)
     out += check_snippets(containerd_dir, crio_dir)
     out += check_containerd_imports(containerd_dir)
-    if docker_config == DOCKER_CONFIG:  # the host's own Docker, not a test's
-        out += check_docker_gpus()
     return out
 
 
@@ -677,7 +675,7 @@ def run(host: Host) -> list[tuple[str, list[Finding]]]:
         ("nodes", lambda: check_nodes(host)),
         ("cgroups", check_cgroups),
         ("systemd", check_systemd),
-        ("runtimes", check_runtimes),
+        ("runtimes", lambda: [*check_runtimes(), *check_docker_gpus()]),
         ("config", lambda: check_config(host)),
         ("requests", lambda: check_requests(host)),
     ]

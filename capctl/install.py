@@ -122,8 +122,7 @@ def configured_runtime(config: str) -> str:
     from capctl.policy import settings
 
     try:
-        table = settings.read_table(config)
-        runtime = settings.runtime_from_table(config, table or {}).runtime
+        runtime = settings.load_runtime(config)
     except CapctlError as err:
         raise InstallError(f"cannot read the real runtime from {config}: {err}") from err
     try:

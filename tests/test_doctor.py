@@ -196,3 +196,12 @@ def test_containerd_major_of_the_installed_binary() -> None:
 
     assert shutil.which("containerd"), "containerd is not installed (scripts/setup.sh)"
     assert doctor.containerd_major() in (1, 2)
+
+
+def test_doctor_checks_the_gpus_hook_of_the_hosts_dockerd(sim_host: Host) -> None:
+    """scripts/setup.sh installs docker.io: doctor's runtimes section says what --gpus runs."""
+    import shutil
+
+    assert shutil.which("dockerd"), "docker.io is not installed (scripts/setup.sh)"
+    runtimes = dict(doctor.run(sim_host))["runtimes"]
+    assert any(f.what.startswith("docker --gpus: ") for f in runtimes), runtimes

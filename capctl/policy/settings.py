@@ -334,6 +334,11 @@ def runtime_from_table(path: StrPath, table: dict[str, Any]) -> RuntimeSettings:
     return RuntimeSettings(sub.get("runtime", DEFAULT_RUNTIME))
 
 
+def load_runtime(path: StrPath) -> str:
+    """``[runtime] runtime`` of the config at ``path`` (the default if there is none)."""
+    return runtime_from_table(path, read_table(path) or {}).runtime
+
+
 # --- [cdi] ------------------------------------------------------------------------------------
 
 

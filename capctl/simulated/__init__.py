@@ -134,7 +134,7 @@ def mig_minor(gpu: int | Mapping[str, Any], gi: int, ci: int | None = None) -> i
     """The minor of a GI (``ci`` None) or CI capability of a GPU, given as its device minor or
     as its snapshot entry (whose ``minor`` is used, not its index)."""
     n = gpu if isinstance(gpu, int) else int(gpu["minor"])
-    return minor_of(f"gpu{n}/gi{gi}/access" if ci is None else f"gpu{n}/gi{gi}/ci{ci}/access")
+    return minor_of(capnames.gi_name(n, gi) if ci is None else capnames.ci_name(n, gi, ci))
 
 
 def minor_of(name: str) -> int:

@@ -69,7 +69,8 @@ def test_add_edits_keeps_every_other_field() -> None:
                   "resources": {"devices": [{"allow": False, "access": "rwm"}], "memory": {}},
                   "cgroupsPath": "/x"},
     }  # fmt: skip
-    out = runtime.add_edits(json.loads(json.dumps(spec)), EDITS, "config.json")
+    out = json.loads(json.dumps(spec))
+    assert runtime.add_edits(out, EDITS, "config.json") == 4  # 2 devices, 2 rules
     assert out["x-unknown"] == spec["x-unknown"] and out["linux"]["cgroupsPath"] == "/x"
     assert out["linux"]["devices"][0]["path"] == "/dev/fuse"
     assert out["linux"]["devices"][1:] == [
@@ -90,8 +91,10 @@ def test_a_second_create_adds_nothing() -> None:
     """A reused bundle: the devices and rules of the first create are not added again."""
     spec: dict[str, object] = {"linux": {"resources": {"devices": [{"allow": False,
                                                                       "access": "rwm"}]}}}
-    once = runtime.add_edits(json.loads(json.dumps(spec)), EDITS, "config.json")
-    twice = runtime.add_edits(json.loads(json.dumps(once)), EDITS, "config.json")
+    once = json.loads(json.dumps(spec))
+    runtime.add_edits(once, EDITS, "config.json")
+    twice = json.loads(json.dumps(once))
+    assert runtime.add_edits(twice, EDITS, "config.json") == 0
     assert twice == once
     assert len(once["linux"]["resources"]["devices"]) == 3
 

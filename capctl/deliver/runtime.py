@@ -52,8 +52,9 @@ def container_id_of(args: list[str]) -> str:
     return args[-1] if args and not args[-1].startswith("-") else "-"
 
 
-def add_edits(spec: dict[str, Any], edits: Edits, where: str) -> dict[str, Any]:
-    """``spec`` with the edits' devices and allow rules added; every other field untouched.
+def add_edits(spec: dict[str, Any], edits: Edits, where: str) -> int:
+    """Add the edits' devices and allow rules to ``spec``, in place; every other field stays.
+    Returns how many entries were added: 0 when the spec has them all (a bundle created again).
 
     A node already in ``linux.devices`` with the same numbers is kept; one at the same path
     with other numbers is an error (a spec that would give the container something else there).
@@ -68,6 +69,7 @@ def add_edits(spec: dict[str, Any], edits: Edits, where: str) -> dict[str, Any]:
     rules = resources.setdefault("devices", [])
     if not isinstance(rules, list):
         raise HookError(f"{where}: linux.resources.devices is not a list")
+    before = len(devices) + len(rules)
     present = {d.get("path"): d for d in devices if isinstance(d, dict)}
     allowed = {
         (r.get("type"), r.get("major"), r.get("minor"), r.get("access"))
@@ -89,7 +91,7 @@ def add_edits(spec: dict[str, Any], edits: Edits, where: str) -> dict[str, Any]:
             "allow": True, "type": "c", "major": node.major, "minor": node.minor,
             "access": node.access,
         })  # fmt: skip
-    return spec
+    return len(devices) + len(rules) - before
 
 
 def write_spec(path: str, spec: dict[str, Any]) -> None:
@@ -140,9 +142,7 @@ def deliver(config: str, data: bytes | None, args: list[str], log: Any) -> None:
     spec = jsonload.loads(raw)  # oci.parse_config has read it with the same strict rules
     if not isinstance(spec, dict):
         raise HookError(f"{where}: not a JSON object")
-    before = jsonload.loads(raw)
-    add_edits(spec, edits, where)
-    if spec == before:
+    if not add_edits(spec, edits, where):
         log(f"{where}: has {', '.join(r.line() for r in edits.rules)} already")
         return
     write_spec(where, spec)

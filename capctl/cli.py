@@ -54,14 +54,15 @@ class CapctlGroup(click.Group):
             _fail(f"{where}{err.strerror or err}")
 
 
-def _option_value(ctx: click.Context, name: str, value: Any, default: Any) -> Any:
-    """The option's value, unless it came from the environment for an env-blind command."""
-    if (
-        ctx.invoked_subcommand in _ENV_BLIND
-        and ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT
-    ):
-        return default
-    return value
+def _given(ctx: click.Context, name: str, value: Any, default: Any) -> tuple[Any, str]:
+    """An option's value and where it came from: ``--name``, its ``CAPCTL_*`` variable, or
+    ``default``.  An env-blind command (the hook) never takes the variable: default then."""
+    source = ctx.get_parameter_source(name)
+    if source is ParameterSource.COMMANDLINE:
+        return value, f"--{name}"
+    if source is ParameterSource.ENVIRONMENT and ctx.invoked_subcommand not in _ENV_BLIND:
+        return value, f"CAPCTL_{name.upper()}"
+    return default, "default"
 
 
 @click.group(cls=CapctlGroup)
@@ -92,26 +93,13 @@ def _option_value(ctx: click.Context, name: str, value: Any, default: Any) -> An
 @click.pass_context
 def cli(ctx: click.Context, root: Path, topology: Path | None, config: Path) -> None:
     """Control access to NVIDIA MIG capability device nodes."""
-    host = Host(
-        root=_option_value(ctx, "root", root, Path("/")),
-        topology=_option_value(ctx, "topology", topology, None),
-        config=_option_value(ctx, "config", config, DEFAULT_CONFIG),
-        root_from=_origin(ctx, "root", "--root", "CAPCTL_ROOT"),
-        topology_from=_origin(ctx, "topology", "--topology", "CAPCTL_TOPOLOGY"),
-    )
+    root, root_from = _given(ctx, "root", root, Path("/"))
+    topology, topology_from = _given(ctx, "topology", topology, None)
+    config, _config_from = _given(ctx, "config", config, DEFAULT_CONFIG)
+    host = Host(root, config, topology, root_from, topology_from)
     if "default" in (host.root_from, host.topology_from):
         host = _with_config_host(host, tolerant=ctx.invoked_subcommand == "doctor")
     ctx.obj = host
-
-
-def _origin(ctx: click.Context, name: str, option: str, env: str) -> str:
-    """Where an option's value came from: the option, its variable, or "default"."""
-    source = ctx.get_parameter_source(name)
-    if source is ParameterSource.COMMANDLINE:
-        return option
-    if source is ParameterSource.ENVIRONMENT and ctx.invoked_subcommand not in _ENV_BLIND:
-        return env
-    return "default"
 
 
 def _with_config_host(host: Host, *, tolerant: bool) -> Host:

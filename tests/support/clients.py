@@ -286,35 +286,15 @@ def unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
 
 
-def processes_naming(path: Path) -> list[int]:
-    """The pids of processes whose command line names ``path`` (a harness's state directory:
-    conmon and the ``podman container cleanup`` it runs when a container exits)."""
-    needle = str(path).encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if needle in f.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
 def stop_processes_naming(path: Path, timeout: float = 15.0) -> None:
-    """Wait (bounded) for every process naming ``path`` to exit, then kill what is left: a
-    tree removed while one still runs is written again behind our back."""
-    deadline = time.monotonic() + timeout
-    while processes_naming(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in processes_naming(path):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while processes_naming(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    """Wait (bounded) for every process naming ``path`` to exit, then kill what is left (a
+    harness's state directory: conmon and the ``podman container cleanup`` it runs when a
+    container exits); a tree removed while one still runs is written again behind our back."""
+    text = str(path)
+    with contextlib.suppress(RuntimeError):
+        wait_for(lambda: not pids_with_arg(text), timeout, f"processes naming {text}")
+    for pid in pids_with_arg(text):
+        kill_pid(pid, timeout=5)
 
 
 def remove_tree(root: Path) -> None:

@@ -18,18 +18,14 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 
-quiet_pip() {  # pip, without this kind of machine's pip-config noise
-  "$@" 2>&1 | grep -v -e '^WARNING: Location' -e 'Running pip as the' >&2 || true
-  return "${PIPESTATUS[0]}"
-}
+. "$REPO/scripts/pip.sh"
 
 wheelhouse=
 case ${1:-} in
   --prepare)
     [ $# = 2 ] || { echo "usage: $0 --prepare DIR" >&2; exit 2; }
     mkdir -p "$2"
-    quiet_pip "$PYTHON" -m pip wheel -q --disable-pip-version-check -c "$REPO/constraints.txt" \
-      -w "$2" "$REPO"
+    pipq "$PYTHON" wheel -c "$REPO/constraints.txt" -w "$2" "$REPO"
     echo "hardware-check: wheels for capctl and its dependencies in $2" >&2
     exit 0 ;;
   --wheelhouse)
@@ -48,11 +44,9 @@ tmp=$(mktemp -d /tmp/capctl-hwcheck.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 "$PYTHON" -m venv "$tmp/venv"
 if [ -n "$wheelhouse" ]; then
-  quiet_pip "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check --no-index \
-    --find-links "$wheelhouse" capctl
+  pipq "$tmp/venv/bin/python" install --no-index --find-links "$wheelhouse" capctl
 else
-  quiet_pip "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check \
-    -c "$REPO/constraints.txt" "$REPO"
+  pipq "$tmp/venv/bin/python" install -c "$REPO/constraints.txt" "$REPO"
 fi
 echo "hardware-check: capctl $("$tmp/venv/bin/capctl" --version | awk '{print $NF}')," \
   "driver $(cat /sys/module/nvidia/version 2>/dev/null || echo unknown)," \

@@ -23,14 +23,7 @@ mkdir -p "$WORK"
 
 say() { printf 'matrix: %s\n' "$*"; }
 
-# pipq PYTHON COMMAND ARGS...: pip, quietly, without this machine's pip-config noise.
-pipq() {
-  local py=$1 command=$2
-  shift 2
-  "$py" -m pip "$command" -q --disable-pip-version-check "$@" 2>&1 \
-    | grep -v -e '^WARNING: Location' -e 'Running pip as the' >&2
-  return "${PIPESTATUS[0]}"
-}
+. "$REPO/scripts/pip.sh"
 
 # venv NAME PYTHON: a fresh venv at $WORK/NAME; prints its python.
 venv() {

@@ -39,11 +39,9 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$stamp" ] || [ "$CAPCTL_REPO/pyproject
    || [ "$CAPCTL_REPO/constraints.txt" -nt "$stamp" ]; then
   echo "setup: creating $VENV (capctl + test tools)" >&2
   "$PYTHON" -m venv "$VENV"
-  pip_rc=0
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-    -c "$CAPCTL_REPO/constraints.txt" -e "$CAPCTL_REPO[test]" >"$VENV/pip.log" 2>&1 || pip_rc=$?
-  grep -v -e '^WARNING: Location' -e 'Running pip as the' "$VENV/pip.log" >&2 || true
-  [ "$pip_rc" = 0 ] && "$VENV/bin/python" -c 'import capctl.cli, click, pyroute2, pynvml, tomlkit' \
+  . "$CAPCTL_REPO/scripts/pip.sh"
+  pipq "$VENV/bin/python" install -c "$CAPCTL_REPO/constraints.txt" -e "$CAPCTL_REPO[test]" \
+    && "$VENV/bin/python" -c 'import capctl.cli, click, pyroute2, pynvml, tomlkit' \
     || { echo "setup: installing capctl into $VENV failed" >&2; exit 1; }
   touch "$stamp"
 fi

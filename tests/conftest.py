@@ -12,13 +12,11 @@ import pytest
 
 from capctl import simulated
 from capctl.host import Host
+from tests.support.hostcg import NO_V1, needs
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (mknod, cgroups)")
-needs_runc = pytest.mark.skipif(
-    not (IS_ROOT and shutil.which("runc") and Path("/bin/busybox").exists()),
-    reason="needs root, runc and busybox-static",
-)
+needs_runc = needs(tools=("runc", "busybox"))
 
 
 @pytest.fixture
@@ -120,6 +118,7 @@ def _system_places_untouched() -> Iterator[None]:
 #: package install changes, and the reason says which.  Any other skip fails the run, so a test
 #: cannot stop proving what it claims without someone noticing (docs/testing.md).
 ALLOWED_SKIPS: dict[str, str] = {
+    NO_V1: "the cgroup-v2-only run (scripts/v2only.sh) has no v1; the hybrid run covers it",
     "devices.allow is cgroup v1": "the test's other variant runs on the other cgroup version",
     "root is not refused by a directory's mode": "a permission test that only a non-root "
                                                  "user can make",

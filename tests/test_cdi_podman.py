@@ -7,8 +7,6 @@ with ENXIO when the device cgroup allows it and EPERM when it denies it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,17 +15,11 @@ from pathlib import Path
 import pytest
 
 from capctl import simulated
-from tests.support.clients import BUSYBOX, V1_DEVICES, Container, classify, probe_argv, unique_name
+from tests.support.clients import Container, classify, probe_argv, unique_name
+from tests.support.hostcg import needs, skip_unless
 from tests.support.podman import CDI_DIR, PodmanHarness
 
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.skipif(
-        not (os.geteuid() == 0 and BUSYBOX.exists() and shutil.which("runc")
-             and shutil.which("podman") and V1_DEVICES.is_dir()),
-        reason="needs root, runc, podman, busybox-static and a cgroup v1 devices hierarchy",
-    ),
-]
+pytestmark = [pytest.mark.kernel, needs(tools=("runc", "podman", "busybox"))]
 
 TOPO = simulated.topology()
 GPU0 = TOPO["gpus"][0]
@@ -73,6 +65,7 @@ class CdiWorld:
 
 @pytest.fixture(params=[False, True], ids=["cgroup-v1", "cgroup-v2"])
 def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[CdiWorld]:
+    skip_unless(v1=not request.param, v2=bool(request.param))
     with PodmanHarness(tmp_path, cgroup2=bool(request.param)) as podman:
         yield CdiWorld(tmp_path, podman)
 

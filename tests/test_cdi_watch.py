@@ -92,28 +92,53 @@ def test_fingerprint_sees_instances_reloads_and_the_snapshot(sim_host: Host,
     assert fingerprint(sim_host) == ()
 
 
-class Poller:
-    """A :class:`ChangeDetector` polled at given seconds from now: was a settled change
-    reported by that poll?"""
+class Clock:
+    """A fake monotonic clock the detector reads: tests move it, nothing sleeps."""
 
-    def __init__(self, det: ChangeDetector):
-        self.det, self.t0 = det, time.monotonic()
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Poller:
+    """A :class:`ChangeDetector` on a fake clock, polled at given seconds from its start: was a
+    settled change reported by that poll?"""
+
+    def __init__(self, det: ChangeDetector, clock: Clock):
+        self.det, self.clock, self.t0 = det, clock, clock.now
         self.seen: list[Settled] = []
         det.subscribe_settled(self.seen.append)
 
     def poll(self, at: float) -> bool:
-        time.sleep(max(0.0, self.t0 + at - time.monotonic()))
+        self.clock.now = self.t0 + at
         before = len(self.seen)
         self.det.poll()
         return len(self.seen) > before
 
 
 def test_poller(sim_host: Host, sim_root: Path) -> None:
-    with ChangeDetector(sim_host, settle=0.2) as det:
-        p = Poller(det)
+    clock = Clock()
+    with ChangeDetector(sim_host, settle=0.2, clock=clock) as det:
+        p = Poller(det, clock)
         assert p.poll(0.0) is False
         _new_instance(sim_root, 0, 14, 3)
+        # Seen at 1.0, still at 1.1 (0.1 s), reported at 1.3 (0.3 s >= settle), once.
         assert [p.poll(1.0), p.poll(1.1), p.poll(1.3), p.poll(2.0)] == [False, False, True, False]
+
+
+def test_settle_is_measured_from_the_last_change(sim_host: Host, sim_root: Path) -> None:
+    """A change just before the settle time runs out starts it again (a burst of instance
+    creations is one report, after the last of them)."""
+    clock = Clock()
+    with ChangeDetector(sim_host, settle=0.2, clock=clock) as det:
+        p = Poller(det, clock)
+        p.poll(0.0)
+        _new_instance(sim_root, 0, 14, 3)
+        assert p.poll(1.0) is False
+        _new_instance(sim_root, 0, 14, 4)
+        assert [p.poll(1.19), p.poll(1.3), p.poll(1.35), p.poll(1.45)] == [False, False, False, True]
 
 
 def test_detector_settles_the_snapshot_and_retries(sim_host: Host, sim_root: Path) -> None:
@@ -122,30 +147,29 @@ def test_detector_settles_the_snapshot_and_retries(sim_host: Host, sim_root: Pat
     reports the same state again."""
     snap = str(sim_root / "topology.json")
     seen: list[Settled] = []
-    with ChangeDetector(sim_host, poll_interval=5.0, files=(snap,), settle=0.1) as det:
+    clock = Clock()
+    with ChangeDetector(sim_host, poll_interval=5.0, files=(snap,), settle=0.1,
+                        clock=clock) as det:
         det.subscribe_settled(seen.append)
-        assert det.next_poll_at() - time.monotonic() > 1.0
+        assert det.next_poll_at() == clock.now + 5.0
         _new_instance(sim_root, 0, 14, 3)
         assert det.poll() is not None and seen == []  # instances: told at once
-        assert det.next_poll_at() - time.monotonic() <= 0.1
-        time.sleep(0.05)
+        assert det.next_poll_at() == clock.now + 0.1  # settling: polled sooner
+        clock.now += 0.05
         os.utime(snap, ns=(1, 1))  # the snapshot rewritten: settle again
         det.poll()
-        time.sleep(0.12)
+        clock.now += 0.12
         det.poll()
         assert len(seen) == 1 and "gpu0/gi14/ci3/access" in seen[0].now
         det.poll()
-        assert len(seen) == 1 and det.next_poll_at() - time.monotonic() > 1.0
+        assert len(seen) == 1 and det.next_poll_at() == clock.now + 5.0
         det.retry()
-        assert det.next_poll_at() - time.monotonic() <= 0.1
+        assert det.next_poll_at() == clock.now + 0.1
         det.poll()
         assert len(seen) == 2
 
 
 # --- capctl watch --cdi-output -------------------------------------------------------------
-
-GOAL = 2.0
-
 
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(".tmp")
@@ -233,8 +257,7 @@ def test_watch_keeps_the_spec_current(sim_root: Path, tmp_path: Path) -> None:
         gone = topo["gpus"][1]["mig_devices"].pop(3)
         _write_json(snap, topo)
         shutil.rmtree(sim_root / CAPS / f"gpu1/mig/gi{gone['gi']}")
-        took = _wait(lambda: gone["uuid"] not in _names(out), 10)
-        assert took <= GOAL, took
+        _wait(lambda: gone["uuid"] not in _names(out), 10)
         assert "1:3" not in _names(out)
 
         # Create gi 14 / ci 0 on GPU 0: the driver makes the capability files, then NVML
@@ -244,8 +267,7 @@ def test_watch_keeps_the_spec_current(sim_root: Path, tmp_path: Path) -> None:
                "gi": 14, "ci": 0, "profile": "1g.5gb"}
         topo["gpus"][0]["mig_devices"].append(new)
         _write_json(snap, topo)
-        took = _wait(lambda: new["uuid"] in _names(out), 10)
-        assert took <= GOAL, took
+        _wait(lambda: new["uuid"] in _names(out), 10)
         spec = json.loads(out.read_text())
         assert check_spec(spec) == [] and check_spec(spec, profile=PODMAN_43) == []
         dev = {d["name"]: d for d in spec["devices"]}["0:7"]
@@ -310,15 +332,13 @@ def test_watch_follows_a_snapshot_change_and_a_failing_sync(sim_root: Path, tmp_
         renamed = "MIG-" + "cd" * 4 + "-1234-4123-8123-" + "ef" * 6
         topo["gpus"][2]["mig_devices"][0]["uuid"] = renamed
         _write_json(snap, topo)  # the driver's files do not change at all
-        took = _wait(lambda: renamed in _names(out) and old not in _names(out), 10)
-        assert took <= GOAL, took
+        _wait(lambda: renamed in _names(out) and old not in _names(out), 10)
 
         os.chmod(cfg, 0o666)  # sync now refuses the config, every time
         gone = topo["gpus"][1]["mig_devices"].pop(3)
         _write_json(snap, topo)
         shutil.rmtree(sim_root / CAPS / f"gpu1/mig/gi{gone['gi']}")
-        took = _wait(lambda: gone["uuid"] not in _names(out), 10)
-        assert took <= GOAL, took
+        _wait(lambda: gone["uuid"] not in _names(out), 10)
     finally:
         os.chmod(cfg, 0o644)
         err = _stop_watch(proc)

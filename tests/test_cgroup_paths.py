@@ -30,6 +30,7 @@ from capctl.cgroup.discovery import (
 from capctl.cgroup.strpath import exists, is_dir, join, normalized
 from capctl.errors import CgroupError, ParseError
 from tests.support.fuzz import Op, mutants, outcome
+from tests.support.hostcg import CGROUP_ROOT, LAYOUT, NO_V2, V1_DEVICES, V2_ROOT
 from tests.support.source import CAPCTL_PATH
 
 TMPFS_MAGIC = 0x01021994
@@ -182,31 +183,31 @@ def test_parse_mountinfo_unescapes_and_fails_closed() -> None:
         parse_mountinfo("36 30 0:32 / /a rw cgroup cgroup rw\n")
 
 
-@pytest.mark.skipif(not Path("/sys/fs/cgroup/devices").is_dir(), reason="no v1 devices hierarchy")
+@pytest.mark.skipif(LAYOUT.v1_devices is None and LAYOUT.v2 is None, reason=NO_V2)
 def test_real_system_self_is_refused_or_found() -> None:
-    """Against the real /proc: our own process (in the root devices cgroup here) is refused."""
-    assert fs_magic(Path("/sys/fs/cgroup")) != CGROUP2_SUPER_MAGIC
-    line = next(
-        ln for ln in Path("/proc/self/cgroup").read_text().splitlines() if ":devices:" in ln
-    )
+    """Against the real /proc: our own process is refused if it is in a root cgroup of the
+    hierarchy that controls devices here (v1 devices, else cgroup2), else found there."""
+    v1 = LAYOUT.v1_devices is not None
+    assert (fs_magic(Path("/sys/fs/cgroup")) == CGROUP2_SUPER_MAGIC) == LAYOUT.v2_only
+    marker = ":devices:" if v1 else "0::"
+    line = next(ln for ln in Path("/proc/self/cgroup").read_text().splitlines() if marker in ln)
     if line.endswith(":/"):
-        with pytest.raises(CgroupError, match="root devices cgroup"):
+        with pytest.raises(CgroupError, match="root"):
             find_cgroup(os.getpid())
     else:
-        assert find_cgroup(os.getpid()).version is Version.V1
+        assert find_cgroup(os.getpid()).version is (Version.V1 if v1 else Version.V2)
 
 
-@pytest.mark.skipif(not Path("/sys/fs/cgroup/unified").is_dir(), reason="no cgroup2 mount")
+@pytest.mark.skipif(LAYOUT.v2 is None, reason=NO_V2)
 def test_real_statfs_magic() -> None:
-    assert fs_magic(Path("/sys/fs/cgroup/unified")) == CGROUP2_SUPER_MAGIC
+    assert fs_magic(V2_ROOT) == CGROUP2_SUPER_MAGIC
 
 
 @pytest.mark.parametrize(
-    "path", ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/devices", "/proc", "/"]
+    "path",
+    sorted({str(p) for p in (CGROUP_ROOT, V2_ROOT, V1_DEVICES, Path("/proc"), Path("/")) if p.exists()}),
 )
 def test_real_is_cgroup2_agrees_with_statfs(path: str) -> None:
-    if not Path(path).exists():
-        pytest.skip(f"no {path}")
     mounts = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
     assert is_cgroup2(Path(path), mounts) == (fs_magic(Path(path)) == CGROUP2_SUPER_MAGIC)
 

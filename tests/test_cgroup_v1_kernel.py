@@ -6,8 +6,6 @@ it denies it.  Every cgroup here is a child we created (checked); all are remove
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,18 +16,14 @@ from capctl.cgroup.v1 import V1Devices
 from capctl.edits.rules import char
 from capctl.errors import CgroupError
 from tests.support.cgroups import V1_DEVICES, Prober, assert_child_cgroup, child_cgroup, make_nodes
+from tests.support.hostcg import needs
 from tests.support.runc import BindMount, RuncHarness
 
 pytestmark = [
     pytest.mark.kernel,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
-    pytest.mark.skipif(
-        not (V1_DEVICES / "devices.list").exists(), reason="no cgroup v1 devices hierarchy"
-    ),
+    needs(v1=True),
 ]
-needs_runc = pytest.mark.skipif(
-    not (shutil.which("runc") and Path("/bin/busybox").exists()), reason="needs runc and busybox"
-)
+needs_runc = needs(tools=("runc", "busybox"), v1=True)
 
 
 def test_refuses_the_root_cgroup() -> None:
@@ -92,7 +86,7 @@ def test_grant_rolls_back_when_the_context_fails(tmp_path: Path) -> None:
 @needs_runc
 def test_runc_container(tmp_path: Path) -> None:
     make_nodes(tmp_path / "nodes", [1, 2])
-    with RuncHarness(tmp_path) as runc:
+    with RuncHarness(tmp_path, cgroup2=False) as runc:
         bundle = runc.bundle(mounts=[BindMount(tmp_path / "nodes", "/nodes")])
         ctr = runc.run_detached(bundle)
         assert runc.probe(ctr, "/nodes/n1") == "EPERM"

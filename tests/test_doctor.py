@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from capctl import doctor
 from capctl.cli import cli
 from capctl.host import Host
+from tests.support.hostcg import CGROUP_ROOT, LAYOUT, NO_V2
 
 from .conftest import needs_root
 
@@ -92,15 +93,14 @@ def test_hook_detected(tmp_path: Path) -> None:
     assert any(f.level is doctor.Level.WARN for f in findings)
 
 
-@pytest.mark.skipif(
-    not Path("/sys/fs/cgroup/unified/cgroup.procs").exists()
-    or not Path("/sys/fs/cgroup/devices/devices.list").exists(),
-    reason="needs a hybrid cgroup host (v1 devices + cgroup2 at /sys/fs/cgroup/unified)",
-)
-def test_cgroup_version_on_the_real_hybrid_host() -> None:
-    # No stand-in: the type of the file system mounted there, from our mountinfo.
-    assert "cgroup v1" in doctor.check_cgroups(Path("/sys/fs/cgroup"))[0].what
-    assert "cgroup v2" in doctor.check_cgroups(Path("/sys/fs/cgroup/unified"))[0].what
+@pytest.mark.skipif(LAYOUT.v2 is None and LAYOUT.v1_devices is None, reason=NO_V2)
+def test_cgroup_version_on_the_real_host() -> None:
+    # No stand-in: the type of the file system mounted there, from our mountinfo, on a
+    # hybrid host (v1 at /sys/fs/cgroup, cgroup2 below it) and a v2-only one alike.
+    top = doctor.check_cgroups(CGROUP_ROOT)[0].what
+    assert ("cgroup v2" if LAYOUT.v2_only else "cgroup v1") in top, top
+    if LAYOUT.v2 is not None:
+        assert "cgroup v2" in doctor.check_cgroups(LAYOUT.v2)[0].what
 
 
 def test_effective_request_policy(sim_root: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 from capctl import simulated
 from capctl.main import HOOK_INTERPRETER_ARGS
 from capctl.simulated import mig_minor
+from tests.support.hostcg import skip_unless
 from tests.support.runc import BindMount, Bundle, RuncHarness
 
 from .conftest import needs_runc
@@ -85,6 +86,7 @@ class World:
 
 @pytest.fixture(params=["v1", "v2"])
 def cgroup_version(request: pytest.FixtureRequest) -> str:
+    skip_unless(v1=request.param == "v1", v2=request.param == "v2")
     return str(request.param)
 
 
@@ -173,6 +175,7 @@ def test_mig_admin_needs_sys_admin(world: World, which: str) -> None:
 
 @pytest.mark.parametrize("cgroup_version", ["v1", "v2"])
 def test_sixteen_containers_at_once(tmp_path: Path, cgroup_version: str) -> None:
+    skip_unless(v1=cgroup_version == "v1", v2=cgroup_version == "v2")
     with RuncHarness(tmp_path, cgroup2=cgroup_version == "v2") as runc:
         w = World(tmp_path, runc, "createRuntime")
         devs = [(g, m) for g in TOPO["gpus"] for m in g["mig_devices"]][:16]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -395,16 +396,31 @@ def test_python_env_refused_when_not_isolated() -> None:
 # --- rollback after the grant -------------------------------------------------------------
 
 
+#: Prints a device cgroup's rules, one ``devices.list`` line each: v1's own list, or on
+#: cgroup2 the rules capctl's program adds (decoded by capctl.cgroup.v2 from the kernel).
+_RULES = """
+import os, sys
+path = sys.argv[1]
+if os.path.exists(os.path.join(path, "devices.list")):
+    sys.stdout.write(open(os.path.join(path, "devices.list")).read())
+else:
+    from capctl.cgroup.v2 import V2Devices
+    for rule in V2Devices(path).allowed():
+        print(rule.line())
+"""
+
+
 def _recording_hook(world: World, bundle: Bundle, out: Path) -> None:
-    """Wrap the capctl hook in a shell that saves the container's devices.list around it.
+    """Wrap the capctl hook in a shell that saves the container's device rules around it.
 
     runc removes a failed container's cgroup; the wrapper reads it while it still exists.
     """
-    cgroup = world.runc.device_cgroup(bundle)
+    cgroup = f"/sys/fs/cgroup{bundle.cgroup}" if world.runc.cgroup2 else world.runc.device_cgroup(bundle)
+    show = f'{shlex.quote(sys.executable)} -c {shlex.quote(_RULES)} "{cgroup}"'
     script = (
-        f'cat "{cgroup}/devices.list" > "{out}/before" || exit 9\n'
+        f'{show} > "{out}/before" || exit 9\n'
         '"$@"; rc=$?\n'
-        f'cat "{cgroup}/devices.list" > "{out}/after" || exit 9\n'
+        f'{show} > "{out}/after" || exit 9\n'
         "exit $rc\n"
     )
     capctl = world.hook()[world.stage][0]

@@ -5,19 +5,18 @@ then ``CAPCTL_*`` (never for the hook), then ``[host]`` of the config, then the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from capctl import simulated
 from capctl.cli import cli
 from capctl.host import Host, with_host_table
-from tests.support.bundles import make_bundle, v1_container
-from tests.support.cgroups import V1_DEVICES
+from tests.support.bundles import make_bundle, stand_in_container
+from tests.support.cgroups import rules_text
+from tests.support.hostcg import needs
 
 
 def _config(tmp_path: Path, text: str) -> Path:
@@ -101,8 +100,7 @@ def test_install_bakes_only_the_command_lines_host(sim_root: Path, tmp_path: Pat
     assert args[args.index("--root") + 1] == str(sim_root)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not V1_DEVICES.joinpath("devices.list").exists(),
-                    reason="needs root and the cgroup v1 devices hierarchy")
+@needs()
 def test_the_hook_takes_host_from_the_config(sim_root: Path, tmp_path: Path) -> None:
     """``capctl --config C hook`` with no --root, run as runtimes run it: the hook grants on
     [host]'s simulated root; a CAPCTL_ROOT in its environment (a runtime may pass the
@@ -113,11 +111,10 @@ def test_the_hook_takes_host_from_the_config(sim_root: Path, tmp_path: Path) -> 
                                f'topology = "{sim_root}/topology.json"\n')
     mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
     bundle = make_bundle(tmp_path, [f"NVIDIA_VISIBLE_DEVICES={mig}"], dev=True)
-    with v1_container(bundle) as (cg, state):
+    with stand_in_container(bundle) as (cg, state):
         res = subprocess.run(
             [sys.executable, *HOOK_INTERPRETER_ARGS, "--config", str(config), "hook"],
             input=json.dumps(state), capture_output=True, text=True,
             env={"PATH": "/usr/bin:/bin", "CAPCTL_ROOT": "/nonexistent"})
         assert res.returncode == 0, res.stderr
-        assert f"c 238:{simulated.minor_of('gpu0/gi7/access')} r" in (
-            cg / "devices.list").read_text()
+        assert f"c 238:{simulated.minor_of('gpu0/gi7/access')} r" in rules_text(cg)

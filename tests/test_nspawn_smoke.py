@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cgroups import TEST_MAJOR, make_nodes
+from tests.support.hostcg import skip_unless
 from tests.support.nspawn import (
     GuestContainer,
     GuestRunc,
@@ -37,6 +38,7 @@ pytestmark = needs_nspawn
 
 @pytest.fixture(scope="module", params=[False, True], ids=["v1", "v2"])
 def box(request: pytest.FixtureRequest) -> Iterator[SystemdContainer]:
+    skip_unless(v1=not request.param, v2=bool(request.param))
     start = time.monotonic()
     rootfs = ensure_rootfs()
     rootfs_s = time.monotonic() - start

@@ -16,19 +16,15 @@ import pytest
 
 from capctl import simulated
 from capctl.simulated import mig_minor
-from tests.support.clients import BUSYBOX, V1_DEVICES, V2_UNIFIED
 from tests.support.containerd import ContainerdHarness
-from tests.support.docker import DOCKER, DockerHarness
+from tests.support.docker import DockerHarness
+from tests.support.hostcg import CONTAINERD_TOOLS, DOCKER_TOOLS, PODMAN_TOOLS, needs, skip_unless
 from tests.support.podman import PodmanHarness
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PREFIX = "/opt/capctl/venv"
-_BASE = os.geteuid() == 0 and BUSYBOX.exists() and bool(shutil.which("runc"))
-_BASE = _BASE and V1_DEVICES.is_dir()
-needs_podman = pytest.mark.skipif(
-    not (_BASE and shutil.which("podman")), reason="needs root, runc, busybox-static, podman"
-)
+needs_podman = needs(tools=PODMAN_TOOLS)
 pytestmark = pytest.mark.kernel
 
 TOPO = simulated.topology()
@@ -69,11 +65,6 @@ def sim(tmp_path: Path) -> Sim:
     return Sim(tmp_path)
 
 
-def podman_v2_ok(cgroup2: bool) -> None:
-    if cgroup2 and not (V2_UNIFIED.is_dir() and shutil.which("unshare")):
-        pytest.skip("needs a cgroup2 hierarchy at /sys/fs/cgroup/unified and unshare")
-
-
 @needs_podman
 @pytest.mark.parametrize("name", ["oci-capctl.json", "oci-capctl-always.json"])
 def test_podman_runs_the_shipped_definition(tmp_path: Path, name: str) -> None:
@@ -98,7 +89,7 @@ def test_podman_runs_the_shipped_definition(tmp_path: Path, name: str) -> None:
 @needs_podman
 @pytest.mark.parametrize("cgroup2", [False, True], ids=["cgroup1", "cgroup2"])
 def test_podman_with_the_installed_definition(tmp_path: Path, sim: Sim, cgroup2: bool) -> None:
-    podman_v2_ok(cgroup2)
+    skip_unless(v1=not cgroup2, v2=cgroup2)
     hooks = tmp_path / "hooks.d"
     subprocess.run([str(BIN / "capctl"), *sim.options, "install", "--hooks-dir", str(hooks),
                     "--docker-config", str(tmp_path / "unused.json"),
@@ -118,14 +109,8 @@ def test_podman_with_the_installed_definition(tmp_path: Path, sim: Sim, cgroup2:
 
 # --- capctl-runtime: Docker --runtime, ctr run --runc-binary ----------------------------------
 
-needs_docker = pytest.mark.skipif(
-    not (_BASE and shutil.which("dockerd") and Path(DOCKER).exists()),
-    reason="needs root, runc, busybox-static and docker.io",
-)
-needs_containerd = pytest.mark.skipif(
-    not (_BASE and shutil.which("containerd") and shutil.which("ctr")),
-    reason="needs root, runc, busybox-static and containerd",
-)
+needs_docker = needs(tools=DOCKER_TOOLS)
+needs_containerd = needs(tools=CONTAINERD_TOOLS)
 
 
 #: A MIG device no GPU of the simulated host has.

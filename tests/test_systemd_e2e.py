@@ -23,6 +23,7 @@ import pytest
 from capctl import simulated
 from capctl.main import HOOK_INTERPRETER_ARGS
 from capctl.simulated import mig_minor
+from tests.support.hostcg import skip_unless
 from tests.support.nspawn import (
     GuestContainer,
     GuestRunc,
@@ -85,6 +86,7 @@ class World:
 
 @pytest.fixture(scope="module", params=[False, True], ids=["v1", "v2"])
 def world(request: pytest.FixtureRequest) -> Iterator[World]:
+    skip_unless(v1=not request.param, v2=bool(request.param))
     rootfs = ensure_rootfs()
     with SystemdContainer(rootfs, cgroup2=request.param) as box:
         yield World(box)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from capctl.simulated import mig_minor
+from tests.support.hostcg import skip_unless
 from tests.support.runc import BindMount, Container, RuncHarness
 
 from .conftest import needs_runc
@@ -39,6 +40,7 @@ M_CAPS = (mig_minor(GPU0, M["gi"]), mig_minor(GPU0, M["gi"], M["ci"]))
 
 @pytest.fixture(params=["v1", "v2"])
 def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    skip_unless(v1=request.param == "v1", v2=request.param == "v2")
     with RuncHarness(tmp_path, cgroup2=request.param == "v2") as runc:
         yield World(tmp_path, runc, "createRuntime")
 
@@ -177,6 +179,7 @@ def in_userns(config: dict[str, Any]) -> None:
 
 @pytest.fixture(params=["v1", "v2"])
 def userns_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    skip_unless(v1=request.param == "v1", v2=request.param == "v2")
     # The container's root (host uid USERNS_BASE) must reach its rootfs: a work directory
     # that others may traverse (pytest's are 0700).
     work = Path(tempfile.mkdtemp(prefix="capctl-userns-", dir="/tmp"))

@@ -308,8 +308,9 @@ class ChangeDetector:
     subscribers."""
 
     def __init__(self, host: Host, *, poll_interval: float = 1.0, files: tuple[str, ...] = (),
-                 settle: float = SETTLE) -> None:
+                 settle: float = SETTLE, clock: Callable[[], float] = time.monotonic) -> None:
         self.poll_interval = poll_interval
+        self._clock = clock  # seconds; tests drive a fake one
         self._caps_dir = host.path(capnames.CAPS_DEV_DIR)
         self._dev_dir = os.path.dirname(self._caps_dir)
         self._capabilities = host.path(capnames.CAPABILITIES_DIR)
@@ -325,7 +326,7 @@ class ChangeDetector:
         self._instances = _names(tree)
         self._settle = Settle(settle)
         self._settle.start((*tree, *_identities(self._files)))
-        self._next_poll = time.monotonic() + poll_interval
+        self._next_poll = clock() + poll_interval
 
     # --- subscribing ---------------------------------------------------------------------
 
@@ -393,7 +394,8 @@ class ChangeDetector:
     # --- instances -----------------------------------------------------------------------
 
     def next_poll_at(self) -> float:
-        """When :meth:`poll` is next due (``time.monotonic()`` seconds)."""
+        """When :meth:`poll` is next due (seconds of the detector's clock, by default
+        ``time.monotonic()``)."""
         return self._next_poll
 
     def poll(self) -> InstanceChange | None:
@@ -403,7 +405,7 @@ class ChangeDetector:
         file) has held still for ``settle`` seconds, and re-arms the node watch if
         ``nvidia-caps`` (or ``dev``) appeared unseen.
         """
-        now = time.monotonic()
+        now = self._clock()
         if self._caps_wd is None and self._arm():
             self._dispatch_nodes(NodeChange(frozenset(), True))
         tree = _tree(self._capabilities)
@@ -425,7 +427,7 @@ class ChangeDetector:
         """Tell ``subscribe_settled`` the current state again at the next stable poll (its
         consumer failed and wants another try)."""
         self._settle.retry()
-        self._next_poll = min(self._next_poll, time.monotonic() + self._wait())
+        self._next_poll = min(self._next_poll, self._clock() + self._wait())
 
     def _wait(self) -> float:
         """Seconds to the next poll: ``poll_interval``, or ``settle`` while a change settles
@@ -443,11 +445,11 @@ class ChangeDetector:
     def run(self, stop: threading.Event) -> None:
         """Read and poll until ``stop`` is set (checked at least every ``poll_interval``)."""
         while not stop.is_set():
-            timeout = max(0.0, self._next_poll - time.monotonic())
+            timeout = max(0.0, self._next_poll - self._clock())
             ready, _w, _x = select.select([self.fileno()], [], [], timeout)
             if ready:
                 self.read_nodes()
-            if time.monotonic() >= self._next_poll:
+            if self._clock() >= self._next_poll:
                 self.poll()
 
     def close(self) -> None:

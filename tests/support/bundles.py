@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.cgroups import V1_DEVICES, child_cgroup
+from tests.support.cgroups import V1_DEVICES, V2_ROOT, attach_deny_all, child_cgroup
+from tests.support.hostcg import LAYOUT
 
 
 def make_bundle(tmp: Path, env: list[str], *, dev: bool = False) -> Path:
@@ -34,14 +35,20 @@ def container_sleeper(dev: Path) -> subprocess.Popen[bytes]:
 
 
 @contextmanager
-def v1_container(bundle: Path, cid: str = "c1") -> Iterator[tuple[Path, dict[str, object]]]:
-    """A stand-in container of ``bundle`` in a cgroup v1 device cgroup that denies all: yields
-    (its cgroup, the OCI state a runtime gives its hook); killed and removed afterwards."""
-    with child_cgroup(V1_DEVICES) as cg:
+def stand_in_container(bundle: Path, cid: str = "c1") -> Iterator[tuple[Path, dict[str, object]]]:
+    """A stand-in container of ``bundle`` in a device cgroup that denies all (v1 devices where
+    the host has it, else cgroup2 with a runc-like default-deny program): yields (its cgroup,
+    the OCI state a runtime gives its hook); killed and removed afterwards.
+    :func:`tests.support.cgroups.rules_text` reads what the hook granted, on either."""
+    v1 = LAYOUT.v1_devices is not None
+    with child_cgroup(V1_DEVICES if v1 else V2_ROOT) as cg:
         sleeper = container_sleeper(bundle / "rootfs/dev")
         try:
             (cg / "cgroup.procs").write_text(str(sleeper.pid))
-            (cg / "devices.deny").write_text("a")
+            if v1:
+                (cg / "devices.deny").write_text("a")
+            else:
+                attach_deny_all(cg)
             yield cg, {"ociVersion": "1.0.2", "id": cid, "status": "creating",
                        "pid": sleeper.pid, "bundle": str(bundle)}
         finally:

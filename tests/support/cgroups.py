@@ -16,10 +16,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from capctl.cgroup.bpf import Bpf
+from capctl.cgroup import asm, devfilter
+from capctl.cgroup.bpf import BPF_F_ALLOW_MULTI, Bpf
+from capctl.edits.rules import DENY_ALL
+from tests.support.hostcg import V1_DEVICES, V2_ROOT
 
-V1_DEVICES = Path("/sys/fs/cgroup/devices")
-V2_UNIFIED = Path("/sys/fs/cgroup/unified")
+__all__ = [
+    "V1_DEVICES", "V2_ROOT", "Prober", "attach_deny_all", "child_cgroup", "make_nodes",
+    "remove_cgroup", "rules_text",
+]
+
 TEST_MAJOR = 238  # unregistered: opening a node gives ENXIO when the cgroup allows it
 
 _PROBER = r"""
@@ -60,6 +66,32 @@ def detach_all(path: Path) -> None:
         os.close(fd)
 
 
+def attach_deny_all(path: Path) -> None:
+    """Attach a default-deny device program to the (child) cgroup2 *path*, the way runc
+    attaches its own (BPF_F_ALLOW_MULTI)."""
+    assert_child_cgroup(path, V2_ROOT)
+    bpf = Bpf()
+    prog = bpf.prog_load(asm.encode(devfilter.full_filter([DENY_ALL])), name="test_deny_all")
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        bpf.prog_attach(prog, fd, flags=BPF_F_ALLOW_MULTI)
+    finally:
+        os.close(fd)
+        os.close(prog)
+
+
+def rules_text(path: Path | str) -> str:
+    """A device cgroup's rules as ``devices.list`` lines: v1's own list, or on cgroup2 the
+    rules capctl's program adds (read back from the kernel by :mod:`capctl.cgroup.v2`)."""
+    listing = os.path.join(path, "devices.list")
+    if os.path.exists(listing):
+        with open(listing) as f:
+            return f.read()
+    from capctl.cgroup.v2 import V2Devices
+
+    return "".join(f"{rule.line()}\n" for rule in V2Devices(str(path)).allowed())
+
+
 def remove_cgroup(path: Path) -> None:
     """Kill what is left in a test cgroup and remove it (best effort, child cgroups only)."""
     if not path.is_dir():
@@ -91,7 +123,7 @@ def child_cgroup(hierarchy: Path) -> Iterator[Path]:
     try:
         yield path
     finally:
-        if hierarchy == V2_UNIFIED:
+        if hierarchy == V2_ROOT:
             with contextlib.suppress(OSError):
                 detach_all(path)
         remove_cgroup(path)

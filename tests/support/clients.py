@@ -8,7 +8,8 @@
   name the result (``"OK"``, ``"ENXIO"``, ``"EPERM"``, ``"ENOENT"``, ``"EACCES"``, or
   ``"?<rc>:<stderr>"`` for anything else, a runtime error included).
 * :class:`MountNamespace`: a private mount namespace with cgroup2 on ``/sys/fs/cgroup``
-  (how the harnesses run a client on the unified hierarchy of this cgroup v1 host).
+  (how the harnesses run a client on cgroup2 on a hybrid host; nothing on a v2-only host,
+  where clients use cgroup2 as they are: ``tests/support/hostcg.py``).
 * Cleanup helpers that only ever remove child cgroups (never a hierarchy root), only kill
   processes in cgroups the harness owns, and only remove shared leftovers (``libpod_parent``,
   ``docker``, ``default``, ``/run/containerd/s``...) that the harness saw appear and that are
@@ -31,13 +32,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.hostcg import CGROUP_ROOT, LAYOUT
+
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "sleep", "cat", "ls", "echo", "true", "test", "stat", "env", "id")
 SLEEP = ("/bin/busybox", "sleep", "3600")
 TEST_MAJOR = 238  # unregistered: opening a node gives ENXIO when the cgroup allows it
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-V1_DEVICES = CGROUP_ROOT / "devices"
-V2_UNIFIED = CGROUP_ROOT / "unified"
 OWN_PREFIX = "capctl-test-"
 
 _ERRNO_TEXT = (
@@ -54,8 +54,7 @@ class Container:
     """A container started by one of the harnesses.
 
     *cgroup*: its cgroup path relative to a hierarchy root (``/capctl-test-…/…``); on the
-    host that is ``/sys/fs/cgroup/<controller><cgroup>`` (v1) or
-    ``/sys/fs/cgroup/unified<cgroup>`` (v2).
+    host, :meth:`tests.support.hostcg.Layout.device_dir` (v1 devices or cgroup2).
     """
 
     id: str
@@ -152,12 +151,17 @@ class MountNamespace:
     """A private mount namespace (``unshare -m``, private propagation) with cgroup2 mounted
     on ``/sys/fs/cgroup``, held open by a ``sleep``; :meth:`command` prefixes an argv to run
     there.  Processes started in it (conmon, containers) keep it alive after :meth:`close`.
+    On a v2-only host there is nothing to set up: :meth:`command` returns the argv as is.
     """
 
     def __init__(self) -> None:
         self._holder: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> MountNamespace:
+        if LAYOUT.v2 is None:
+            raise RuntimeError("no cgroup2 hierarchy on this host")
+        if LAYOUT.v2_only:
+            return self
         script = (
             "mount --make-rprivate / && mount -t cgroup2 none /sys/fs/cgroup"
             " && echo ready && exec sleep infinity"
@@ -183,6 +187,8 @@ class MountNamespace:
         return self._holder.pid
 
     def command(self, argv: Sequence[str]) -> list[str]:
+        if self._holder is None:
+            return list(argv)
         return ["nsenter", "-t", str(self.pid), "-m", "--", *argv]
 
     def close(self) -> None:

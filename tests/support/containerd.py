@@ -41,7 +41,6 @@ from typing import Any
 
 from tests.support.clients import (
     SLEEP,
-    V1_DEVICES,
     Container,
     Leftovers,
     cgroup_dirs,
@@ -58,6 +57,7 @@ from tests.support.clients import (
     unique_name,
     wait_for,
 )
+from tests.support.hostcg import LAYOUT
 
 SHARED_DIRS = (
     Path("/run/containerd/s"),
@@ -228,6 +228,10 @@ class ContainerdHarness:
         if config is not None:
             return [*argv, *extra, "--config", str(config), ctr.id]
         argv += ["--cgroup", ctr.cgroup]
+        if LAYOUT.default_is_v2() and not LAYOUT.v2_has("cpu"):
+            # ctr's default 1024 shares become cpu.weight, which cgroup2 lacks when the cpu
+            # controller is bound to a v1 hierarchy (scripts/v2only.sh on a hybrid host).
+            argv += ["--cpu-shares", "0"]
         return [*argv, *extra, "--rootfs", str(self.rootfs), ctr.id, *args]
 
     def _write_spec(self, ctr: Container, spec: Mapping[str, Any], args: Sequence[str]) -> Path:
@@ -327,5 +331,6 @@ class ContainerdHarness:
         return cgroup_dirs(ctr.cgroup)
 
     def device_cgroup(self, ctr: Container) -> Path:
-        """The host path of the container's v1 device cgroup."""
-        return V1_DEVICES / ctr.cgroup.lstrip("/")
+        """The host path of the container's device cgroup (cgroup2 on a v2-only host, where the
+        daemon uses it by itself; else v1 devices)."""
+        return LAYOUT.device_dir(ctr.cgroup, LAYOUT.default_is_v2())

@@ -38,7 +38,6 @@ from typing import Any
 
 from tests.support.clients import (
     SLEEP,
-    V1_DEVICES,
     Container,
     Leftovers,
     cgroup_dirs,
@@ -55,6 +54,7 @@ from tests.support.clients import (
     unique_name,
     wait_for,
 )
+from tests.support.hostcg import LAYOUT
 
 DOCKER = "/usr/bin/docker"
 IMAGE = "capctl-busybox"
@@ -290,5 +290,6 @@ class DockerHarness:
         return cgroup_dirs(ctr.cgroup)
 
     def device_cgroup(self, ctr: Container) -> Path:
-        """The host path of the container's v1 device cgroup."""
-        return V1_DEVICES / ctr.cgroup.lstrip("/")
+        """The host path of the container's device cgroup (cgroup2 on a v2-only host, where the
+        daemon uses it by itself; else v1 devices)."""
+        return LAYOUT.device_dir(ctr.cgroup, LAYOUT.default_is_v2())

@@ -17,8 +17,9 @@
   ``--cgroup-manager cgroupfs`` with a cgroup parent of its own (``/capctl-test-<hex>``,
   so a container's cgroup is ``<parent>/libpod-<id>``) unless *cgroup_parent* is given;
   ``--hooks-dir`` is *hooks_dir* or an empty directory (podman reads no system hooks).
-* ``cgroup2=True``: podman, conmon and the containers run in one private mount namespace
-  where cgroup2 is mounted on ``/sys/fs/cgroup`` (see :class:`MountNamespace`), with
+* ``cgroup2=True``: podman uses cgroup2; on a hybrid host podman, conmon and the containers
+  run in one private mount namespace where cgroup2 is mounted on ``/sys/fs/cgroup`` (see
+  :class:`MountNamespace`; a v2-only host needs none), with
   ``--pids-limit 0``; from the host the container's cgroup is
   ``/sys/fs/cgroup/unified/<parent>/libpod-<id>``.
 * :meth:`add_cdi_spec` writes a CDI spec to ``/etc/cdi`` (where podman 4.3 reads them)
@@ -41,8 +42,6 @@ from typing import Any
 
 from tests.support.clients import (
     SLEEP,
-    V1_DEVICES,
-    V2_UNIFIED,
     Container,
     Leftovers,
     MountNamespace,
@@ -58,6 +57,7 @@ from tests.support.clients import (
     stop_processes_naming,
     unique_name,
 )
+from tests.support.hostcg import LAYOUT, NO_V1
 
 CDI_DIR = Path("/etc/cdi")
 ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
@@ -71,14 +71,14 @@ class PodmanHarness:
         self,
         workdir: Path,
         *,
-        cgroup2: bool = False,
+        cgroup2: bool | None = None,
         hooks_dir: Path | None = None,
         runtime: str = "runc",
         cgroup_parent: str | None = None,
         podman: str = "podman",
     ):
         self.workdir = workdir
-        self.cgroup2 = cgroup2
+        self.cgroup2 = LAYOUT.default_is_v2() if cgroup2 is None else cgroup2
         self.hooks_dir = hooks_dir
         self.runtime = runtime
         self.own_parent = cgroup_parent is None
@@ -105,6 +105,8 @@ class PodmanHarness:
             make_rootfs(self.rootfs)
             if self.cgroup2:
                 self._ns = MountNamespace().__enter__()
+            elif LAYOUT.v1_devices is None:
+                raise RuntimeError(NO_V1)
         except BaseException:
             self.close()
             raise
@@ -225,12 +227,12 @@ class PodmanHarness:
     def cgroup_dirs(self, ctr: Container) -> list[Path]:
         """The container's cgroup directories as seen from the host."""
         if self.cgroup2:
-            return [V2_UNIFIED / ctr.cgroup.lstrip("/")]
+            return [LAYOUT.device_dir(ctr.cgroup, True)]
         return cgroup_dirs(ctr.cgroup)
 
     def device_cgroup(self, ctr: Container) -> Path:
         """The host path of the container's device cgroup (v1 devices or cgroup2)."""
-        return (V2_UNIFIED if self.cgroup2 else V1_DEVICES) / ctr.cgroup.lstrip("/")
+        return LAYOUT.device_dir(ctr.cgroup, self.cgroup2)
 
     # --- CDI -----------------------------------------------------------------------------
 

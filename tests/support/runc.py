@@ -10,11 +10,14 @@
   ``runc spec`` with: ``linux.cgroupsPath`` = ``/capctl-test-<uuid>`` (so tests know the
   cgroup and cleanup can find it), extra bind mounts, env, capabilities, hooks, extra
   ``linux.devices`` / ``linux.resources.devices``, and a free-form ``edit`` callback.
-* ``cgroup2=True``: every runc command runs inside one private mount namespace (``unshare -m``
-  with private propagation) where cgroup2 is mounted on ``/sys/fs/cgroup``, so runc uses the
-  unified hierarchy; seen from the host that cgroup is ``/sys/fs/cgroup/unified/<path>``.
-  :meth:`RuncHarness.ns_command` prefixes any command to run in that namespace (the OCI
-  hook and capctl then see what runc sees).
+* ``cgroup2=True``: runc uses the unified hierarchy.  On a hybrid host every runc command
+  runs inside one private mount namespace (``unshare -m`` with private propagation) where
+  cgroup2 is mounted on ``/sys/fs/cgroup``; seen from the host that cgroup is
+  ``/sys/fs/cgroup/unified/<path>``.  On a v2-only host runc runs as it is.
+  :meth:`RuncHarness.ns_command` prefixes any command to run where runc runs (the OCI
+  hook and capctl then see what runc sees).  ``cgroup2=False``: the v1 devices hierarchy,
+  which a v2-only host does not have (gate with ``tests/support/hostcg.py``); by default,
+  what the host's clients use by themselves.
 * Isolation: a private runc state root per harness.  Cleanup on exit, even after failures:
   ``runc delete -f`` for every container, removal of left-over cgroups, the namespace holder.
 """
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import uuid
@@ -32,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.cgroups import V1_DEVICES, V2_UNIFIED, remove_cgroup
+from tests.support.cgroups import remove_cgroup
+from tests.support.clients import MountNamespace, cgroup_dirs
+from tests.support.hostcg import LAYOUT, NO_V1
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "sleep", "cat", "ls", "echo", "true", "test", "stat")
@@ -76,40 +80,27 @@ class Container:
 class RuncHarness:
     """Runs runc containers for one test; see the module docstring."""
 
-    def __init__(self, workdir: Path, *, cgroup2: bool = False, runc: str = "runc"):
+    def __init__(self, workdir: Path, *, cgroup2: bool | None = None, runc: str = "runc"):
         self.workdir = workdir
-        self.cgroup2 = cgroup2
+        self.cgroup2 = LAYOUT.default_is_v2() if cgroup2 is None else cgroup2
         self.runc = shutil.which(runc) or runc
         self.state_root = workdir / "runc-state"
         self.containers: list[Container] = []
         self.bundles: list[Bundle] = []
-        self._holder: subprocess.Popen[str] | None = None
+        self._ns: MountNamespace | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def __enter__(self) -> RuncHarness:
+        if not self.cgroup2 and LAYOUT.v1_devices is None:
+            raise RuntimeError(NO_V1)
         self.state_root.mkdir(parents=True, exist_ok=True)
         if self.cgroup2:
-            self._start_namespace()
+            self._ns = MountNamespace().__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _start_namespace(self) -> None:
-        script = (
-            "mount --make-rprivate / && mount -t cgroup2 none /sys/fs/cgroup"
-            " && echo ready && exec sleep infinity"
-        )
-        self._holder = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._holder.stdout is not None
-        if self._holder.stdout.readline().strip() != "ready":
-            self.close()
-            raise RuntimeError("could not set up the private cgroup2 mount namespace")
 
     def close(self) -> None:
         for ctr in reversed(self.containers):
@@ -119,20 +110,15 @@ class RuncHarness:
             for path in self.cgroup_dirs(bundle):
                 with contextlib.suppress(Exception):
                     remove_cgroup(path)
-        if self._holder is not None:
-            self._holder.kill()
-            self._holder.wait()
-            if self._holder.stdout:
-                self._holder.stdout.close()
-            self._holder = None
+        if self._ns is not None:
+            self._ns.close()
+            self._ns = None
 
     # --- commands ------------------------------------------------------------------------
 
     def ns_command(self, argv: Sequence[str]) -> list[str]:
         """*argv* to run where runc runs (inside the private namespace in cgroup2 mode)."""
-        if self._holder is None:
-            return list(argv)
-        return ["nsenter", "-t", str(self._holder.pid), "-m", "--", *argv]
+        return self._ns.command(argv) if self._ns is not None else list(argv)
 
     def runc_cmd(
         self, *args: str, check: bool = True, timeout: float = 30, **kw: Any
@@ -204,16 +190,13 @@ class RuncHarness:
 
     def cgroup_dirs(self, bundle: Bundle) -> list[Path]:
         """The bundle's cgroup directories as seen from the host."""
-        rel = bundle.cgroup.lstrip("/")
         if self.cgroup2:
-            return [V2_UNIFIED / rel]
-        base = V1_DEVICES.parent
-        return [base / c / rel for c in os.listdir(base) if (base / c / rel).is_dir()]
+            return [LAYOUT.device_dir(bundle.cgroup, True)]
+        return cgroup_dirs(bundle.cgroup)
 
     def device_cgroup(self, bundle: Bundle) -> Path:
         """The host path of the container's device cgroup (v1 devices or cgroup2)."""
-        rel = bundle.cgroup.lstrip("/")
-        return (V2_UNIFIED if self.cgroup2 else V1_DEVICES) / rel
+        return LAYOUT.device_dir(bundle.cgroup, self.cgroup2)
 
     # --- containers ----------------------------------------------------------------------
 

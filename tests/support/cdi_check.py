@@ -22,6 +22,8 @@ container-orchestrated-devices/container-device-interface), commit
 * ``specs-go/version.go``: validSpecVersions, ValidateVersion, MinimumRequiredVersion and the
   ``requiresVxyz`` functions.
 * ``schema/schema.json`` and ``schema/defs.json``: the ``required`` keys.
+* ``pkg/cdi/cache.go`` ``InjectDevices`` and ``pkg/cdi/container-edits.go`` ``Apply``, for
+  :func:`effective_nodes`: what a container gets for one device (same at ``v0.5.2``).
 
 Profiles (``profile=``):
 
@@ -61,6 +63,7 @@ __all__ = [
     "REFERENCE_COMMIT",
     "check_spec",
     "check_spec_file",
+    "effective_nodes",
     "load_spec_file",
     "minimum_version",
 ]
@@ -638,3 +641,24 @@ def check_spec_file(
     if doc is None:
         return [*out, f"failed to parse CDI Spec {str(p)!r}, no Spec data"]
     return out + check_spec(doc, profile=profile, capctl_policy=capctl_policy)
+
+
+def effective_nodes(doc: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    """The device nodes a container gets when it asks for device ``name`` of the spec ``doc``.
+
+    cache.go InjectDevices: the spec-wide ``containerEdits`` (once per spec), then the device's
+    own.  container-edits.go Apply: each node replaces an earlier one at the same ``path``
+    (``RemoveDevice`` then ``AddDevice``).  container-edits_unix.go fillMissingInfo: an empty
+    ``hostPath`` is ``path``.  A name the spec does not have: ``KeyError``.
+    """
+    devices = {d.get("name"): d for d in _dicts(doc.get("devices"))}
+    device = devices[name]
+    out: dict[str, dict[str, Any]] = {}
+    for edits in (doc.get("containerEdits"), device.get("containerEdits")):
+        for node in _dicts(_get(edits, "deviceNodes")):
+            filled = dict(node)
+            if not filled.get("hostPath"):
+                filled["hostPath"] = filled.get("path")
+            out.pop(str(node.get("path")), None)
+            out[str(node.get("path"))] = filled
+    return list(out.values())

@@ -21,6 +21,7 @@ from tests.support.cdi_check import (
     PODMAN_43,
     check_spec,
     check_spec_file,
+    effective_nodes,
     minimum_version,
     validate_class_name,
     validate_device_name,
@@ -729,3 +730,34 @@ def test_file_missing(tmp_path: Path) -> None:
     assert len(errors) == 1 and "failed to parse CDI Spec" in errors[0]
 
 
+
+
+# --- effective_nodes: what a runtime gives for one device -------------------------------------
+
+_SPEC_WIDE = {"cdiVersion": "0.5.0", "kind": "v.example/c",
+              "containerEdits": {"deviceNodes": [{"path": "/dev/ctl", "major": 1}]},
+              "devices": [
+                  {"name": "a", "containerEdits": {"deviceNodes": [
+                      {"path": "/dev/a", "hostPath": "/r/dev/a"}]}},
+                  {"name": "b", "containerEdits": {"deviceNodes": [
+                      {"path": "/dev/ctl", "major": 2}, {"path": "/dev/b"}]}}]}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a", [{"path": "/dev/ctl", "hostPath": "/dev/ctl", "major": 1},
+               {"path": "/dev/a", "hostPath": "/r/dev/a"}]),
+        ("b", [{"path": "/dev/ctl", "hostPath": "/dev/ctl", "major": 2},
+               {"path": "/dev/b", "hostPath": "/dev/b"}]),
+    ],
+    ids=["spec-wide-then-own", "own-replaces-same-path"],
+)
+def test_effective_nodes(name: str, expected: list[dict[str, Any]]) -> None:
+    assert check_spec(_SPEC_WIDE) == []
+    assert effective_nodes(_SPEC_WIDE, name) == expected
+
+
+def test_effective_nodes_unknown_device() -> None:
+    with pytest.raises(KeyError):
+        effective_nodes(_SPEC_WIDE, "c")

@@ -26,6 +26,8 @@ from capctl.request.devices import MigAdmin, parse_request
 from capctl.request.topology import load_topology
 from tests.support.cdi_check import PODMAN_43, check_spec, effective_nodes, minimum_version
 
+from .conftest import needs_root
+
 TOPO = simulated.topology()
 ADMIN = ["mig-config", "mig-monitor"]
 MIG_GPUS = ",".join(g["uuid"] for g in TOPO["gpus"] if g["mig_enabled"])
@@ -125,7 +127,7 @@ def test_every_device_is_exactly_the_hooks(sim_host: Host) -> None:
             assert _by_path(got) == _by_path(want), name
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod)")
+@needs_root  # the GPU, control and UVM nodes exist only where mknod works
 def test_control_and_uvm_nodes_are_spec_wide_once(sim_host: Host) -> None:
     spec = _spec(sim_host)
     shared = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
@@ -569,3 +571,21 @@ def test_sync_without_cdi_setting_writes_no_spec(sim_root: Path, tmp_path: Path)
     cfg = _config(tmp_path, "")
     code, stdout, _err = _sync(sim_root, cfg, "--json")
     assert code == 0 and "cdi" not in json.loads(stdout)
+
+
+@needs_root  # the GPU, control and UVM nodes exist only where mknod works
+def test_one_gpu_host(sim_host: Host, sim_root: Path) -> None:
+    """One GPU with one MIG device: every device has the GPU node and the control and UVM
+    nodes, and the whole GPU has nothing else; it keeps its GPU node, so no device is empty."""
+    topo = json.loads((sim_root / "topology.json").read_text())
+    topo["gpus"] = [{**topo["gpus"][0], "mig_devices": topo["gpus"][0]["mig_devices"][:1]}]
+    (sim_root / "topology.json").write_text(json.dumps(topo))
+    spec = _checked(_spec(sim_host))
+    assert [n["path"] for n in spec["containerEdits"]["deviceNodes"]] == [
+        "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
+    own = {d["name"]: [n["path"] for n in d["containerEdits"]["deviceNodes"]]
+           for d in spec["devices"]}
+    assert own["0"] == own[topo["gpus"][0]["uuid"]] == ["/dev/nvidia0"]
+    for name in own:
+        assert _by_path(effective_nodes(spec, name)) == _by_path(
+            _hooks_nodes(sim_host, name, None)), name

@@ -170,11 +170,17 @@ def bench_podman(rows: Rows, base: Path, root: Path, main: bytes, management: by
             tmp.write_bytes(data)
             os.replace(tmp, path)
 
+        ours = {spec.name, mgmt.name}
+        crowded: list[list[str]] = []  # per run that found other spec files: their names
+
         def start(data: bytes | None, extra_spec: bytes | None = None) -> Callable[[], float]:
             """A timed ``podman run`` with these specs in place (none: no CDI device)."""
             def run() -> float:
                 put(spec, data)
                 put(mgmt, extra_spec)
+                others = _other_specs(ours)
+                if others:
+                    crowded.append(others)
                 extra = [] if data is None else ["--device", f"{KIND}={device}"]
                 t0 = time.perf_counter()
                 res = podman.run_once(TRUE, extra=extra)
@@ -193,6 +199,16 @@ def bench_podman(rows: Rows, base: Path, root: Path, main: bytes, management: by
         a, b = interleaved(start(toolkit), start(main, management), runs)
         rows.add(f"`podman run` one MIG device, {cg}: toolkit-layout spec vs capctl's with "
                  f"the management spec beside it", a, b, ratio=True)
+    if crowded:  # podman parsed them too: every figure above is diluted
+        rows.note(f"| **other CDI spec files were present** during {len(crowded)} runs "
+                  f"({', '.join(sorted({n for c in crowded for n in c}))}): rerun on a quiet "
+                  f"machine | | | | |")
+
+
+def _other_specs(ours: set[str]) -> list[str]:
+    """Spec files in podman's CDI directories that are not this bench's."""
+    return [str(d / n) for d in (CDI_DIR, Path("/var/run/cdi")) if d.is_dir()
+            for n in os.listdir(d) if n.endswith((".json", ".yaml")) and n not in ours]
 
 
 def _cpu_ticks(pid: int) -> int:

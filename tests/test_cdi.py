@@ -267,9 +267,10 @@ def test_required_version_agrees_with_the_checker(kind: str, names: list[str], h
 @pytest.mark.parametrize(
     "kind",
     ["capctl.io", "/mig", "capctl.io/", "1capctl/mig", "capctl.io/mig.x", "capctl.io/-mig",
-     "capctl.io/mig-", "cap ctl/mig", "capctl/mi/g", "capctl.io/mïg"],
+     "capctl.io/mig-", "cap ctl/mig", "capctl/mi/g", "capctl.io/mïg", "capctl.io/m", "c/mig"],
     ids=["no-class", "no-vendor", "empty-class", "digit-vendor", "dotted-class", "dash-first",
-         "dash-last", "blank", "slash-in-class", "non-ascii"],
+         "dash-last", "blank", "slash-in-class", "non-ascii", "one-letter-class",
+         "one-letter-vendor"],
 )
 def test_bad_kind_refused(sim_host: Host, kind: str) -> None:
     with pytest.raises(DeviceError):
@@ -435,7 +436,7 @@ def test_foreign_management_file_is_never_touched(sim_root: Path, tmp_path: Path
 
 
 def test_cli_bad_kind_is_usage_error(sim_root: Path) -> None:
-    code, _out, err = _invoke(sim_root, "cdi", "generate", "--output", "-", "--kind", "x/y.z")
+    code, _out, err = _invoke(sim_root, "cdi", "generate", "--output", "-", "--kind", "xy/mig.z")
     assert code == 2 and "class" in err
 
 

@@ -79,7 +79,9 @@ def check_kind(kind: str) -> tuple[str, str]:
     CDI's rules (container-device-interface pkg/parser/parser.go ValidateVendorName,
     ValidateClassName): a letter first, a letter or digit last, letters, digits, ``_``, ``-``
     and ``.`` between (``.`` in a vendor only: a class with ``.`` needs CDI 0.6.0, which
-    podman 4.3 cannot read, so capctl refuses it too).
+    podman 4.3 cannot read, so capctl refuses it too).  And at least two characters each:
+    the v0.5.x library that podman 4.3 vendors slices ``name[1:len(name)-1]`` unguarded
+    (pkg/cdi/qualified-device.go), so a one-character vendor or class panics podman.
     """
     vendor, sep, cls = kind.partition("/")
     if not sep:
@@ -87,6 +89,8 @@ def check_kind(kind: str) -> tuple[str, str]:
     for what, part, middle in (("vendor", vendor, _ALNUM | frozenset("_-.")),
                                ("class", cls, _ALNUM | frozenset("_-"))):
         err = _name_error(part, _LETTERS, middle)
+        if err is None and len(part) == 1:
+            err = "one character (podman 4.3 cannot read it)"
         if err is not None:
             raise DeviceError(kind, f"invalid CDI {what} {part!r}: {err}")
     return vendor, cls

@@ -142,3 +142,17 @@ def test_management_devices_from_their_own_spec(managed_world: CdiWorld) -> None
     assert probe(p, ctr, f"/dev/nvidia-caps/nvidia-cap{simulated.mig_minor(7, m['gi'])}") \
         == "ENXIO"
     assert probe(p, ctr, f"/other/cap{config}") == "EPERM"
+
+
+def test_the_spec_alone_decides(world: CdiWorld) -> None:
+    """Each node carries its type and major, so podman never stats the host node: the device
+    works with its host capability node gone (without ``type`` podman 4.3 would refuse to
+    start: "failed to stat CDI host device")."""
+    m = GPU6["mig_devices"][1]
+    ci = simulated.mig_minor(7, m["gi"], m["ci"])
+    world.node(ci).unlink()
+    p = world.podman
+    ctr = world.run(f"6:{m['index']}", [])
+    assert probe(p, ctr, f"/dev/nvidia-caps/nvidia-cap{ci}") == "ENXIO"
+    mode = p.exec(ctr, ["/bin/busybox", "stat", "-c", "%a", f"/dev/nvidia-caps/nvidia-cap{ci}"])
+    assert mode.stdout.strip() == "444"  # the spec's fileMode, not runc's default 0666

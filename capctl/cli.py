@@ -172,24 +172,15 @@ def _grant_ownership(host: Host) -> dict[str, Any]:
     return dict(delegate.ownership(host))
 
 
-def _sync_cdi(host: Host, dry_run: bool) -> dict[str, Any] | None:
-    """Regenerate the CDI spec named by ``[cdi] output`` (None: not configured)."""
+def _sync_cdi(host: Host, dry_run: bool) -> tuple[Any, Any] | None:
+    """Regenerate the CDI specs named by ``[cdi] output`` (None: not configured)."""
     from capctl.deliver import cdifile
     from capctl.policy import settings
 
     cdi = settings.load_cdi(host.config)
-    output = cdi.output
-    if output is None:
+    if cdi.output is None:
         return None
-    if dry_run:
-        data = cdifile.render(host, management=cdi.management)
-        try:
-            with open(output, "rb") as f:
-                changed = f.read(len(data) + 1) != data
-        except FileNotFoundError:
-            changed = True
-        return {"path": output, "changed": changed}
-    return {"path": output, "changed": cdifile.refresh(host, output, management=cdi.management)}
+    return cdifile.refresh(host, cdi.output, management=cdi.management, dry_run=dry_run)
 
 
 #: ``sync`` lists each changed node up to this many; more, and it prints only the summary.
@@ -228,7 +219,9 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
         _print_json(
             {
                 "dry_run": dry_run,
-                **({} if cdi_out is None else {"cdi": cdi_out}),
+                **({} if cdi_out is None else {"cdi": {
+                    "path": cdi_out[0].path, "changed": cdi_out[0].changed,
+                    "management": {"path": cdi_out[1].path, "action": cdi_out[1].action}}}),
                 "nodes": [
                     {"path": c.path, "action": c.action.value, "reason": c.reason or None}
                     for c in report.changes
@@ -260,8 +253,9 @@ def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose
         click.echo(f"{len(changed)} nodes and /dev/char links {would}changed; -v lists each")
     for skip in report.skipped:
         click.echo(f"skipped: {skip.name}: {skip.reason}")
-    if cdi_out is not None and (cdi_out["changed"] or verbose):
-        click.echo(f"{would}{'written' if cdi_out['changed'] else 'unchanged'}: {cdi_out['path']}")
+    for spec in cdi_out or ():
+        if spec.changed or (verbose and spec.action != "absent"):
+            click.echo(f"{would}{spec.action}: {spec.path}")
     click.echo(
         f"{report.count(Action.CREATED)} {would}created, {report.count(Action.REPAIRED)} "
         f"{would}repaired, {report.count(Action.UNCHANGED)} unchanged, {len(report.skipped)} skipped"
@@ -449,11 +443,13 @@ def cdi_group() -> None:
 @click.option("--kind", default="capctl.io/mig", show_default=True, callback=_cdi_kind,
               metavar="VENDOR/CLASS", help="CDI kind of the devices.")
 @click.option("--management/--no-management", default=None,
-              help="With or without the mig-config / mig-monitor devices, most of the spec's "
-                   "size.  [default: [cdi] management of the config, else with]")
+              help="Also write the mig-config / mig-monitor devices, to their own spec "
+                   "NAME-management.json beside NAME.json; without, remove the one capctl "
+                   "wrote.  [default: [cdi] management of the config, else without]")
 @click.pass_obj
 def cdi_generate_cmd(host: Host, output: str | None, kind: str, management: bool | None) -> None:
-    """A CDI spec for every MIG device and GPU of the host's current topology."""
+    """A CDI spec for every MIG device and GPU of the host's current topology ('-': that
+    spec on stdout, without the management spec)."""
     from capctl.deliver import cdi, cdifile
     from capctl.policy import settings
 
@@ -461,10 +457,11 @@ def cdi_generate_cmd(host: Host, output: str | None, kind: str, management: bool
         management = settings.load_cdi(host.config).management
     output = cdi.DEFAULT_OUTPUT if output is None else output
     if output == "-":
-        click.echo(cdifile.render(host, kind, management=management).decode("ascii"), nl=False)
+        click.echo(cdifile.render(host, kind).main.decode("ascii"), nl=False)
         return
-    changed = cdifile.generate(host, output, kind, management=management)
-    click.echo(f"{output}: {'written' if changed else 'unchanged'}", err=True)
+    for spec in cdifile.generate(host, output, kind, management=management):
+        if spec.action != "absent":
+            click.echo(f"{spec.path}: {spec.action}", err=True)
 
 
 # --- hook -------------------------------------------------------------------------------------
@@ -585,9 +582,9 @@ def grants_cmd(host: Host, as_json: bool) -> None:
 def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> None:
     """Run sync (and regenerate the CDI spec) at start, whenever the nvidia driver (re)loads
     (kernel uevents), whenever a capability node changes (inotify) and whenever a MIG instance
-    appears or goes (a poll), so that grants hold and the spec stays current.  The spec has
-    the mig-config / mig-monitor devices unless the config's [cdi] management is false (read
-    at start).  Stops on SIGTERM/SIGINT."""
+    appears or goes (a poll), so that grants hold and the spec stays current.  The
+    mig-config / mig-monitor devices go to their own spec beside it when the config's [cdi]
+    management is true (read at start).  Stops on SIGTERM/SIGINT."""
     from capctl.deliver import cdifile
     from capctl.devfs import sync
     from capctl.policy import settings
@@ -620,8 +617,10 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> 
             errors.append(str(err))
         if cdi_output is not None:
             try:
-                if cdifile.refresh(host, cdi_output, management=cdi_settings.management):
-                    click.echo(f"cdi: {cdi_output} written", err=True)
+                for spec in cdifile.refresh(host, cdi_output,
+                                            management=cdi_settings.management):
+                    if spec.changed:
+                        click.echo(f"cdi: {spec.path} {spec.action}", err=True)
             except CapctlError as err:
                 errors.append(str(err))
         if errors:

@@ -1,5 +1,6 @@
-"""capctl's CDI spec in a real podman 4.3 (cgroup v1 and v2): podman creates the nodes and the
-device-cgroup rules from the spec alone, with no hook.
+"""capctl's CDI specs in a real podman 4.3 (cgroup v1 and v2): podman creates the nodes and the
+device-cgroup rules from the specs alone, with no hook: the spec-wide nodes (control, UVM)
+with any device, and the management devices from their own file of the same kind.
 
 On the simulated host the nvidia majors are unregistered, so in the container a node opens
 with ENXIO when the device cgroup allows it and EPERM when it denies it.
@@ -42,15 +43,19 @@ def capctl(root: Path, *args: str) -> None:
 
 
 class CdiWorld:
-    """A synced simulated host whose CDI spec (kind capctl.io/mig) podman reads."""
+    """A synced simulated host whose CDI specs (kind capctl.io/mig) podman reads: the main
+    spec, and with ``management`` the management spec beside it."""
 
-    def __init__(self, tmp: Path, podman: PodmanHarness):
+    def __init__(self, tmp: Path, podman: PodmanHarness, management: bool = False):
         self.root = tmp / "host"
         simulated.build(self.root)
         capctl(self.root, "sync", "--all")
         self.spec = CDI_DIR / f"{unique_name()}.json"
-        podman.cdi_specs.append(self.spec)  # removed when the harness closes
-        capctl(self.root, "cdi", "generate", "--output", str(self.spec))
+        self.management = CDI_DIR / f"{self.spec.stem}-management.json"
+        podman.cdi_specs += [self.spec, self.management]  # removed when the harness closes
+        capctl(self.root, "--config", str(tmp / "none.toml"), "cdi", "generate", "--output",
+               str(self.spec), "--management" if management else "--no-management")
+        assert self.management.exists() == management
         self.podman = podman
 
     def node(self, minor: int) -> Path:
@@ -68,6 +73,12 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[CdiWorld]:
     skip_unless(v1=not request.param, v2=bool(request.param))
     with PodmanHarness(tmp_path, cgroup2=bool(request.param)) as podman:
         yield CdiWorld(tmp_path, podman)
+
+
+@pytest.fixture(params=[False, True], ids=["cgroup-v1", "cgroup-v2"])
+def managed_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[CdiWorld]:
+    with PodmanHarness(tmp_path, cgroup2=bool(request.param)) as podman:
+        yield CdiWorld(tmp_path, podman, management=True)
 
 
 @pytest.mark.parametrize("by", ["uuid", "index"])
@@ -104,3 +115,37 @@ def test_whole_gpu(world: CdiWorld) -> None:
     for minor in others:
         assert probe(p, ctr, f"/other/cap{minor}") == "EPERM"
     assert p.exec(ctr, ["/bin/busybox", "test", "-e", "/dev/nvidia-caps"]).returncode != 0
+
+
+def test_management_devices_from_their_own_spec(managed_world: CdiWorld) -> None:
+    p = managed_world.podman
+    config, monitor = simulated.minor_of("config"), simulated.minor_of("monitor")
+    later = simulated.minor_of("gpu0/gi14/ci7/access")  # an instance not created yet
+    not_mig = simulated.minor_of("gpu4/gi0/access")  # GPU index 4 is not in MIG mode
+    ctr = managed_world.run("mig-config", [monitor, not_mig])
+    for minor in (config, later):
+        assert probe(p, ctr, f"/dev/nvidia-caps/nvidia-cap{minor}") == "ENXIO", minor
+    for path in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"):  # spec-wide and own
+        assert probe(p, ctr, path, "rw") == "ENXIO", path
+    for minor in (monitor, not_mig):
+        assert probe(p, ctr, f"/other/cap{minor}") == "EPERM", minor
+    # The main spec's devices, read beside it, give nothing of the management spec.
+    m = GPU6["mig_devices"][1]
+    ctr = managed_world.run(m["uuid"], [config])
+    assert probe(p, ctr, f"/dev/nvidia-caps/nvidia-cap{simulated.mig_minor(7, m['gi'])}") \
+        == "ENXIO"
+    assert probe(p, ctr, f"/other/cap{config}") == "EPERM"
+
+
+def test_the_spec_alone_decides(world: CdiWorld) -> None:
+    """Each node carries its type and major, so podman never stats the host node: the device
+    works with its host capability node gone (without ``type`` podman 4.3 would refuse to
+    start: "failed to stat CDI host device")."""
+    m = GPU6["mig_devices"][1]
+    ci = simulated.mig_minor(7, m["gi"], m["ci"])
+    world.node(ci).unlink()
+    p = world.podman
+    ctr = world.run(f"6:{m['index']}", [])
+    assert probe(p, ctr, f"/dev/nvidia-caps/nvidia-cap{ci}") == "ENXIO"
+    mode = p.exec(ctr, ["/bin/busybox", "stat", "-c", "%a", f"/dev/nvidia-caps/nvidia-cap{ci}"])
+    assert mode.stdout.strip() == "444"  # the spec's fileMode, not runc's default 0666

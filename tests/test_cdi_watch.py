@@ -289,28 +289,41 @@ def test_watch_keeps_the_spec_current(sim_root: Path, tmp_path: Path) -> None:
 
 @needs_root
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
-def test_watch_honours_management_false(sim_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("management", [False, True], ids=["management-off", "management-on"])
+def test_watch_honours_management(sim_root: Path, tmp_path: Path, management: bool) -> None:
+    """[cdi] management: the management devices in their own spec beside [cdi] output, kept
+    current with it; off, the one capctl wrote earlier goes and the main spec is the same."""
     out = tmp_path / "cdi" / "capctl.io-mig.json"
+    mgmt = tmp_path / "cdi" / "capctl.io-mig-management.json"
     snap = sim_root / "topology.json"
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[cdi]\noutput = "{out}"\nmanagement = false\n')
+    cfg.write_text(f'[cdi]\noutput = "{out}"\nmanagement = true\n')
     os.chmod(cfg, 0o644)
+    if not management:  # a spec capctl wrote while it was on
+        sync = subprocess.run(
+            [sys.executable, "-m", "capctl", "--root", str(sim_root), "--topology", str(snap),
+             "--config", str(cfg), "sync"], capture_output=True, text=True, cwd=str(REPO))
+        assert sync.returncode == 0 and mgmt.exists(), sync.stderr
+        cfg.write_text(f'[cdi]\noutput = "{out}"\nmanagement = false\n')
     proc = _start_watch(sim_root, cfg)
     try:
-        _wait(out.exists, 30)  # written at start, to [cdi] output
-        names = _names(out)
-        assert "all" in names and "mig-config" not in names and "mig-monitor" not in names
+        _wait(lambda: out.exists() and mgmt.exists() == management, 30)  # at start
+        assert "mig-config" not in _names(out)
+        assert _names(mgmt) == (["mig-config", "mig-monitor"] if management else [])
         topo = json.loads(snap.read_text())
         gone = topo["gpus"][1]["mig_devices"].pop(3)
         _write_json(snap, topo)
         shutil.rmtree(sim_root / CAPS / f"gpu1/mig/gi{gone['gi']}")
         _wait(lambda: gone["uuid"] not in _names(out), 10)
-        spec = json.loads(out.read_text())  # regenerated, still without them
-        assert check_spec(spec) == [] and check_spec(spec, profile=PODMAN_43) == []
-        assert [d["name"] for d in spec["devices"]][-1] == "all"
+        for path in (out, mgmt) if management else (out,):
+            spec = json.loads(path.read_text())
+            assert check_spec(spec) == [] and check_spec(spec, profile=PODMAN_43) == []
+        assert [d["name"] for d in json.loads(out.read_text())["devices"]][-1] == "all"
+        assert mgmt.exists() == management
     finally:
         err = _stop_watch(proc)
     assert proc.returncode == 0, err
+    assert (f"cdi: {mgmt} removed" in err) == (not management), err
 
 
 @needs_root

@@ -1,21 +1,27 @@
-"""Build a CDI (Container Device Interface) spec for the host's MIG devices and GPUs.  Pure.
+"""Build the CDI (Container Device Interface) specs for the host's MIG devices and GPUs.  Pure.
 
-The spec names every device a container may ask a CDI-aware runtime for (``docs/cdi.md``):
+Two specs, one kind (``docs/cdi.md``):
 
-- each MIG device twice: ``MIG-<uuid>`` and ``<gpu index>:<mig index>``;
-- each whole GPU twice: ``GPU-<uuid>`` and ``<index>``;
-- ``all``: every GPU and every MIG device;
-- ``mig-config`` / ``mig-monitor`` (the management devices, left out with
-  ``management=False``): the ``config`` / ``monitor`` capability plus every capability of
-  every MIG-capable GPU, as the hook grants for ``NVIDIA_MIG_CONFIG_DEVICES=all``.  They are
-  most of the spec's size, and a runtime parses the whole spec on every start that asks for
-  a CDI device (``docs/cdi.md``).
+- the **main spec** names every device a container may ask a CDI-aware runtime for:
+  each MIG device twice (``MIG-<uuid>`` and ``<gpu index>:<mig index>``), each whole GPU
+  twice (``GPU-<uuid>`` and ``<index>``), and ``all``;
+- the **management spec** (only when asked for: ``[cdi] management = true``) holds
+  ``mig-config`` / ``mig-monitor``: the ``config`` / ``monitor`` capability plus every
+  capability of every MIG-capable GPU, as the hook grants for ``NVIDIA_MIG_CONFIG_DEVICES=all``.
+  It lists about 135 nodes per MIG GPU, and a runtime parses every spec file of a directory on
+  each start that asks for any CDI device, so only those who asked for it pay for it.
 
-Every device's ``deviceNodes`` come from :func:`capctl.edits.edits.from_plan` of the plan that
+Every device's nodes come from :func:`capctl.edits.edits.from_plan` of the plan that
 :mod:`capctl.request.resolve` makes for the same name, so a CDI device is exactly what the hook
-would give.  Names and the kind are checked against CDI's rules here, and a spec that breaks
-one is never built (fail closed).  ``cdiVersion`` is the lowest version that has every field
-and name form the spec uses.
+would give.  The layout is as lean as NVIDIA's ``nvidia-ctk cdi generate`` writes (its
+``pkg/nvcdi/transform/simplify.go``): nodes that every device of a spec has (the control and
+UVM nodes) go once into the spec-wide ``containerEdits``, which the runtime applies with any
+device of that spec (container-device-interface pkg/cdi/cache.go ``InjectDevices``), so a
+device's effective nodes are the spec-wide ones plus its own.  A node carries ``hostPath`` only
+when it differs from ``path`` (the CDI specification's default, SPEC.md "deviceNodes").  Names
+and the kind are checked against CDI's rules here, and a spec that breaks one is never built
+(fail closed).  ``cdiVersion`` is the lowest version that has every field and name form the
+spec uses.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from capctl.request.devices import MigAdmin, parse_request
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
     from capctl.driver.procfs import DriverState
@@ -39,6 +46,7 @@ DEFAULT_KIND = "capctl.io/mig"
 DEFAULT_OUTPUT = "/var/run/cdi/capctl.io-mig.json"
 #: The management devices and the capability each stands for.
 ADMIN_DEVICES = (("mig-config", MigAdmin.CONFIG), ("mig-monitor", MigAdmin.MONITOR))
+ADMIN_NAMES = frozenset(name for name, _which in ADMIN_DEVICES)
 
 # CDI versions and what first needs them (container-device-interface specs-go/version.go,
 # requiresV050 / requiresV060): 0.3.0 is the earliest still accepted; 0.5.0 added a device
@@ -71,7 +79,9 @@ def check_kind(kind: str) -> tuple[str, str]:
     CDI's rules (container-device-interface pkg/parser/parser.go ValidateVendorName,
     ValidateClassName): a letter first, a letter or digit last, letters, digits, ``_``, ``-``
     and ``.`` between (``.`` in a vendor only: a class with ``.`` needs CDI 0.6.0, which
-    podman 4.3 cannot read, so capctl refuses it too).
+    podman 4.3 cannot read, so capctl refuses it too).  And at least two characters each:
+    the v0.5.x library that podman 4.3 vendors slices ``name[1:len(name)-1]`` unguarded
+    (pkg/cdi/qualified-device.go), so a one-character vendor or class panics podman.
     """
     vendor, sep, cls = kind.partition("/")
     if not sep:
@@ -79,6 +89,8 @@ def check_kind(kind: str) -> tuple[str, str]:
     for what, part, middle in (("vendor", vendor, _ALNUM | frozenset("_-.")),
                                ("class", cls, _ALNUM | frozenset("_-"))):
         err = _name_error(part, _LETTERS, middle)
+        if err is None and len(part) == 1:
+            err = "one character (podman 4.3 cannot read it)"
         if err is not None:
             raise DeviceError(kind, f"invalid CDI {what} {part!r}: {err}")
     return vendor, cls
@@ -96,14 +108,45 @@ def check_device_name(name: str) -> str:
     return name
 
 
-def device_node(node: NodeEdit, with_host_path: bool) -> dict[str, Any]:
-    """One CDI ``deviceNodes`` entry: fully specified, so a runtime never stats the host."""
+def device_node(node: NodeEdit) -> dict[str, Any]:
+    """One CDI ``deviceNodes`` entry.
+
+    ``hostPath`` only when it is not ``path`` (CDI: "If not specified the value for ``path``
+    is used").  ``type``, ``major``, ``minor``, ``fileMode`` and ``permissions`` always: CDI
+    defines a default for none of these values that the hook's node has (an empty
+    ``permissions`` means ``rwm``, an empty ``type`` makes the runtime ``stat`` the host node
+    for it, pkg/cdi/container-edits_unix.go ``fillMissingInfo``; without ``fileMode`` runc
+    makes the node 0666), so the spec alone says what the container gets.
+    """
     out: dict[str, Any] = {"path": node.path}
-    if with_host_path:
+    if node.host_path != node.path:
         out["hostPath"] = node.host_path
     out.update(type=node.type, major=node.major, minor=node.minor, fileMode=node.mode,
                permissions=node.access)
     return out
+
+
+def common_nodes(devices: Sequence[Sequence[NodeEdit]]) -> tuple[NodeEdit, ...]:
+    """The nodes for a spec's spec-wide ``containerEdits``: those every device has (the
+    control and UVM nodes), in the first device's order; none for fewer than two devices.
+
+    CDI refuses a device whose own edits are empty ("invalid device, empty device edits",
+    pkg/cdi/device.go), so a device that would keep no node of its own (on a host with one
+    GPU, its whole-GPU device has only nodes that every device has) gives its first node
+    back to every device.
+    """
+    if len(devices) < 2:
+        return ()
+    first, *rest = devices
+    others = [set(d) for d in rest]
+    common = [n for n in first if all(n in o for o in others)]
+    while common:
+        shared = set(common)
+        bare = next((d for d in devices if all(n in shared for n in d)), None)
+        if bare is None:
+            break
+        common.remove(bare[0])
+    return tuple(common)
 
 
 def required_version(kind: str, names: list[str], with_host_path: bool) -> str:
@@ -116,10 +159,9 @@ def required_version(kind: str, names: list[str], with_host_path: bool) -> str:
     return EARLIEST_VERSION
 
 
-def named_plans(topology: Topology, state: DriverState, host: Host, *,
-                management: bool = True) -> list[tuple[str, Plan]]:
-    """Every CDI device name and the plan the hook would make for it, in spec order
-    (without the management devices when ``management`` is false)."""
+def named_plans(topology: Topology, state: DriverState, host: Host) -> list[tuple[str, Plan]]:
+    """Every device name of the main spec and the plan the hook would make for it, in spec
+    order."""
     def plan(request: str) -> Plan:
         return resolve.resolve(parse_request(request), topology, state, host)
 
@@ -132,38 +174,67 @@ def named_plans(topology: Topology, state: DriverState, host: Host, *,
         p = plan(gpu.uuid)
         out += [(gpu.uuid, p), (str(gpu.index), p)]
     out.append(("all", plan("all")))
-    if not management:
-        return out
-    mig_gpus = ",".join(g.uuid for g in topology.gpus if g.mig_enabled)
-    base = plan(mig_gpus) if mig_gpus else resolve.Plan()
-    for name, which in ADMIN_DEVICES:
-        if state.table.get(which.value) is not None:
-            out.append((name, resolve.with_admin(base, which, state)))
     return out
 
 
-def build_spec(topology: Topology, state: DriverState, host: Host,
-               kind: str = DEFAULT_KIND, *, management: bool = True) -> dict[str, Any]:
-    """The CDI spec (a JSON-ready dict) for ``topology`` on ``host``; with the management
-    devices ``mig-config`` / ``mig-monitor`` unless ``management`` is false.
+def management_plans(topology: Topology, state: DriverState,
+                     host: Host) -> list[tuple[str, Plan]]:
+    """``mig-config`` / ``mig-monitor`` (those whose capability the driver has) and their
+    plans: the hook's ``NVIDIA_MIG_{CONFIG,MONITOR}_DEVICES=all`` for every MIG GPU."""
+    mig_gpus = ",".join(g.uuid for g in topology.gpus if g.mig_enabled)
+    base = (resolve.resolve(parse_request(mig_gpus), topology, state, host) if mig_gpus
+            else resolve.Plan())
+    return [(name, resolve.with_admin(base, which, state)) for name, which in ADMIN_DEVICES
+            if state.table.get(which.value) is not None]
 
-    Raises what resolution raises (a stale topology, a node that is not the driver's) and a
-    :class:`DeviceError` for a kind or name CDI would refuse, or a name given twice.
+
+def layout(kind: str, named: Sequence[tuple[str, Plan]], root: str) -> dict[str, Any]:
+    """The spec document (JSON-ready) of ``named`` devices whose nodes live under ``root``.
+
+    A device without nodes is left out (CDI refuses empty edits: ``all`` on a host without
+    GPUs); a :class:`DeviceError` for a kind or name CDI would refuse, or a name given twice.
     """
     check_kind(kind)
-    root = str(host.root)
-    with_host_path = root not in ("", "/")
-    devices: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for name, plan in named_plans(topology, state, host, management=management):
+    names: list[str] = []
+    nodes: list[tuple[NodeEdit, ...]] = []
+    for name, plan in named:
         check_device_name(name)
         if name in seen:
             raise DeviceError(name, "two CDI devices would have this name")
         seen.add(name)
         edits: Edits = edits_mod.from_plan(plan, root)
-        if not edits:
-            continue  # CDI refuses a device without edits ("all" on a host without GPUs)
-        nodes = [device_node(n, with_host_path) for n in edits.nodes]
-        devices.append({"name": name, "containerEdits": {"deviceNodes": nodes}})
-    version = required_version(kind, [d["name"] for d in devices], with_host_path)
-    return {"cdiVersion": version, "kind": kind, "devices": devices}
+        if edits:
+            names.append(name)
+            nodes.append(edits.nodes)
+    common = common_nodes(nodes)
+    shared = set(common)
+    devices = [{"name": name, "containerEdits": {
+                   "deviceNodes": [device_node(n) for n in own if n not in shared]}}
+               for name, own in zip(names, nodes, strict=True)]
+    with_host_path = any(n.host_path != n.path for own in nodes for n in own)
+    spec: dict[str, Any] = {"cdiVersion": required_version(kind, names, with_host_path),
+                            "kind": kind}
+    if common:
+        spec["containerEdits"] = {"deviceNodes": [device_node(n) for n in common]}
+    spec["devices"] = devices
+    return spec
+
+
+def build_spec(topology: Topology, state: DriverState, host: Host,
+               kind: str = DEFAULT_KIND) -> dict[str, Any]:
+    """The main CDI spec (a JSON-ready dict) for ``topology`` on ``host``.
+
+    Raises what resolution raises (a stale topology, a node that is not the driver's) and a
+    :class:`DeviceError` for a kind or name CDI would refuse, or a name given twice.
+    """
+    return layout(kind, named_plans(topology, state, host), str(host.root))
+
+
+def build_management_spec(topology: Topology, state: DriverState, host: Host,
+                          kind: str = DEFAULT_KIND) -> dict[str, Any] | None:
+    """The management spec (``mig-config`` / ``mig-monitor``) of the same kind; None when it
+    would have no device (a driver whose ``mig-minors`` has neither ``config`` nor
+    ``monitor``)."""
+    spec = layout(kind, management_plans(topology, state, host), str(host.root))
+    return spec if spec["devices"] else None

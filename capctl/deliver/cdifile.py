@@ -1,4 +1,11 @@
-"""Write capctl's CDI spec file atomically, from the host's current topology.
+"""Write capctl's CDI spec files atomically, from the host's current topology.
+
+Two files: the main spec at the output path, and the management spec (``mig-config`` /
+``mig-monitor``) beside it, ``NAME-management.json`` for ``NAME.json``
+(:func:`management_path`), only when management is on.  When it is off, a management spec
+capctl wrote earlier is removed.  A file there that capctl did not write (not a regular file,
+not JSON, another kind, other devices) is never removed or replaced: turned off, capctl leaves
+it alone; turned on, that is an error naming it, raised before anything is written.
 
 A runtime reads spec files whenever it starts a container, and a CDI cache re-reads the spec
 directories on every change it sees (inotify), so a reader must never find a partial file:
@@ -14,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
+from capctl._lite.record import record
 from capctl.deliver import cdi
 from capctl.devfs.atomic import replace_file
 from capctl.errors import CapctlError, NodeError
@@ -27,6 +36,41 @@ if TYPE_CHECKING:
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
+#: What :func:`management_path` adds to the output's name, before its extension.
+MANAGEMENT_SUFFIX = "-management"
+#: The largest management spec capctl reads back to see whether it wrote it (32 GPUs' worth
+#: is about 1 MB).
+MAX_SPEC = 16 << 20
+
+
+@record
+class Specs:
+    """The file contents for the host: the main spec, and the management spec (None: there
+    is none to write, because management is off or the driver has no management capability)."""
+
+    main: bytes
+    management: bytes | None = None
+
+
+@record
+class Outcome:
+    """What happened (or, in a dry run, would happen) to one spec file."""
+
+    path: str
+    # "written", "unchanged", "removed", or "absent": no spec of capctl's there, none written
+    # (a file capctl did not write may be there, left alone)
+    action: str
+
+    @property
+    def changed(self) -> bool:
+        return self.action in ("written", "removed")
+
+
+def management_path(output: str) -> str:
+    """Where the management spec goes: beside ``output``, ``NAME-management.json`` for
+    ``NAME.json`` (``/var/run/cdi/capctl.io-mig-management.json`` by default)."""
+    stem, ext = os.path.splitext(output)
+    return f"{stem}{MANAGEMENT_SUFFIX}{ext}"
 
 
 def dumps(spec: dict[str, Any]) -> bytes:
@@ -39,15 +83,19 @@ def dumps(spec: dict[str, Any]) -> bytes:
     return (json.dumps(spec, separators=(",", ":")) + "\n").encode("ascii")
 
 
-def render(host: Host, kind: str = cdi.DEFAULT_KIND, *, management: bool = True) -> bytes:
-    """The spec for the host's current driver state and topology, as file bytes (without the
-    management devices when ``management`` is false)."""
+def render(host: Host, kind: str = cdi.DEFAULT_KIND, *, management: bool = False) -> Specs:
+    """The specs for the host's current driver state and topology, as file bytes (the
+    management spec only when ``management`` is true)."""
     from capctl.driver import procfs
     from capctl.request import topology
 
     state = procfs.load(host)
     topo = topology.load_topology(host)
-    return dumps(cdi.build_spec(topo, state, host, kind, management=management))
+    main = dumps(cdi.build_spec(topo, state, host, kind))
+    if not management:
+        return Specs(main)
+    spec = cdi.build_management_spec(topo, state, host, kind)
+    return Specs(main, None if spec is None else dumps(spec))
 
 
 def _unchanged(dir_fd: int, name: str, data: bytes) -> bool:
@@ -62,24 +110,38 @@ def _unchanged(dir_fd: int, name: str, data: bytes) -> bool:
         return f.read(len(data) + 1) == data
 
 
-def write_atomic(path: str, data: bytes) -> bool:
-    """Replace the file at ``path`` with ``data`` atomically; False if it already held them.
-
-    Creates the parent directory (mode 0755) when missing.  Errors are :class:`NodeError`
-    naming the path; the temporary file is removed on any failure.
-    """
+def _open_parent(path: str, create: bool) -> tuple[int | None, str]:
+    """A descriptor of ``path``'s directory (created, mode 0755, when ``create``; None when it
+    is missing and not created) and the file's name in it."""
     parent, name = os.path.split(os.path.abspath(path))
     try:
-        os.makedirs(parent, mode=DIR_MODE, exist_ok=True)
-        dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if create:
+            os.makedirs(parent, mode=DIR_MODE, exist_ok=True)
+        return os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), name
+    except FileNotFoundError as err:
+        if not create:
+            return None, name
+        raise NodeError(parent, f"cannot open the CDI spec directory: {err.strerror}") from err
     except OSError as err:
         raise NodeError(parent, f"cannot open the CDI spec directory: {err.strerror or err}") \
             from err
+
+
+def write_atomic(path: str, data: bytes, *, dry_run: bool = False) -> bool:
+    """Replace the file at ``path`` with ``data`` atomically; False if it already held them.
+
+    Creates the parent directory (mode 0755) when missing.  Errors are :class:`NodeError`
+    naming the path; the temporary file is removed on any failure.  A dry run only compares.
+    """
+    dir_fd, name = _open_parent(path, create=not dry_run)
+    if dir_fd is None:
+        return True
     try:
         if _unchanged(dir_fd, name, data):
             return False
-        replace_file(name, data, mode=FILE_MODE, owner=(0, 0) if os.geteuid() == 0 else None,
-                     dir_fd=dir_fd)
+        if not dry_run:
+            replace_file(name, data, mode=FILE_MODE,
+                         owner=(0, 0) if os.geteuid() == 0 else None, dir_fd=dir_fd)
         return True
     except OSError as err:
         raise NodeError(path, f"cannot write the CDI spec: {err.strerror or err}") from err
@@ -98,25 +160,117 @@ def remove(path: str) -> bool:
     return True
 
 
+def is_management_spec(data: bytes, kind: str) -> bool:
+    """Whether ``data`` is a management spec capctl writes for ``kind``: a JSON spec of that
+    kind whose devices are some of ``mig-config`` / ``mig-monitor``, and nothing else."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return False
+    if not isinstance(doc, dict) or doc.get("kind") != kind:
+        return False
+    devices = doc.get("devices")
+    return (isinstance(devices, list) and bool(devices)
+            and all(isinstance(d, dict) and d.get("name") in cdi.ADMIN_NAMES for d in devices))
+
+
+def _ours(dir_fd: int, name: str, path: str, kind: str) -> bool | None:
+    """None if there is no file ``name``; else whether it is a management spec capctl wrote
+    for ``kind``.  A symlink, a device, anything but such a regular file is not ours, and is
+    never opened (opening a device node can act on the device)."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SPEC:
+            return False
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise NodeError(path, f"cannot read the CDI spec: {err.strerror or err}") from err
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the look
+            return False
+        data = f.read(MAX_SPEC + 1)
+    return len(data) <= MAX_SPEC and is_management_spec(data, kind)
+
+
+def _foreign(path: str) -> NodeError:
+    return NodeError(path, "not a management spec capctl wrote; refusing to replace it "
+                           "(move it away, or write the specs to another --output)")
+
+
+def update_management(path: str, data: bytes | None, kind: str, *,
+                      dry_run: bool = False) -> Outcome:
+    """Write the management spec ``data`` at ``path``, or (``data`` None) remove the one capctl
+    wrote there.  A file there that capctl did not write: left alone when ``data`` is None,
+    else a :class:`NodeError`."""
+    dir_fd, name = _open_parent(path, create=data is not None and not dry_run)
+    if dir_fd is None:
+        return Outcome(path, "absent" if data is None else "written")
+    try:
+        ours = _ours(dir_fd, name, path, kind)
+        if data is not None:
+            if ours is False:
+                raise _foreign(path)
+            return Outcome(path, "written" if write_atomic(path, data, dry_run=dry_run)
+                           else "unchanged")
+        if not ours:
+            return Outcome(path, "absent")
+        if not dry_run:
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return Outcome(path, "absent")
+            except OSError as err:
+                raise NodeError(path, f"cannot remove the CDI spec: {err.strerror or err}") \
+                    from err
+        return Outcome(path, "removed")
+    finally:
+        os.close(dir_fd)
+
+
+def write(output: str, specs: Specs, kind: str = cdi.DEFAULT_KIND, *,
+          dry_run: bool = False) -> tuple[Outcome, Outcome]:
+    """Put ``specs`` at ``output`` and its :func:`management_path` (removing a management spec
+    capctl wrote there when ``specs`` has none); what happened to each."""
+    mpath = management_path(output)
+    if specs.management is not None:  # refuse a foreign file before writing anything
+        dir_fd, name = _open_parent(mpath, create=False)
+        if dir_fd is not None:
+            try:
+                if _ours(dir_fd, name, mpath, kind) is False:
+                    raise _foreign(mpath)
+            finally:
+                os.close(dir_fd)
+    changed = write_atomic(output, specs.main, dry_run=dry_run)
+    main = Outcome(output, "written" if changed else "unchanged")
+    return main, update_management(mpath, specs.management, kind, dry_run=dry_run)
+
+
 def generate(host: Host, output: str, kind: str = cdi.DEFAULT_KIND, *,
-             management: bool = True) -> bool:
-    """Write the host's current spec to ``output``; False if the file was already current."""
-    return write_atomic(output, render(host, kind, management=management))
+             management: bool = False, dry_run: bool = False) -> tuple[Outcome, Outcome]:
+    """Write the host's current specs to ``output`` (and the management spec beside it when
+    ``management``, else remove capctl's); what happened to each file."""
+    return write(output, render(host, kind, management=management), kind, dry_run=dry_run)
 
 
 def refresh(host: Host, output: str, kind: str = cdi.DEFAULT_KIND, *,
-            management: bool = True) -> bool:
-    """:func:`generate`, for callers that keep a spec current (``sync``, ``watch``).
+            management: bool = False, dry_run: bool = False) -> tuple[Outcome, Outcome]:
+    """:func:`generate`, for callers that keep the specs current (``sync``, ``watch``).
 
-    When the current spec cannot be built (a topology that disagrees with the driver's
-    capability files, a driver that is not loaded) the old file is removed before the error
-    is raised: a spec that is known to be out of date may map a destroyed instance's UUID to
-    capability minors a new instance now owns, while a missing spec only makes CDI requests
-    fail until the next refresh succeeds (fail closed).
+    When the current specs cannot be built (a topology that disagrees with the driver's
+    capability files, a driver that is not loaded) the old files are removed (the management
+    spec only if capctl wrote it) before the error is raised: a spec that is known to be out
+    of date may map a destroyed instance's UUID to capability minors a new instance now owns,
+    while a missing spec only makes CDI requests fail until the next refresh succeeds (fail
+    closed).  A dry run removes nothing.
     """
     try:
-        data = render(host, kind, management=management)
+        specs = render(host, kind, management=management)
     except CapctlError:
-        remove(output)
+        if not dry_run:
+            remove(output)
+            update_management(management_path(output), None, kind)
         raise
-    return write_atomic(output, data)
+    return write(output, specs, kind, dry_run=dry_run)

@@ -13,7 +13,7 @@ with a size bound, and a malformed file is an error naming it, never "defaults".
     volume_mounts = true       # accept the device plugin's volume-mounts device list
     [cdi]
     output = "/var/run/cdi/capctl.io-mig.json"   # sync also regenerates this CDI spec
-    management = true          # mig-config / mig-monitor devices in the spec (docs/cdi.md)
+    management = false         # true: mig-config / mig-monitor in their own spec beside it
 
 Each table has its own record and loader, so the hook never parses tables it does not use.
 """
@@ -345,10 +345,12 @@ def load_runtime(path: StrPath) -> str:
 @record
 class CdiSettings:
     """``[cdi]``: where ``capctl sync`` also writes the CDI spec (None: it does not), and
-    whether the spec has the management devices ``mig-config`` / ``mig-monitor``."""
+    whether the management devices ``mig-config`` / ``mig-monitor`` are written too, to their
+    own spec beside it (``docs/cdi.md``).  Not in the settings cache: only ``sync``, ``watch``
+    and ``cdi generate`` read it, never the hook."""
 
     output: str | None = None
-    management: bool = True
+    management: bool = False
 
 
 def load_cdi(path: StrPath) -> CdiSettings:
@@ -367,7 +369,7 @@ def cdi_from_table(path: StrPath, table: dict[str, Any]) -> CdiSettings:
     unknown = set(cdi) - {"output", "management"}
     if unknown:
         raise ConfigError(f"{path}: [cdi]: unknown setting(s) {', '.join(sorted(unknown))}")
-    management = cdi.get("management", True)
+    management = cdi.get("management", False)
     if not isinstance(management, bool):
         raise ConfigError(f"{path}: [cdi] management must be true or false")
     output = cdi.get("output")

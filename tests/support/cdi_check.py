@@ -22,6 +22,8 @@ container-orchestrated-devices/container-device-interface), commit
 * ``specs-go/version.go``: validSpecVersions, ValidateVersion, MinimumRequiredVersion and the
   ``requiresVxyz`` functions.
 * ``schema/schema.json`` and ``schema/defs.json``: the ``required`` keys.
+* ``pkg/cdi/cache.go`` ``InjectDevices`` and ``pkg/cdi/container-edits.go`` ``Apply``, for
+  :func:`effective_nodes`: what a container gets for one device (same at ``v0.5.2``).
 
 Profiles (``profile=``):
 
@@ -29,7 +31,7 @@ Profiles (``profile=``):
 * ``"podman-4.3"``: the rules of the CDI library that Debian's podman 4.3.1 vendors (the
   ``v0.5.0``..``v0.5.2`` code, read at tag ``v0.5.2``; checked against the real podman): the
   version must be exactly one of ``0.1.0``..``0.5.0`` (no ``v`` prefix), no minimum-version
-  check, no ``.`` in the class, no ``annotations`` / ``intelRdt`` / ``additionalGids`` /
+  check, no ``.`` in the class, no one-character vendor or class (the library panics), no ``annotations`` / ``intelRdt`` / ``additionalGids`` /
   ``netDevices`` fields (the v0.5.2 structs lack them, so strict parsing refuses them), no
   ``"none"`` permissions, and an empty ``devices`` list is not an error.
 
@@ -61,6 +63,7 @@ __all__ = [
     "REFERENCE_COMMIT",
     "check_spec",
     "check_spec_file",
+    "effective_nodes",
     "load_spec_file",
     "minimum_version",
 ]
@@ -214,14 +217,17 @@ def parse_qualifier(kind: str) -> tuple[str, str]:
     return vendor, cls
 
 
-def _vendor_or_class_error(name: str, middle: str) -> str | None:
+def _vendor_or_class_error(name: str, middle: str, profile: str) -> str | None:
     # parser.go validateVendorOrClassName (v0.5.2 ValidateClassName: middle "_-" only).
     if name == "":
         return "empty name"
     if not _is_letter(name[0]):
         return f"{name!r}, should start with letter"
     if len(name) == 1:
-        return None
+        # v0.5.2 pkg/cdi/qualified-device.go ValidateVendorName / ValidateClassName range over
+        # name[1:len(name)-1] with no length check: a one-character name panics podman 4.3
+        # ("slice bounds out of range [1:0]", seen with Debian's podman 4.3.1).
+        return f"{name!r}: one character panics podman 4.3" if profile == PODMAN_43 else None
     for c in name[1:-1]:
         if not (_is_alnum(c) or c in middle):
             return f"invalid character {c!r} in name {name!r}"
@@ -230,15 +236,16 @@ def _vendor_or_class_error(name: str, middle: str) -> str | None:
     return None
 
 
-def validate_vendor_name(vendor: str) -> str | None:
-    """parser.go ValidateVendorName: letter first, then ``[A-Za-z0-9_.-]``, alnum last."""
-    err = _vendor_or_class_error(vendor, "_-.")
+def validate_vendor_name(vendor: str, profile: str = REFERENCE) -> str | None:
+    """parser.go ValidateVendorName: letter first, then ``[A-Za-z0-9_.-]``, alnum last
+    (v0.5.2: at least two characters)."""
+    err = _vendor_or_class_error(vendor, "_-.", profile)
     return None if err is None else f"invalid vendor. {err}"
 
 
 def validate_class_name(cls: str, profile: str = REFERENCE) -> str | None:
-    """parser.go ValidateClassName (v0.5.2: no ``.`` in a class)."""
-    err = _vendor_or_class_error(cls, "_-" if profile == PODMAN_43 else "_-.")
+    """parser.go ValidateClassName (v0.5.2: no ``.`` in a class, at least two characters)."""
+    err = _vendor_or_class_error(cls, "_-" if profile == PODMAN_43 else "_-.", profile)
     return None if err is None else f"invalid class. {err}"
 
 
@@ -564,7 +571,7 @@ def check_spec(doc: object, *, profile: str = REFERENCE, capctl_policy: bool = F
     kind = doc.get("kind", "")  # a missing field is Go's zero value ""
     if isinstance(kind, str):
         vendor, cls = parse_qualifier(kind)
-        for err in (validate_vendor_name(vendor), validate_class_name(cls, profile)):
+        for err in (validate_vendor_name(vendor, profile), validate_class_name(cls, profile)):
             if err is not None:
                 out.append(f"spec.kind {kind!r}: {err}")
     # 4. spec.go: s.edits().Validate() for the spec-wide containerEdits (may be empty).
@@ -638,3 +645,24 @@ def check_spec_file(
     if doc is None:
         return [*out, f"failed to parse CDI Spec {str(p)!r}, no Spec data"]
     return out + check_spec(doc, profile=profile, capctl_policy=capctl_policy)
+
+
+def effective_nodes(doc: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    """The device nodes a container gets when it asks for device ``name`` of the spec ``doc``.
+
+    cache.go InjectDevices: the spec-wide ``containerEdits`` (once per spec), then the device's
+    own.  container-edits.go Apply: each node replaces an earlier one at the same ``path``
+    (``RemoveDevice`` then ``AddDevice``).  container-edits_unix.go fillMissingInfo: an empty
+    ``hostPath`` is ``path``.  A name the spec does not have: ``KeyError``.
+    """
+    devices = {d.get("name"): d for d in _dicts(doc.get("devices"))}
+    device = devices[name]
+    out: dict[str, dict[str, Any]] = {}
+    for edits in (doc.get("containerEdits"), device.get("containerEdits")):
+        for node in _dicts(_get(edits, "deviceNodes")):
+            filled = dict(node)
+            if not filled.get("hostPath"):
+                filled["hostPath"] = filled.get("path")
+            out.pop(str(node.get("path")), None)
+            out[str(node.get("path"))] = filled
+    return list(out.values())

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.report import Rows, interleaved, run_timed
@@ -96,8 +97,10 @@ def bundle_for(base: Path, env: list[str]) -> Path:
     return bundle
 
 
-def grant_once(argv: list[str], bundle: Path, version: str) -> float:
-    """Seconds of one hook process doing a whole grant in a fresh device cgroup."""
+def grant_once(argv: list[str], bundle: Path, version: str,
+               run: Callable[[list[str], bytes], None] | None = None) -> float:
+    """Seconds of one hook process doing a whole grant in a fresh device cgroup (``run``:
+    how to run it instead, untimed)."""
     cg = (V1 if version == "v1" else V2) / f"capctl-bench-{uuid.uuid4().hex[:8]}"
     cg.mkdir()
     sleeper = subprocess.Popen(["sleep", "60"])
@@ -112,10 +115,13 @@ def grant_once(argv: list[str], bundle: Path, version: str) -> float:
         state = json.dumps({"ociVersion": "1.0.2", "id": "bench", "status": "creating",
                             "pid": sleeper.pid, "bundle": str(bundle)}).encode()
         t0 = time.perf_counter()
-        res = subprocess.run(argv, input=state, capture_output=True, env=ENV)
+        if run is not None:
+            run(argv, state)
+        else:
+            res = subprocess.run(argv, input=state, capture_output=True, env=ENV)
+            if res.returncode != 0:
+                raise SystemExit(f"hook failed: {res.stderr.decode().strip()}")
         dt = time.perf_counter() - t0
-        if res.returncode != 0:
-            raise SystemExit(f"hook failed: {res.stderr.decode().strip()}")
         if version == "v1":
             assert "c 238:" in (cg / "devices.list").read_text()
         else:
@@ -156,6 +162,26 @@ def _attach_deny_all(cg: Path) -> None:
         os.close(prog)
 
 
+def hook_modules(argv: list[str], bundle: Path, version: str) -> list[str]:
+    """capctl's modules one whole grant imports (``-X importtime``, not timed)."""
+    traced = [argv[0], "-X", "importtime", *argv[1:]]
+    out = inst_stderr(traced, bundle, version)
+    names = {line.rsplit("|", 1)[1].strip() for line in out.splitlines()
+             if line.startswith("import time:") and "|" in line}
+    return sorted(n for n in names if n == "capctl" or n.startswith("capctl."))
+
+
+def inst_stderr(argv: list[str], bundle: Path, version: str) -> str:
+    err: list[str] = []
+
+    def run(a: list[str], state: bytes) -> None:
+        res = subprocess.run(a, input=state, capture_output=True, env=ENV)
+        err.append(res.stderr.decode())
+
+    grant_once(argv, bundle, version, run=run)
+    return err[0]
+
+
 def bench_hooks(rows: Rows, inst: Installed, runs: int, version: str) -> None:
     mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
     bundle = bundle_for(inst.base, [f"NVIDIA_VISIBLE_DEVICES={mig}"])
@@ -165,6 +191,20 @@ def bench_hooks(rows: Rows, inst: Installed, runs: int, version: str) -> None:
         base, own = interleaved(inst.floor, lambda a=argv: grant_once(a, bundle, version), runs)
         rows.add(f"`capctl hook` as installed, one MIG device, cgroup {version}{label} vs "
                  f"{floor}", base, own, goal="<= 1.6x", ratio=True, limit=1.6)
+    # Where the hook's time goes: the interpreter without site, then with the hook's modules
+    # imported and nothing run.
+    args = inst.hooks["none"]
+    python, setup = args[0], args[4].rsplit(";", 2)[0]
+    modules = hook_modules(args, bundle, version)
+    bare = [python, "-I", "-S", "-c", "pass"]
+    base, own = interleaved(inst.floor, lambda: run_timed(bare), runs)
+    rows.add(f"(cause) `python -I -S -c pass` vs {floor}", base, own, goal="(floor of -S)",
+             ratio=True)
+    imports = [python, "-I", "-S", "-c", f"{setup}; import {', '.join(modules)}"]
+    base, own = interleaved(inst.floor, lambda: run_timed(imports), runs)
+    rows.add(f"(cause) the {len(modules)} capctl modules of one grant (cgroup {version}), "
+             f"imported under `-I -S`, nothing run, vs {floor}", base, own,
+             goal="(imports alone)", ratio=True)
     if version != "v1":
         return
     sleeper = subprocess.Popen(["sleep", "600"])

@@ -1,8 +1,11 @@
 """Benchmark: the start time each client gains from capctl, with and without it in one run.
 
-Each figure is a median over ``--runs`` containers, the two variants interleaved:
+Each figure is a median over ``--runs`` containers, the variants interleaved, printed as
+Markdown rows (``bench/report.py``):
 
-- runc: ``runc run --detach`` without and with the installed hook (goal: at most +10 ms);
+- runc: ``runc run --detach`` without and with the installed hook (goal: at most +10 ms), and
+  with a ``/bin/sleep`` createRuntime hook of 0, 5, 12, 20 and 30 ms: what any hook of that
+  duration costs a runc start (README, "Benchmarks");
 - the runtime wrapper: a container's whole life, ``create``, ``start``, ``state``, ``kill``,
   ``delete``, through plain runc, through the launcher ``capctl install`` writes, and through
   pip's console script ``capctl-runtime`` (goal: at most +15 ms for the launcher);
@@ -25,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,20 +35,21 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench.report import Rows
+
 REPO = Path(__file__).resolve().parent.parent
 LIFE = ("create", "start", "state", "kill", "delete")
-
-
-def median_ms(values: list[float]) -> float:
-    return statistics.median(values) * 1e3
+#: Durations of the ``/bin/sleep`` hooks that show what a hook's own time costs runc.
+SLEEPS_MS = (0, 5, 12, 20, 30)
+ROWS = Rows("bench_runtimes")
 
 
 def report(label: str, peer: str, base: list[float], own: str, with_: list[float],
            goal: float | None) -> None:
-    a, b = median_ms(base), median_ms(with_)
-    verdict = "" if goal is None else f"; goal <= +{goal:g} ms: {'met' if b - a <= goal else 'MISSED'}"
-    print(f"{label:34s} {peer} {a:7.1f} ms, {own} {b:7.1f} ms: +{b - a:5.1f} ms "
-          f"({len(base)} runs{verdict})", flush=True)
+    what = f"{label}: {peer} / {own} ({len(base)} runs)"
+    ROWS.add(what, base, with_, goal="(no goal)" if goal is None else f"<= +{goal:g} ms",
+             limit=goal)
+    print(ROWS.rows[-1], flush=True)
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -99,8 +102,34 @@ def bench_runc_hook(s: Setup, runs: int) -> None:
                times[True], 10)
 
 
-def life(runc: object, prefix: Sequence[str], bundle: object) -> float:
-    """create, start, state, kill, delete of one container through *prefix*; seconds."""
+def bench_runc_sleep(s: Setup, runs: int) -> None:
+    """``runc run --detach`` with a ``/bin/sleep`` createRuntime hook of each duration, beside
+    the same start without a hook, all interleaved: what a hook's own time costs runc."""
+    from tests.support.runc import RuncHarness
+
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    variants: dict[str, dict[str, list[dict[str, object]]] | None] = {"none": None}
+    for ms in SLEEPS_MS:
+        variants[f"{ms}"] = {"createRuntime": [
+            {"path": sleep, "args": ["sleep", f"{ms / 1000:g}"], "env": ["PATH=/usr/bin:/bin"]}]}
+    with RuncHarness(s.tmp / "runc-sleep") as runc:
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(runs):
+            for name, hooks in variants.items():
+                b = runc.bundle(hooks=hooks)
+                t0 = time.perf_counter()
+                ctr = runc.run_detached(b)
+                times[name].append(time.perf_counter() - t0)
+                runc.delete(ctr)
+    for ms in SLEEPS_MS:
+        report(f"runc run --detach, `/bin/sleep` hook of {ms} ms", "no hook", times["none"],
+               "with it", times[f"{ms}"], None)
+
+
+def life(runc: object, prefix: Sequence[str], bundle: object,
+         calls: dict[str, list[float]] | None = None) -> float:
+    """create, start, state, kill, delete of one container through *prefix*; seconds (each
+    call's also appended to ``calls[verb]``)."""
     from tests.support.runc import Bundle, RuncHarness
 
     assert isinstance(runc, RuncHarness) and isinstance(bundle, Bundle)
@@ -117,6 +146,8 @@ def life(runc: object, prefix: Sequence[str], bundle: object) -> float:
             res = subprocess.run([*prefix, *root, *args], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=out)
             total += time.perf_counter() - t0
+            if calls is not None:
+                calls.setdefault(verb, []).append(time.perf_counter() - t0)
             if os.environ.get("BENCH_VERBOSE"):
                 print(f"  {prefix[0]} {verb}: {(time.perf_counter() - t0) * 1e3:.1f} ms")
             if res.returncode != 0:
@@ -135,12 +166,16 @@ def bench_wrapper(s: Setup, runs: int) -> None:
     }
     with RuncHarness(s.tmp / "runc-wrapper") as runc:
         times: dict[str, list[float]] = {k: [] for k in variants}
+        calls: dict[str, dict[str, list[float]]] = {k: {} for k in variants}
         for _ in range(runs):
             for name, prefix in variants.items():
                 b = runc.bundle(env={"NVIDIA_VISIBLE_DEVICES": s.mig})
-                times[name].append(life(runc, prefix, b))
+                times[name].append(life(runc, prefix, b, calls[name]))
     report("wrapper, create..delete (launcher)", "runc", times["runc"], "launcher",
            times["launcher"], 15)
+    for verb in LIFE:  # where the launcher's time goes
+        report(f"wrapper, `{verb}` alone (launcher)", "runc", calls["runc"][verb], "launcher",
+               calls["launcher"][verb], None)
     report("wrapper, create..delete (pip script)", "runc", times["runc"], "console",
            times["console"], 15)
     # Per call, without a container: the start-up alone.
@@ -151,6 +186,7 @@ def bench_wrapper(s: Setup, runs: int) -> None:
                 [*p, "--version"], capture_output=True, check=True)))
     report("runtime --version (launcher)", "runc", one["runc"], "launcher", one["launcher"], None)
     report("runtime --version (pip script)", "runc", one["runc"], "console", one["console"], None)
+
 
 
 def bench_podman(s: Setup, runs: int) -> None:
@@ -194,7 +230,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--python", default=sys.executable,
                     help="the capctl installation to measure (its interpreter)")
-    ap.add_argument("--clients", default="runc,wrapper,podman,docker")
+    ap.add_argument("--clients", default="runc,sleep,wrapper,podman,docker")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_runtimes needs root")
@@ -208,6 +244,8 @@ def main() -> None:
         print(f"capctl from {args.python}; medians of {args.runs}", flush=True)
         if "runc" in clients:
             bench_runc_hook(s, args.runs)
+        if "sleep" in clients:
+            bench_runc_sleep(s, args.runs)
         if "wrapper" in clients:
             bench_wrapper(s, args.runs)
         if "podman" in clients:
@@ -222,6 +260,7 @@ def main() -> None:
                 print("dockerd missing: not measured")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    ROWS.print()
 
 
 if __name__ == "__main__":

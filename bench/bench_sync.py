@@ -1,23 +1,27 @@
-"""Benchmark: ``sync --all`` (4324 nodes + /dev/char links) against a raw ``os.mknod`` loop.
+"""Benchmark: ``capctl sync`` as users run it, beside NVIDIA's nvidia-modprobe, and the library
+against the bare system calls it cannot go below.
 
-Goals (docs/contract.md, "Speed goals"): first run within 2x of the raw mknod floor; a no-change re-run at least 3x
-faster than the first run.  Runs on tmpfs (/dev/shm, like a real /dev).  Needs root.
+1. **As a process, against nvidia-modprobe.** Every capability present (a proc file for each
+   of the 4322 ``mig-minors`` lines, as with every instance of 32 GPUs created, plus the two
+   fabric capabilities) and ``/dev/nvidia-caps`` empty, on tmpfs: ``capctl sync`` through
+   ``capctl``'s launcher as ``capctl install`` (of ``--python``'s installation) writes it, a
+   whole process with its start, imports and output, against nvidia-modprobe making the
+   same nodes and ``/dev/char`` links from the same proc files, ``-f`` 256 at a time (the most
+   one run takes: ``cap_files[256]`` in ``nvidia-modprobe.c``), 17 runs.  Interleaved, in one
+   private mount namespace where the simulated root's ``/proc/devices`` and ``/proc/driver``
+   are bound over the real ones, ``/sys/module/nvidia/initstate`` exists (nvidia-modprobe's
+   "module loaded" test) and ``/dev`` is a fresh tmpfs (nvidia-modprobe writes
+   ``/dev/nvidia-caps`` and ``/dev/char``, paths it hard-codes).  Goal: at most 0.5x.
+   nvidia-modprobe is built from NVIDIA's source: ``git clone`` of ``--nvidia-modprobe-src``
+   (default github.com/NVIDIA/nvidia-modprobe) into ``~/.cache/capctl-bench``, then ``make``;
+   without network or a compiler the row says why it was skipped.
+2. **The library, in-process** (no process start): ``sync --all`` (4324 nodes and links)
+   first and again, against a raw ``os.mknod`` loop and the bare ``mknod`` + ``symlink`` /
+   ``lstat`` + ``readlink`` loops under directory fds.
 
-    python -m bench.bench_sync [--rounds N]
+    python -m bench.bench_sync [--runs N] [--python PATH] [--nvidia-modprobe-src URL|DIR]
 
-A second case is nvidia-modprobe's anchor: every capability present (a proc file for each of
-the 4322 ``mig-minors`` lines, as with every instance of 32 GPUs created) and
-``/dev/nvidia-caps`` empty, ``capctl sync`` (no ``--all``: they all exist) against the bare
-loops it cannot go below: read each proc file (``os.open`` + ``os.read`` + ``os.close``),
-then ``mknod`` + ``symlink``.  The goal is half of nvidia-modprobe's time for the same work
-(measured at 184 ms on tmpfs, 256 ``-f`` per exec; not installed here, so the bare loops are
-the reference printed).
-
-Prints the medians of N rounds: the raw ``os.mknod`` loop (the floor of the goal), then
-``capctl sync --all`` run first and again (parsing, plan, lock, nodes and /dev/char links),
-then, for scale, the bare system calls each run cannot do without, as Python loops under
-directory fds: ``mknod`` + ``symlink`` per capability for the first run, ``lstat`` +
-``readlink`` for the re-run.
+Needs root, unshare(1), and for row 1 git, make and a C compiler.
 """
 
 from __future__ import annotations
@@ -25,15 +29,204 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.report import Rows, interleaved, run_timed
 from capctl import simulated
-from capctl.devfs import sync
-from capctl.driver import procfs
-from capctl.host import Host
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path.home() / ".cache/capctl-bench"
+NVIDIA_MODPROBE_SRC = "https://github.com/NVIDIA/nvidia-modprobe"
+#: How many ``-f`` one nvidia-modprobe run takes (``char *cap_files[256]``).
+PER_EXEC = 256
+
+
+# --- nvidia-modprobe, built from source -------------------------------------------------------
+
+
+def build_nvidia_modprobe(src: str) -> tuple[Path | None, str]:
+    """(the binary, its version) or (None, why not): cloned once into the cache, built there."""
+    checkout = CACHE / "nvidia-modprobe"
+    binary = checkout / "out/nvidia-modprobe"
+    if not binary.exists():
+        for tool in ("git", "make", "cc"):
+            if shutil.which(tool) is None:
+                return None, f"no {tool} to build nvidia-modprobe"
+        if not checkout.exists():
+            CACHE.mkdir(parents=True, exist_ok=True)
+            res = subprocess.run(["git", "clone", "-q", "--depth", "1", src, str(checkout)],
+                                 capture_output=True, text=True, timeout=300)
+            if res.returncode != 0:
+                shutil.rmtree(checkout, ignore_errors=True)
+                return None, f"cannot clone {src}: {res.stderr.strip().splitlines()[-1:]}"
+        out = checkout / "out"
+        res = subprocess.run(["make", "-j2", f"OUTPUTDIR={out}", str(binary)], cwd=checkout,
+                             capture_output=True, text=True, timeout=600)
+        if res.returncode != 0 or not binary.exists():
+            return None, f"cannot build nvidia-modprobe: {res.stderr.strip()[-300:]}"
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
+    words = version.stdout.split()
+    return binary, words[words.index("version") + 1] if "version" in words else "?"
+
+
+def capability_files(root: Path) -> list[str]:
+    """Every capability proc file of the simulated root, as nvidia-modprobe names it."""
+    found = []
+    for base in sorted((root / "proc/driver").glob("nvidia*")):
+        for dirpath, _dirs, files in os.walk(base):
+            found += [os.path.join(dirpath, f) for f in sorted(files)
+                      if "capabilities" in Path(dirpath).relative_to(root).parts]
+    return ["/" + os.path.relpath(f, root) for f in found]
+
+
+def clear_nodes(dev: Path) -> None:
+    """Remove what a run made: the capability nodes and the /dev/char links."""
+    shutil.rmtree(dev / "nvidia-caps", ignore_errors=True)
+    char = dev / "char"
+    if char.exists():
+        for link in os.listdir(char):
+            os.unlink(char / link)
+
+
+def all_present(root: Path) -> None:
+    """Give every mig-minors capability its proc file."""
+    for name in simulated.mig_minors_text().split()[0::2]:
+        simulated.write_capability_file(root, name)
+
+
+# --- 1: as a process ---------------------------------------------------------------------------
+
+
+def process_rows(rows: Rows, args: argparse.Namespace) -> None:
+    """Row 1, run outside: builds nvidia-modprobe, then re-runs this module inside a private
+    mount namespace (``--inner``) and takes its rows."""
+    binary, version = build_nvidia_modprobe(args.nvidia_modprobe_src)
+    if binary is None:
+        msg = f"nvidia-modprobe not measured: {version}"
+        print(f"bench_sync: {msg}", file=sys.stderr)
+        rows.note(f"| `capctl sync` creating 4324 nodes, as a process, vs nvidia-modprobe | "
+                  f"skipped | skipped | - | <= 0.5x: not measured ({msg}) |")
+        return
+    base = Path(tempfile.mkdtemp(prefix="capctl-bench-sync."))
+    try:
+        inner = [sys.executable, "-m", "bench.bench_sync", "--inner", str(base), "--runs",
+                 str(args.runs), "--python", args.python, "--nvidia-modprobe", str(binary),
+                 "--nvidia-modprobe-version", version]
+        # A tmpfs for the roots, the simulated driver bound over /proc's, a fresh /dev: all
+        # gone with the namespace.
+        script = (
+            'set -e; mount --make-rprivate /; mount -t tmpfs none "$BASE"; '
+            'exec "$@"'
+        )
+        res = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *inner], cwd=REPO,
+                             env={**os.environ, "BASE": str(base)}, stdout=subprocess.PIPE,
+                             text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"bench_sync --inner failed ({res.returncode})")
+        for line in res.stdout.splitlines():
+            if line.startswith("| ") and not line.startswith("| what "):
+                rows.note(line)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def inner(args: argparse.Namespace) -> None:
+    """Inside the private mount namespace, with a tmpfs at ``args.inner``."""
+    base = Path(args.inner)
+    root = base / "root"
+    simulated.build(root, dev_nodes=False)
+    all_present(root)
+    subprocess.run([args.python, "-m", "capctl", "--config", str(base / "none.toml"), "install",
+                    "--hooks-dir", str(base / "hooks.d"), "--launcher-dir", str(base / "libexec")],
+                   check=True, capture_output=True, cwd=base)
+    capctl = [str(base / "libexec/capctl"), "--root", str(root), "--config",
+              str(base / "none.toml"), "sync"]
+    files = capability_files(root)
+    # The simulated driver where nvidia-modprobe looks (it hard-codes /proc, /sys and /dev).
+    module = base / "module"
+    (module / "nvidia").mkdir(parents=True)
+    (module / "nvidia/initstate").write_text("live\n")
+    for argv in (["mount", "--bind", str(root / "proc/devices"), "/proc/devices"],
+                 ["mount", "--bind", str(root / "proc/driver"), "/proc/driver"],
+                 ["mount", "--bind", str(module), "/sys/module"],
+                 ["mount", "-t", "tmpfs", "-o", "mode=0755", "none", "/dev"],
+                 ["mknod", "-m", "0666", "/dev/null", "c", "1", "3"],
+                 ["mkdir", "/dev/char"]):  # as udev has made it on a host
+        subprocess.run(argv, check=True)
+    batches = [[str(args.nvidia_modprobe), *(x for f in files[i:i + PER_EXEC] for x in ("-f", f))]
+               for i in range(0, len(files), PER_EXEC)]
+
+    def modprobe() -> float:
+        clear_nodes(Path("/dev"))
+        t0 = time.perf_counter()
+        for argv in batches:
+            if subprocess.run(argv, close_fds=False).returncode != 0:
+                raise SystemExit(f"nvidia-modprobe failed ({len(argv) // 2} -f from {argv[2]})")
+        dt = time.perf_counter() - t0
+        assert len(os.listdir("/dev/nvidia-caps")) == len(files)
+        return dt
+
+    def sync() -> float:
+        clear_nodes(root / "dev")
+        dt = run_timed(capctl)
+        assert len(os.listdir(root / "dev/nvidia-caps")) == len(files)
+        return dt
+
+    base_t, own = interleaved(modprobe, sync, args.runs)
+    rows = Rows("bench_sync inner")
+    rows.add(f"`capctl sync` creating {len(files)} nodes and `/dev/char` links, as a process "
+             f"(capctl's launcher) vs nvidia-modprobe {args.nvidia_modprobe_version} "
+             f"(`-f` x {len(files)}, {PER_EXEC} per run, {len(batches)} runs), tmpfs",
+             base_t, own, goal="<= 0.5x", ratio=True, limit=0.5)
+    rows.print()
+
+
+# --- 2: the library, in-process ---------------------------------------------------------------
+
+
+def library_rows(rows: Rows, runs: int) -> None:
+    from capctl.devfs import sync
+    from capctl.driver import procfs
+    from capctl.host import Host
+
+    base = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    try:
+        raw: list[float] = []
+        first: list[float] = []
+        again: list[float] = []
+        bare_first: list[float] = []
+        bare_again: list[float] = []
+        minors: list[int] = []
+        for i in range(runs):
+            root = base / f"r{i}"
+            simulated.build(root, dev_nodes=False)
+            host = Host(root=root)
+            minors = [c.minor for c in procfs.load(host).table]
+            raw.append(raw_mknod(base / f"raw{i}", minors, simulated.CAPS_MAJOR))
+            for out in (first, again):
+                t0 = time.perf_counter()
+                state = procfs.load(host)
+                sync.apply(host, state, sync.plan(state, everything=True))
+                out.append(time.perf_counter() - t0)
+            (base / f"bare{i}").mkdir()
+            b1, b2 = bare_syscalls(base / f"bare{i}", minors, simulated.CAPS_MAJOR)
+            bare_first.append(b1)
+            bare_again.append(b2)
+        n = len(minors)
+        rows.add(f"library `sync --all` ({n} nodes and links), first run, in-process vs a raw "
+                 "`os.mknod` loop", raw, first, goal="<= 2x", ratio=True, limit=2.0)
+        rows.add("bare `mknod` + `symlink` loops (what a first run cannot beat) vs the raw "
+                 "`os.mknod` loop", raw, bare_first, goal="(floor)", ratio=True)
+        rows.add("library `sync --all`, nothing to do, vs its first run", first, again,
+                 goal="<= 0.33x", ratio=True, limit=1 / 3)
+        rows.add("bare `lstat` + `readlink` loops vs bare `mknod` + `symlink` loops",
+                 bare_first, bare_again, goal="(floor)", ratio=True)
+    finally:
+        shutil.rmtree(base)
 
 
 def raw_mknod(dirpath: Path, minors: list[int], major: int) -> float:
@@ -42,13 +235,6 @@ def raw_mknod(dirpath: Path, minors: list[int], major: int) -> float:
     t0 = time.perf_counter()
     for m in minors:
         os.mknod(f"{d}/nvidia-cap{m}", 0o020444, os.makedev(major, m))
-    return time.perf_counter() - t0
-
-
-def capctl_sync(host: Host) -> float:
-    t0 = time.perf_counter()
-    state = procfs.load(host)
-    sync.apply(host, state, sync.plan(state, everything=True))
     return time.perf_counter() - t0
 
 
@@ -78,104 +264,26 @@ def bare_syscalls(base: Path, minors: list[int], major: int) -> tuple[float, flo
         os.close(links_fd)
 
 
-def all_present(root: Path) -> list[Path]:
-    """Give every mig-minors capability a proc file; returns their paths."""
-    names = simulated.mig_minors_text().split()[0::2]
-    return [simulated.write_capability_file(root, name) for name in names]
-
-
-def bare_all_present(base: Path, files: list[Path], minors: list[int], major: int) -> float:
-    """Seconds for the bare loops of the all-present case: read every proc file, then
-    mknod + symlink for each."""
-    (base / "nvidia-caps").mkdir()
-    (base / "char").mkdir()
-    nodes_fd = os.open(base / "nvidia-caps", os.O_RDONLY | os.O_DIRECTORY)
-    links_fd = os.open(base / "char", os.O_RDONLY | os.O_DIRECTORY)
-    paths = [str(p) for p in files]
-    try:
-        t0 = time.perf_counter()
-        for path in paths:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            os.read(fd, 4097)
-            os.close(fd)
-        for m in minors:
-            os.mknod(f"nvidia-cap{m}", 0o020444, os.makedev(major, m), dir_fd=nodes_fd)
-        for m in minors:
-            os.symlink(b"../nvidia-caps/nvidia-cap%d" % m, b"%d:%d" % (major, m),
-                       dir_fd=links_fd)
-        return time.perf_counter() - t0
-    finally:
-        os.close(nodes_fd)
-        os.close(links_fd)
-
-
-def capctl_sync_host(host: Host) -> float:
-    t0 = time.perf_counter()
-    sync.sync_host(host)
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--python", default=sys.executable,
+                    help="the capctl installation to measure (its interpreter)")
+    ap.add_argument("--nvidia-modprobe-src", default=NVIDIA_MODPROBE_SRC,
+                    help="where to git clone nvidia-modprobe from (a URL or a local clone)")
+    ap.add_argument("--inner", help=argparse.SUPPRESS)
+    ap.add_argument("--nvidia-modprobe", help=argparse.SUPPRESS)
+    ap.add_argument("--nvidia-modprobe-version", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    base = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    try:
-        raw, first, again, bare_first, bare_again = [], [], [], [], []
-        for i in range(args.rounds):
-            root = base / f"r{i}"
-            simulated.build(root, dev_nodes=False)
-            host = Host(root=root)
-            minors = [c.minor for c in procfs.load(host).table]
-            raw.append(raw_mknod(base / f"raw{i}", minors, simulated.CAPS_MAJOR))
-            first.append(capctl_sync(host))
-            again.append(capctl_sync(host))
-            (base / f"bare{i}").mkdir()
-            b1, b2 = bare_syscalls(base / f"bare{i}", minors, simulated.CAPS_MAJOR)
-            bare_first.append(b1)
-            bare_again.append(b2)
-        n = len(minors)
-        r, f, a = statistics.median(raw), statistics.median(first), statistics.median(again)
-        bf, ba = statistics.median(bare_first), statistics.median(bare_again)
-        print(f"nodes: {n} (median of {args.rounds} rounds, on {base.parent})")
-        print(f"raw os.mknod loop:          {r * 1e3:8.1f} ms  ({r / n * 1e6:.1f} us/node)")
-        print(
-            f"capctl sync --all (first):  {f * 1e3:8.1f} ms  ({f / r:.2f}x the floor; goal <= 2x;"
-            " includes parsing, /dev/char links, lock)"
-        )
-        print(
-            f"capctl sync --all (again):  {a * 1e3:8.1f} ms  ({f / a:.1f}x faster than first; goal >= 3x)"
-        )
-        print(
-            f"bare mknod+symlink loops:   {bf * 1e3:8.1f} ms  ({bf / r:.2f}x the floor: what a first run"
-            " cannot go below)"
-        )
-        print(
-            f"bare lstat+readlink loops:  {ba * 1e3:8.1f} ms  ({bf / ba:.1f}x faster than the bare"
-            " first run: what a re-run cannot go below)"
-        )
-        present, bare_present = [], []
-        for i in range(args.rounds):
-            root = base / f"p{i}"
-            simulated.build(root, dev_nodes=False)
-            files = all_present(root)
-            host = Host(root=root, config=base / f"p{i}.toml")
-            mig = [c.minor for c in procfs.load(host).table if c.source.value == "mig-minors"]
-            present.append(capctl_sync_host(host))
-            (base / f"pb{i}").mkdir()
-            bare_present.append(bare_all_present(base / f"pb{i}", files, mig, simulated.CAPS_MAJOR))
-        p, bp = statistics.median(present), statistics.median(bare_present)
-        print("every capability present (4322 proc files + 2 fabric), /dev/nvidia-caps empty:")
-        print(
-            f"capctl sync:                {p * 1e3:8.1f} ms  ({p / bp:.2f}x the bare loops; "
-            f"{p / 0.184:.2f}x nvidia-modprobe's 184 ms anchor, goal <= 0.5x)"
-        )
-        print(
-            f"bare read+mknod+symlink:    {bp * 1e3:8.1f} ms  (os.open+os.read per proc file, then"
-            " mknod and symlink per capability)"
-        )
-    finally:
-        shutil.rmtree(base)
+    if os.geteuid() != 0:
+        raise SystemExit("bench_sync needs root")
+    if args.inner:
+        inner(args)
+        return
+    rows = Rows(f"bench_sync ({args.python}, {args.runs} runs each, interleaved)")
+    process_rows(rows, args)
+    library_rows(rows, args.runs)
+    rows.print()
 
 
 if __name__ == "__main__":

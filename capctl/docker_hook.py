@@ -13,6 +13,11 @@ dockerd (20.10 and later) registers its ``nvidia`` device driver only when an ex
   ``[host] driver_root`` and ``topology``, and the hook's own settings;
 - reads the container state on stdin and does exactly what ``capctl hook`` does, through the
   same plan (:func:`capctl.request.container.plan_for`), so the same request policy applies.
+
+``capctl install --docker-hook-link DIR`` links ``nvidia-container-runtime-hook`` to its own
+launcher (:func:`capctl.install.python_launcher_text`), which starts ``python -I -S`` with the
+installation's paths and calls :func:`hook_entry`: no ``site``, no ``re`` from pip's console
+script, no teardown.  The same imports as ``capctl hook`` (``tests/test_hook_imports.py``).
 """
 
 from __future__ import annotations
@@ -64,3 +69,11 @@ def main() -> None:
     # No option: the hook takes [host] from the config's settings cache, as ``capctl hook``
     # does without --root/--topology (no TOML parse while the config is unchanged).
     sys.exit(hook.main(Host(config=DEFAULT_CONFIG)))
+
+
+def hook_entry() -> None:
+    """:func:`main`, then exit without the interpreter's teardown, as ``capctl hook`` does
+    (:func:`capctl.main.exit_now`): what the launcher runs."""
+    from capctl.main import exit_now
+
+    exit_now(main)

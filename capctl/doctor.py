@@ -275,19 +275,28 @@ CONTAINERD_DIR = install.CONTAINERD_DIR
 CRIO_DIR = install.CRIO_DIR
 
 
-def imports_capctl(path: str, argv0: str, env: Sequence[str]) -> str | None:
-    """Run ``path`` as a definition runs it (same ``argv[0]``, same env) importing capctl.
+def imports_capctl(path: str, argv: Sequence[str], env: Sequence[str]) -> str | None:
+    """Run ``path`` as a definition runs it (same ``argv[0]``, interpreter options, ``sys.path``
+    set-up and env), importing the hook instead of running it.
 
-    None when it imports; else why not.  ``argv[0]`` matters: a venv interpreter started as
-    ``python3`` finds itself on ``PATH`` and loses its site-packages.
+    None when it imports; else why not.  ``argv`` is the definition's ``args``: for one that
+    runs ``-c "<set-up>; <hook entry>"`` (:func:`capctl.install.interpreter_args`) the set-up
+    is kept; otherwise ``argv[0] -I`` is tried.  ``argv[0]`` matters without an explicit
+    set-up: a venv interpreter started as ``python3`` finds itself on ``PATH`` and loses its
+    site-packages.
     """
 
+    probe = [argv[0], "-I", "-c", "import capctl.main"]
+    if "-c" in argv:
+        i = list(argv).index("-c")
+        setup = install.entry_setup(argv[i + 1]) if i + 1 < len(argv) else None
+        if setup is not None:
+            probe = [*argv[:i], "-c", f"{setup}; import capctl.deliver.hook" if setup
+                     else "import capctl.deliver.hook"]
     environ = dict(e.split("=", 1) for e in env if "=" in e)
     try:
-        res = subprocess.run(
-            [argv0, "-I", "-c", "import capctl.main"],
-            executable=path, env=environ, capture_output=True, text=True, timeout=30,
-        )
+        res = subprocess.run(probe, executable=path, env=environ, capture_output=True,
+                             text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"cannot run {path}: {err}"
     if res.returncode != 0:
@@ -315,10 +324,14 @@ def interpreter_of(program: str, argv0: str) -> tuple[str, str] | str:
     return python, python
 
 
-def check_definition(where: str, program: str, argv0: str, env: Sequence[str]) -> Finding:
+def check_definition(where: str, program: str, argv: Sequence[str], env: Sequence[str]) -> Finding:
     """Whether one installed definition's interpreter imports capctl."""
-    found = interpreter_of(program, argv0)
-    why = found if isinstance(found, str) else imports_capctl(found[0], found[1], env)
+    found = interpreter_of(program, argv[0])
+    if isinstance(found, str):
+        why: str | None = found
+    else:
+        python, argv0 = found
+        why = imports_capctl(python, [argv0, *argv[1:]] if python == program else [argv0], env)
     if why is not None:
         return Finding(Level.FAIL, f"{where}: its interpreter cannot import capctl: {why}",
                        "capctl install (writes the definitions for this installation)")
@@ -341,7 +354,7 @@ def check_hook_file(path: str) -> Finding | None:
         env = [str(e) for e in hook.get("env", [])]
     except (ValueError, KeyError, TypeError) as err:
         return Finding(Level.FAIL, f"{path}: not a hooks.d definition ({err})", "capctl install")
-    return check_definition(f"OCI hook {path}", program, str(args[0]), env)
+    return check_definition(f"OCI hook {path}", program, [str(a) for a in args], env)
 
 
 def runs_entry(python: str, setup: str) -> str | None:
@@ -439,7 +452,7 @@ def check_runtime_program(where: str, program: str, config: str) -> list[Finding
     found = check_launcher(where, program, config)
     if found is not None:
         return found
-    out = [check_definition(where, program, program, [])]
+    out = [check_definition(where, program, [program], [])]
     try:
         runtime = settings.load_runtime(config)
     except CapctlError as err:

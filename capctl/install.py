@@ -12,12 +12,16 @@ What is written (``docs/runtimes.md``):
   other key kept;
 - containerd's CRI runtime ``capctl`` (``options.BinaryName``) and CRI-O's runtime ``capctl``,
   as TOML snippets in their drop-in directories;
-- with an explicit option only, a link named ``nvidia-container-runtime-hook`` to
-  ``capctl-docker-hook``, never over a file that is not capctl's.
+- ``capctl``'s own launcher (:func:`python_launcher_text`), which the udev rules and systemd
+  units run as ``/usr/local/bin/capctl`` once it is linked there (``udev/README.md``);
+- with an explicit option only, ``capctl-docker-hook``'s launcher and a link named
+  ``nvidia-container-runtime-hook`` to it, never over a file that is not capctl's.
 
-Each definition names this installation's interpreter by its full path, as both the program and
-``args[0]``: Python finds its virtual environment from ``argv[0]``, so a bare ``python3`` there
-makes a venv interpreter resolve itself on ``PATH`` and lose capctl (``docs/runtimes.md``).
+Every definition and launcher starts the interpreter as ``python -I -S`` and puts this
+installation's import paths (:func:`import_paths`) on ``sys.path`` itself
+(:func:`interpreter_args`): ``site`` costs every container start about 3 ms and does nothing
+else for capctl (``docs/hook-startup.md``).  Each definition still names the interpreter by its
+full path, as both the program and ``args[0]`` (``docs/runtimes.md``).
 
 Nothing is clobbered: a file is replaced only when capctl wrote it (hook JSON that runs
 ``capctl.main``, a TOML snippet starting with :data:`MARK`); ``daemon.json`` is merged, and a
@@ -37,7 +41,7 @@ from typing import Any
 from capctl import trustedpath
 from capctl.errors import CapctlError
 from capctl.host import DEFAULT_CONFIG
-from capctl.main import HOOK_INTERPRETER_ARGS
+from capctl.main import HOOK_ENTRY
 from capctl.runtime_main import OWN_OPTION
 
 #: First line of every TOML snippet capctl writes: how a later install knows the file is its own.
@@ -53,6 +57,14 @@ RUNTIME_NAME = "capctl"
 #: Second line of the launcher (its first is the shebang): how a later install knows it.
 LAUNCHER_MARK = "# capctl-runtime's launcher, written by 'capctl install'; replaced by the next one."
 LAUNCHER = "capctl-runtime"
+#: The Python launchers' second line (after ``#!PYTHON -IS``), with the program's name.
+PYTHON_LAUNCHER_MARK = "# {name}'s launcher, written by 'capctl install'; replaced by the next one."
+CLI_LAUNCHER = "capctl"
+DOCKER_HOOK_LAUNCHER = "capctl-docker-hook"
+#: What each Python launcher runs once its ``sys.path`` is set.  The CLI exits normally (a
+#: command may be a long-running watcher); the Docker hook as ``capctl hook`` does.
+CLI_ENTRY = "from capctl.main import main; main()"
+DOCKER_HOOK_ENTRY = "from capctl.docker_hook import hook_entry; hook_entry()"
 NVIDIA_HOOK = "nvidia-container-runtime-hook"
 HOOK_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ANNOTATION = {"^capctl\\.io/nvidia$": "^(true|yes|1)$"}
@@ -82,6 +94,9 @@ class Installation:
 
     @property
     def docker_hook(self) -> str:
+        """What ``nvidia-container-runtime-hook`` links to: the launcher, else pip's script."""
+        if self.launcher_dir is not None:
+            return os.path.join(self.launcher_dir, DOCKER_HOOK_LAUNCHER)
         return os.path.join(self.bindir, "capctl-docker-hook")
 
 
@@ -135,14 +150,72 @@ def configured_runtime(config: str) -> str:
         ) from err
 
 
+def path_setup(paths: Sequence[str]) -> str:
+    """Python code putting ``paths`` at the head of ``sys.path``: what ``site`` would have
+    done for capctl under ``python -S``."""
+    return f"import sys; sys.path[:0] = {list(paths)!r}"
+
+
+def interpreter_args(paths: Sequence[str], entry: str = HOOK_ENTRY) -> list[str]:
+    """The interpreter's arguments in a hook definition: ``-I -S -c SETUP; ENTRY``.
+
+    ``-I`` leaves out the ``PYTHON*`` environment, the user's site-packages and the current
+    directory; ``-S`` leaves out ``site``; ``-c``, not ``-m``, leaves out ``runpy``
+    (``docs/hook-startup.md``).  The hook's own options and ``hook`` follow.
+    """
+    return ["-I", "-S", "-c", f"{path_setup(paths)}; {entry}"]
+
+
+def entry_setup(code: str, entry: str = HOOK_ENTRY) -> str | None:
+    """The ``sys.path`` set-up of a ``-c`` code that runs ``entry`` (what ``doctor`` runs with
+    an import instead of the entry); None if the code does not end with ``entry``."""
+    head, sep, tail = code.rpartition(entry)
+    if not sep or tail.strip():
+        return None
+    return head.rstrip().rstrip(";").rstrip()
+
+
 def python_entry(paths: Sequence[str], runtime: str) -> str:
     """The Python code the launcher runs for ``create`` and ``run``: capctl's paths, then
     :func:`capctl.runtime_main.main` with the baked runtime, so that a container's whole life
     runs one runtime even if the config changes in between."""
+    return f"{path_setup(paths)}; from capctl.runtime_main import main; main(runtime={runtime!r})"
+
+
+def python_launcher_text(python: str, paths: Sequence[str], name: str, entry: str) -> str:
+    """A Python script run as ``python -I -S`` by its ``#!`` line: ``capctl``'s and
+    ``capctl-docker-hook``'s launchers, which stand in for pip's console scripts.
+
+    pip's console script runs with ``site`` and imports ``re`` before capctl's first line
+    (about 8 ms on the development VM, more with ``.pth`` files); this one puts the
+    installation's paths on ``sys.path`` and calls ``entry``.  Linux passes the ``#!`` line's
+    one argument, ``-IS``, whole, and Python reads it as ``-I -S``.
+    """
+    if not python.startswith("/") or not python.isprintable() or any(c.isspace() for c in python):
+        raise InstallError(f"{python!r}: a launcher's interpreter must be an absolute path "
+                           "without spaces")
     return (
-        f"import sys; sys.path[:0] = {list(paths)!r}; "
-        f"from capctl.runtime_main import main; main(runtime={runtime!r})"
+        f"#!{python} -IS\n"
+        f"{PYTHON_LAUNCHER_MARK.format(name=name)}\n"
+        f"{path_setup(paths)}\n"
+        f"{entry}\n"
     )
+
+
+def is_python_launcher(text: str, name: str) -> bool:
+    """Whether ``text`` is a launcher :func:`python_launcher_text` wrote for ``name``."""
+    return text.split("\n", 2)[1:2] == [PYTHON_LAUNCHER_MARK.format(name=name)]
+
+
+def plan_python_launcher(inst: Installation, name: str, entry: str, what: str) -> Write:
+    """One Python launcher, executable; refused over a file that is not an earlier one."""
+    assert inst.launcher_dir is not None
+    path = os.path.join(inst.launcher_dir, name)
+    current = _read(path)
+    if current is not None and not is_python_launcher(current, name):
+        raise InstallError(f"{path}: exists and was not written by capctl; refusing to replace it")
+    text = python_launcher_text(inst.python, inst.paths, name, entry)
+    return Write(path, text, what, current is not None, 0o755)
 
 
 #: runc 1.1's global options (``runc --help``, ``main.go``; Go's ``flag`` package takes each
@@ -249,7 +322,7 @@ def hook_command(inst: Installation) -> dict[str, Any]:
     """The ``hook`` object of an OCI hook definition running this installation's hook."""
     return {
         "path": inst.python,
-        "args": [inst.python, *HOOK_INTERPRETER_ARGS, *inst.options, "hook"],
+        "args": [inst.python, *interpreter_args(inst.paths), *inst.options, "hook"],
         "env": [HOOK_ENV],
         "timeout": 10,
     }
@@ -271,7 +344,9 @@ def is_own_hook(doc: object) -> bool:
     if not isinstance(doc, dict) or not isinstance(doc.get("hook"), dict):
         return False
     args = doc["hook"].get("args")
-    return isinstance(args, list) and HOOK_INTERPRETER_ARGS[-1] in args
+    return isinstance(args, list) and any(
+        isinstance(a, str) and entry_setup(a) is not None for a in args
+    )
 
 
 def docker_runtime(inst: Installation, capctl_config: str | None) -> dict[str, Any]:
@@ -395,7 +470,8 @@ def write_atomic(w: Write) -> None:
 
 
 def link_docker_hook(directory: str, inst: Installation, *, dry_run: bool) -> str:
-    """A link ``DIR/nvidia-container-runtime-hook`` -> ``capctl-docker-hook``.
+    """A link ``DIR/nvidia-container-runtime-hook`` -> ``capctl-docker-hook``: the launcher
+    :func:`plan` writes (``inst.launcher_dir``), else pip's console script.
 
     Refuses to replace anything but such a link: NVIDIA's own hook binary is never replaced.
     """
@@ -430,12 +506,25 @@ def plan(
     capctl_config: str | None = None,
     containerd_dir: str | None = None,
     crio_dir: str | None = None,
+    docker_hook: bool = False,
 ) -> list[Write]:
-    """Every file to write; raises :class:`InstallError` before anything is written."""
+    """Every file to write; raises :class:`InstallError` before anything is written.
+
+    With a launcher directory: ``capctl``'s launcher always, ``capctl-runtime``'s when a
+    runtime entry runs it, ``capctl-docker-hook``'s with ``docker_hook`` (the link to it is
+    :func:`link_docker_hook`'s).
+    """
     out: list[Write] = []
     runs_runtime = docker_config or containerd_dir or crio_dir
-    if inst.launcher_dir is not None and runs_runtime:
-        out.append(plan_launcher(inst))
+    if inst.launcher_dir is not None:
+        out.append(plan_python_launcher(inst, CLI_LAUNCHER, CLI_ENTRY,
+                                        "capctl launcher (link /usr/local/bin/capctl to it)"))
+        if runs_runtime:
+            out.append(plan_launcher(inst))
+        if docker_hook:
+            out.append(plan_python_launcher(
+                inst, DOCKER_HOOK_LAUNCHER, DOCKER_HOOK_ENTRY,
+                "capctl-docker-hook launcher (nvidia-container-runtime-hook links to it)"))
     if hooks_dir is not None:
         out.append(plan_hook(os.path.join(hooks_dir, HOOK_FILE), inst, always=always))
     if docker_config is not None:

@@ -1,10 +1,12 @@
 """The ``capctl`` entry point.
 
 ``capctl [--root R] [--topology T] [--config C] hook`` runs on every container start, so it
-skips click (about 13 ms of imports) and goes straight to :mod:`capctl.deliver.hook` with options
+skips click (about 30 ms of imports) and goes straight to :mod:`capctl.deliver.hook` with options
 taken from the arguments only, never from the environment.  Nothing on that path imports
-re, enum, pathlib, json, contextlib or typing (``tests/test_hook_imports.py``).  Every other command line,
-including malformed hook invocations and ``hook --help``, goes to the click CLI.
+re, enum, pathlib, json, contextlib or typing (``tests/test_hook_imports.py``).
+``capctl --version`` is answered here too, in click's words, without importing click.  Every
+other command line, including malformed hook invocations and ``hook --help``, goes to the
+click CLI, which imports a command's modules only when that command runs (:mod:`capctl.cli`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,25 @@ import gc
 import os
 import sys
 
+from capctl import __version__
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 _OPTIONS = ("--root", "--topology", "--config")
 
-#: How runtimes start the hook: ``<python> -I -c "..." [options] hook`` (see ``hooks/``).
-#: ``-I`` isolates the interpreter from the environment a runtime may pass through
-#: (``PYTHONPATH``, user site-packages).  ``-c``, not ``-m capctl``: ``-m`` imports runpy
-#: (about 3 ms of every container start; docs/hook-startup.md) and pip's console script imports ``re``.
-HOOK_INTERPRETER_ARGS = ("-I", "-c", "from capctl.main import hook_entry; hook_entry()")
+#: What a hook definition's ``-c`` runs once its ``sys.path`` is set:
+#: ``<python> -I -S -c "import sys; sys.path[:0] = [...]; <HOOK_ENTRY>" [options] hook``
+#: (:func:`capctl.install.interpreter_args`, ``hooks/``).  ``-I`` isolates the interpreter
+#: from the environment a runtime may pass through (``PYTHONPATH``, user site-packages);
+#: ``-S`` leaves out ``site`` (about 3 ms, more with ``.pth`` files), whose only use here was
+#: putting site-packages on ``sys.path``, which the definition does itself.  ``-c``, not
+#: ``-m capctl``: ``-m`` imports runpy (about 3 ms of every container start;
+#: docs/hook-startup.md) and pip's console script imports ``re``.
+HOOK_ENTRY = "from capctl.main import hook_entry; hook_entry()"
+#: click's ``--version`` line (``click.version_option``'s default message).
+VERSION_LINE = f"capctl, version {__version__}\n"
 
 
 def hook_options(argv: list[str]) -> dict[str, str] | None:
@@ -46,6 +60,9 @@ def hook_options(argv: list[str]) -> dict[str, str] | None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        sys.stdout.write(VERSION_LINE)
+        return
     opts = hook_options(sys.argv[1:])
     if opts is not None:
         # A hook lives for milliseconds and makes no garbage cycles worth collecting; the
@@ -68,7 +85,12 @@ def main() -> None:
 
 
 def hook_entry() -> None:
-    """:func:`main`, then exit without the interpreter's teardown (what hooks run).
+    """:func:`main`, then exit without the interpreter's teardown (what hooks run)."""
+    exit_now(main)
+
+
+def exit_now(entry: Callable[[], None]) -> None:
+    """Run ``entry``, then exit without the interpreter's teardown (every hook entry point).
 
     Tearing down the modules and objects of a finished hook costs about 2 ms of every
     container start and does nothing the kernel does not do at exit: every file capctl
@@ -76,7 +98,7 @@ def hook_entry() -> None:
     handler is registered.  Only the standard streams are flushed.
     """
     try:
-        main()
+        entry()
         code: object = 0
     except SystemExit as stop:
         code = stop.code

@@ -15,8 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from capctl import simulated
-from capctl.main import HOOK_INTERPRETER_ARGS
 from tests.support.runc import BindMount, RuncHarness
+from tests.support.source import HOOK_ARGS
 
 
 def main(root: Path) -> None:
@@ -24,7 +24,7 @@ def main(root: Path) -> None:
     gpu = topo["gpus"][6]  # index 6, device minor 7
     mine, other = gpu["mig_devices"][0], topo["gpus"][0]["mig_devices"][0]
     other_gi = simulated.minor_of(f"gpu0/gi{other['gi']}/access")
-    hook = [sys.executable, *HOOK_INTERPRETER_ARGS, "--root", str(root),
+    hook = [sys.executable, *HOOK_ARGS, "--root", str(root),
             "--topology", str(root / "topology.json"), "--config", "/nonexistent/capctl.toml", "hook"]
     with tempfile.TemporaryDirectory(prefix="capctl-demo-runc-") as work, RuncHarness(Path(work)) as runc:
         bundle = runc.bundle(

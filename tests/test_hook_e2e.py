@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from capctl import simulated
-from capctl.main import HOOK_INTERPRETER_ARGS
 from capctl.simulated import mig_minor
 from tests.support.hostcg import skip_unless
 from tests.support.runc import BindMount, Bundle, RuncHarness
+from tests.support.source import HOOK_ARGS
 
 from .conftest import needs_runc
 
@@ -57,7 +57,7 @@ class World:
     def hook(self, extra_env: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         args = [
             sys.executable,
-            *HOOK_INTERPRETER_ARGS,
+            *HOOK_ARGS,
             "--root",
             str(self.root),
             "--topology",

@@ -1,4 +1,5 @@
-"""The shipped hook definitions: valid JSON, isolated interpreter, explicit minimal env, and,
+"""The shipped hook definitions: what ``capctl install`` writes for the documented install
+(valid JSON, ``python -I -S`` with the installation's paths, explicit minimal env) and,
 started exactly as the definition starts it, capctl's hook."""
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from capctl.main import HOOK_INTERPRETER_ARGS
+from capctl import install
 
 HOOKS = Path(__file__).resolve().parent.parent / "hooks"
-#: The install prefix the shipped files assume (hooks/README.md, README "Install").
+#: The install prefix the shipped files assume (hooks/README.md, README "Install"), and the
+#: import paths ``capctl install`` finds there (Debian 12's Python 3.11).
 PREFIX = "/opt/capctl/venv"
+PATHS = (f"{PREFIX}/lib/python3.11/site-packages",)
+SHIPPED = install.Installation(f"{PREFIX}/bin/python3", f"{PREFIX}/bin", paths=PATHS)
 
 
 def _hook_entries() -> list[tuple[str, dict[str, object]]]:
@@ -37,8 +41,11 @@ ENTRIES = _hook_entries()
 
 
 def here(value: str) -> str:
-    """A shipped path with the documented install prefix replaced by this venv's."""
-    return value.replace(PREFIX, sys.prefix)
+    """A shipped value with the documented installation replaced by this one: its prefix, and
+    its import paths by those ``capctl install`` writes here (:func:`capctl.install.import_paths`:
+    this checkout too, for an editable install, which ``site`` would have found)."""
+    return value.replace(repr(list(PATHS)), repr(list(install.import_paths()))).replace(
+        PREFIX, sys.prefix)
 
 
 def test_there_are_hook_files() -> None:
@@ -49,9 +56,23 @@ def test_there_are_hook_files() -> None:
 def test_hook_is_isolated_with_explicit_env(name: str, hook: dict[str, object]) -> None:
     args = hook["args"]
     assert isinstance(args, list) and str(hook["path"]).startswith("/")
-    assert args[1:] == [*HOOK_INTERPRETER_ARGS, "hook"], "isolated interpreter, options as arguments"
+    assert args[1:] == [*install.interpreter_args(PATHS), "hook"], (
+        "isolated interpreter without site, the installation's paths, options as arguments")
     env = hook["env"]
     assert isinstance(env, list) and env and all(str(e).startswith("PATH=") for e in env)
+
+
+@pytest.mark.parametrize("always", [False, True], ids=["annotated", "always"])
+def test_hooks_d_files_are_what_install_writes(always: bool) -> None:
+    """Byte for byte, what ``capctl install`` writes for the documented installation."""
+    name = "oci-capctl-always.json" if always else "oci-capctl.json"
+    text = install.plan_hook(str(HOOKS / "none" / name), SHIPPED, always=always).text
+    assert (HOOKS / name).read_text() == text
+
+
+def test_runc_snippet_runs_what_install_writes() -> None:
+    doc = json.loads((HOOKS / "runc-config-snippet.json").read_text())
+    assert doc == {"hooks": {"createRuntime": [install.hook_command(SHIPPED)]}}
 
 
 @pytest.mark.parametrize(("name", "hook"), ENTRIES, ids=[n for n, _ in ENTRIES])

@@ -1,12 +1,12 @@
-"""The hook imports only what a container start needs (docs/hook-startup.md).
+"""The hook's entry points import only what a container start needs (docs/hook-startup.md).
 
-A real hook run (cgroup v1 grant, nodes made) under ``-X importtime``, started as the shipped
-hook definitions start it (``HOOK_INTERPRETER_ARGS``), but with ``-S``: this repository's
-editable install makes ``site`` import pathlib, re and more, which a regular install does not,
-and would hide them.  Every module the hook adds must be capctl's own or on the short list
-below: ``re``, ``enum``, ``pathlib``, ``json``, ``contextlib``, ``collections``, ``typing``
-and the like cost the hook most of its time budget (see ``bench/bench_hook.py``).  A
-structural check, not a timing.
+Each of the three is started as ``capctl install`` writes it, under ``-X importtime``: the hook
+(``python -I -S -c "<paths>; <entry>"``, a real cgroup v1 grant with nodes made, and through
+runc on v2), the Docker hook's launcher (``#!python -IS``) and the runtime wrapper's launcher
+(``create``).  Every module one adds must be capctl's own or on the short list below: ``re``,
+``enum``, ``pathlib``, ``json``, ``contextlib``, ``collections``, ``typing`` and the like cost
+the hook most of its time budget (see ``bench/bench_hook.py``).  A structural check, not a
+timing.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from pathlib import Path
 import pytest
 
 from capctl import simulated
-from capctl.main import HOOK_INTERPRETER_ARGS
 from tests.support.bundles import make_bundle, stand_in_container
 from tests.support.cgroups import rules_text
 from tests.support.hostcg import LAYOUT
 from tests.support.runc import RuncHarness
-from tests.support.source import CAPCTL_PATH
+from tests.support.source import HOOK_ARGS
 
 from .conftest import needs_root, needs_runc
 
@@ -41,10 +40,12 @@ ENV = {"PATH": "/usr/bin:/bin"}
 
 
 def _importtime(code: str, argv: list[str], stdin: bytes) -> set[str]:
-    res = subprocess.run(
-        [sys.executable, "-I", "-S", "-X", "importtime", "-c", code, *argv], input=stdin,
-        capture_output=True, env=ENV,
-    )
+    return _importtime_of([sys.executable, "-I", "-S", "-X", "importtime", "-c", code, *argv],
+                          stdin)
+
+
+def _importtime_of(argv: list[str], stdin: bytes) -> set[str]:
+    res = subprocess.run(argv, input=stdin, capture_output=True, env=ENV)
     err = res.stderr.decode()
     assert res.returncode == 0, err[-2000:]
     return {
@@ -55,11 +56,11 @@ def _importtime(code: str, argv: list[str], stdin: bytes) -> set[str]:
 
 
 def imported(argv: list[str], stdin: bytes = b"") -> set[str]:
-    """Modules a run adds to the interpreter's start, with ``site`` off (``-S``) and capctl
-    found where the tests found it (:mod:`tests.support.source`)."""
-    assert HOOK_INTERPRETER_ARGS[:2] == ("-I", "-c")
-    code = f"import sys; sys.path.insert(0, {CAPCTL_PATH!r}); {HOOK_INTERPRETER_ARGS[2]}"
-    return _importtime(code, argv, stdin) - _importtime("pass", [], b"")
+    """Modules a hook run adds to the interpreter's start, started as ``capctl install``'s
+    definitions start it (``-I -S``, capctl's paths; :mod:`tests.support.source`)."""
+    assert HOOK_ARGS[:3] == ("-I", "-S", "-c")
+    return (_importtime_of([sys.executable, "-X", "importtime", *HOOK_ARGS, *argv], stdin)
+            - _importtime("pass", [], b""))
 
 
 def not_allowed(modules: set[str]) -> list[str]:
@@ -168,9 +169,8 @@ def test_hook_imports_on_cgroup_v2(sim_root: Path, tmp_path: Path, stage: str) -
     grant extends the container's eBPF program), in a private cgroup2 mount namespace."""
     out = tmp_path / "importtime.txt"
     mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
-    code = f"import sys; sys.path.insert(0, {CAPCTL_PATH!r}); {HOOK_INTERPRETER_ARGS[2]}"
     hook_argv = [
-        sys.executable, "-I", "-S", "-X", "importtime", "-c", code,
+        sys.executable, "-X", "importtime", *HOOK_ARGS,
         "--root", str(sim_root), "--topology", str(sim_root / "topology.json"),
         "--config", str(tmp_path / "none.toml"), "hook",
     ]
@@ -215,7 +215,8 @@ def wrapper_create(sim_root: Path, tmp_path: Path, config: Path, trusted: Path) 
     python.chmod(0o755)
     runtime.chmod(0o755)
     launcher = tmp_path / "capctl-runtime"
-    launcher.write_text(install.launcher_text(str(python), [CAPCTL_PATH], str(runtime), str(config)))
+    launcher.write_text(install.launcher_text(str(python), install.import_paths(), str(runtime),
+                                           str(config)))
     launcher.chmod(0o755)
     res = subprocess.run(
         [str(launcher), "--capctl-config", str(config), "create", "--bundle", str(bundle), "c1"],
@@ -251,3 +252,39 @@ def test_wrapper_create_imports_only_what_it_uses(sim_root: Path, tmp_path: Path
     assert outside(second) == []
     assert not {"capctl.cli", "capctl.cgroup", "capctl.request.nvml", "json"} & second
     assert (tmp_path / "hook.log").read_text().count("config.json: added c 195:0 rw") == 2
+
+
+# --- the Docker hook: the same contract, through capctl install's launcher ------------------------
+
+
+def docker_hook_launcher(tmp_path: Path) -> Path:
+    """``capctl-docker-hook``'s launcher as ``capctl install`` writes it, for an interpreter
+    that is this one under ``-X importtime`` (Linux runs a ``#!`` interpreter that is itself
+    a script)."""
+    from capctl import install
+
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} -X importtime "$@"\n')
+    python.chmod(0o755)
+    launcher = tmp_path / "libexec" / install.DOCKER_HOOK_LAUNCHER
+    launcher.parent.mkdir()
+    launcher.write_text(install.python_launcher_text(
+        str(python), install.import_paths(), install.DOCKER_HOOK_LAUNCHER,
+        install.DOCKER_HOOK_ENTRY))
+    launcher.chmod(0o755)
+    return launcher
+
+
+@needs_root
+def test_docker_hook_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """A container that asks for nothing, as dockerd runs the hook for every ``--gpus``-less
+    container once the link exists: only capctl's modules and the short list, no ``re`` (pip's
+    console script imports it), no ``site``."""
+    launcher = docker_hook_launcher(tmp_path)
+    bundle = make_bundle(tmp_path, [], dev=True)
+    with stand_in_container(bundle, "docker-imports") as (_cg, state):
+        mods = _importtime_of([str(launcher), "prestart"], json.dumps(state).encode())
+    mods -= _importtime("pass", [], b"")
+    assert "capctl.docker_hook" in mods and "capctl.deliver.hook" in mods
+    assert not_allowed(mods) == []
+    assert not {"site", "re", "capctl.request.resolve", "capctl.cgroup", "capctl.cli"} & mods

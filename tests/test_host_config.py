@@ -105,7 +105,7 @@ def test_the_hook_takes_host_from_the_config(sim_root: Path, tmp_path: Path) -> 
     """``capctl --config C hook`` with no --root, run as runtimes run it: the hook grants on
     [host]'s simulated root; a CAPCTL_ROOT in its environment (a runtime may pass the
     container's) changes nothing."""
-    from capctl.main import HOOK_INTERPRETER_ARGS
+    from tests.support.source import HOOK_ARGS
 
     config = _config(tmp_path, f'[host]\ndriver_root = "{sim_root}"\n'
                                f'topology = "{sim_root}/topology.json"\n')
@@ -113,7 +113,7 @@ def test_the_hook_takes_host_from_the_config(sim_root: Path, tmp_path: Path) -> 
     bundle = make_bundle(tmp_path, [f"NVIDIA_VISIBLE_DEVICES={mig}"], dev=True)
     with stand_in_container(bundle) as (cg, state):
         res = subprocess.run(
-            [sys.executable, *HOOK_INTERPRETER_ARGS, "--config", str(config), "hook"],
+            [sys.executable, *HOOK_ARGS, "--config", str(config), "hook"],
             input=json.dumps(state), capture_output=True, text=True,
             env={"PATH": "/usr/bin:/bin", "CAPCTL_ROOT": "/nonexistent"})
         assert res.returncode == 0, res.stderr

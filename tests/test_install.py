@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from capctl import doctor, install
 from capctl.cli import cli
-from capctl.main import HOOK_INTERPRETER_ARGS
+from capctl.main import HOOK_ENTRY
+from tests.support.source import HOOK_ARGS
 
 BIN = os.path.dirname(sys.executable)
 
@@ -41,7 +42,7 @@ def test_writes_every_definition_for_this_installation(tmp_path: Path) -> None:
     hook = json.loads((tmp_path / "hooks.d/oci-capctl.json").read_text())
     assert hook["hook"]["path"] == sys.executable
     assert hook["hook"]["args"] == [
-        sys.executable, *HOOK_INTERPRETER_ARGS, "--root", str(tmp_path), "hook"
+        sys.executable, *HOOK_ARGS, "--root", str(tmp_path), "hook"
     ]
     assert hook["when"] == {"annotations": install.ANNOTATION}
     daemon = json.loads((tmp_path / "docker/daemon.json").read_text())
@@ -56,7 +57,7 @@ def test_writes_every_definition_for_this_installation(tmp_path: Path) -> None:
     assert crio["crio"]["runtime"]["runtimes"]["capctl"]["runtime_path"] == launcher
     # A second install replaces its own files and changes nothing else.
     code, out = run_install(tmp_path, *targets(tmp_path), opts=("--root", str(tmp_path)))
-    assert code == 0 and out.count("replaced own file") == 5, out
+    assert code == 0 and out.count("replaced own file") == 6, out
 
 
 def test_always_and_dry_run(tmp_path: Path) -> None:
@@ -86,6 +87,59 @@ def test_refuses_files_it_did_not_write(tmp_path: Path, where: str, content: str
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [Path(where).name]
 
 
+def test_docker_hook_link_points_at_the_launcher(tmp_path: Path) -> None:
+    """``--docker-hook-link`` writes the Docker hook's launcher (``python -IS``, this
+    installation's paths) and links ``nvidia-container-runtime-hook`` to it, not to pip's
+    console script; a second install replaces both."""
+    # Naming a place (--hooks-dir) keeps install from writing every runtime found in /etc.
+    args = ("--hooks-dir", str(tmp_path / "hooks.d"), "--docker-hook-link", str(tmp_path / "bin"),
+            "--launcher-dir", str(tmp_path / "libexec"))
+    code, out = run_install(tmp_path, *args)
+    assert code == 0, out
+    launcher = tmp_path / "libexec/capctl-docker-hook"
+    assert os.readlink(tmp_path / "bin/nvidia-container-runtime-hook") == str(launcher)
+    assert launcher.read_text() == install.python_launcher_text(
+        sys.executable, install.import_paths(), "capctl-docker-hook", install.DOCKER_HOOK_ENTRY)
+    assert launcher.read_text().startswith(f"#!{sys.executable} -IS\n")
+    assert os.stat(launcher).st_mode & 0o777 == 0o755
+    code, out = run_install(tmp_path, *args)
+    assert code == 0 and out.count("replaced own file") == 3, out  # and the hooks.d file
+
+
+@pytest.mark.parametrize("name", ["capctl", "capctl-docker-hook"])
+def test_python_launcher_never_over_a_foreign_file(tmp_path: Path, name: str) -> None:
+    (tmp_path / "libexec").mkdir()
+    (tmp_path / "libexec" / name).write_text("#!/bin/sh\nexec /usr/bin/other\n")
+    code, out = run_install(tmp_path, "--hooks-dir", str(tmp_path / "hooks.d"),
+                            "--docker-hook-link", str(tmp_path / "bin"),
+                            "--launcher-dir", str(tmp_path / "libexec"))
+    assert code == 1 and "refusing" in out, out
+    assert (tmp_path / "libexec" / name).read_text() == "#!/bin/sh\nexec /usr/bin/other\n"
+    assert not (tmp_path / "bin").exists()
+
+
+def test_cli_launcher_runs_every_command(tmp_path: Path) -> None:
+    """``capctl``'s launcher (what ``/usr/local/bin/capctl``, and so the udev rules and units,
+    run): ``-IS`` with this installation's paths reaches click's commands too."""
+    code, out = run_install(tmp_path, "--hooks-dir", str(tmp_path / "hooks.d"),
+                            "--launcher-dir", str(tmp_path / "libexec"))
+    assert code == 0, out
+    cli_launcher = tmp_path / "libexec/capctl"
+    assert cli_launcher.read_text().startswith(f"#!{sys.executable} -IS\n")
+    env = {"PATH": "/usr/bin:/bin"}
+    res = subprocess.run([str(cli_launcher), "--help"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0 and "sync " in res.stdout, res.stderr
+    res = subprocess.run([str(cli_launcher), "--root", str(tmp_path / "none"), "sync"],
+                         capture_output=True, text=True, env=env)
+    assert (res.returncode, res.stdout) == (1, ""), res.stderr
+    assert res.stderr.startswith("capctl: error: ") and res.stderr.count("\n") == 1
+
+
+def test_launcher_needs_a_plain_interpreter_path() -> None:
+    with pytest.raises(install.InstallError, match="without spaces"):
+        install.python_launcher_text("/opt/my venv/bin/python3", [], "capctl", install.CLI_ENTRY)
+
+
 def test_docker_hook_link_never_over_another_binary(tmp_path: Path) -> None:
     inst = install.Installation(sys.executable, BIN)
     path = install.link_docker_hook(str(tmp_path), inst, dry_run=False)
@@ -113,13 +167,24 @@ def test_doctor_runs_each_installed_interpreter(tmp_path: Path) -> None:
     found = doctor.check_runtimes([str(tmp_path / "hooks.d")], str(tmp_path / "docker/daemon.json"))
     oks = [f.what for f in found if f.level is doctor.Level.OK]
     assert any("OCI hook" in w and "imports capctl" in w for w in oks), found
-    # The definition capctl used to ship: the venv's interpreter with argv[0] "python3".
+    # A definition whose import paths lost capctl (the venv moved): doctor runs its own set-up.
     bad = json.loads((tmp_path / "hooks.d/oci-capctl.json").read_text())
-    bad["hook"]["args"][0] = "python3"
+    bad["hook"]["args"][4] = install.interpreter_args([str(tmp_path / "gone")])[3]
     (tmp_path / "hooks.d/oci-capctl.json").write_text(json.dumps(bad))
     found = doctor.check_runtimes([str(tmp_path / "hooks.d")], str(tmp_path / "none.json"))
     fails = [f for f in found if f.level is doctor.Level.FAIL]
     assert fails and "No module named 'capctl'" in fails[0].what, found
+    # The definition capctl shipped before -S: the venv's interpreter with argv[0] "python3"
+    # (without site-packages on its own sys.path, it needs the venv that argv[0] finds).
+    bad["hook"]["args"] = ["python3", "-I", "-c", HOOK_ENTRY, "hook"]
+    (tmp_path / "hooks.d/oci-capctl.json").write_text(json.dumps(bad))
+    found = doctor.check_runtimes([str(tmp_path / "hooks.d")], str(tmp_path / "none.json"))
+    fails = [f for f in found if f.level is doctor.Level.FAIL]
+    assert fails and "No module named 'capctl'" in fails[0].what, found
+    bad["hook"]["args"][0] = sys.executable
+    (tmp_path / "hooks.d/oci-capctl.json").write_text(json.dumps(bad))
+    found = doctor.check_runtimes([str(tmp_path / "hooks.d")], str(tmp_path / "none.json"))
+    assert not [f for f in found if f.level is doctor.Level.FAIL], found
 
 
 def test_install_from_the_console_script(tmp_path: Path) -> None:

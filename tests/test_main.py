@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from capctl import main as capctl_main
 from capctl import simulated
 from capctl.host import DEFAULT_CONFIG, Host
-from capctl.main import HOOK_INTERPRETER_ARGS
 from tests.support.bundles import make_bundle
+from tests.support.source import HOOK_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -204,9 +204,9 @@ def test_hook_process_uses_arguments_not_env_unknown_device(
 
 
 def _entry(argv: list[str], stdin: str) -> subprocess.CompletedProcess[str]:
-    """Run the hook as the shipped definitions do (``HOOK_INTERPRETER_ARGS``)."""
+    """Run the hook as the shipped definitions do (``HOOK_ARGS``)."""
     return subprocess.run(
-        [sys.executable, *HOOK_INTERPRETER_ARGS, *argv], input=stdin, capture_output=True,
+        [sys.executable, *HOOK_ARGS, *argv], input=stdin, capture_output=True,
         text=True, env={"PATH": "/usr/bin:/bin"},
     )
 

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from capctl import simulated
-from capctl.main import HOOK_INTERPRETER_ARGS
 from capctl.simulated import mig_minor
 from tests.support.hostcg import skip_unless
 from tests.support.nspawn import (
@@ -30,6 +29,7 @@ from tests.support.nspawn import (
     SystemdContainer,
     ensure_rootfs,
 )
+from tests.support.source import HOOK_ARGS
 
 from .conftest import needs_nspawn
 
@@ -74,7 +74,7 @@ class World:
         config: dict[str, Any] = json.loads((bundle / "config.json").read_text())
         config["process"]["env"] += [f"{k}={v}" for k, v in env.items()]
         args = [
-            self.python, *HOOK_INTERPRETER_ARGS, "--root", self.guest(self.root),
+            self.python, *HOOK_ARGS, "--root", self.guest(self.root),
             "--topology", self.guest(self.root / "topology.json"),
             "--config", self.guest(self.config), "hook",
         ]  # fmt: skip

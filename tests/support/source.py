@@ -15,3 +15,17 @@ import capctl
 
 #: The directory holding the ``capctl`` package these tests imported.
 CAPCTL_PATH = str(Path(capctl.__file__).resolve().parent.parent)
+
+#: The interpreter's arguments in a hook definition ``capctl install`` writes for the capctl
+#: under test (``python -I -S -c "<sys.path set-up>; <entry>"``), which every test that runs
+#: the hook as runtimes do uses.
+HOOK_ARGS: tuple[str, ...] = ()
+
+
+def _hook_args() -> tuple[str, ...]:
+    from capctl import install
+
+    return tuple(install.interpreter_args(install.import_paths()))
+
+
+HOOK_ARGS = _hook_args()

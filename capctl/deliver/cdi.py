@@ -234,6 +234,7 @@ def build_spec(topology: Topology, state: DriverState, host: Host,
 def build_management_spec(topology: Topology, state: DriverState, host: Host,
                           kind: str = DEFAULT_KIND) -> dict[str, Any] | None:
     """The management spec (``mig-config`` / ``mig-monitor``) of the same kind; None when it
-    would have no device (a driver without MIG's ``config`` and ``monitor``, or no GPU)."""
+    would have no device (a driver whose ``mig-minors`` has neither ``config`` nor
+    ``monitor``)."""
     spec = layout(kind, management_plans(topology, state, host), str(host.root))
     return spec if spec["devices"] else None

@@ -186,7 +186,8 @@ def bench_podman(rows: Rows, base: Path, root: Path, main: bytes, management: by
                 res = podman.run_once(TRUE, extra=extra)
                 took = time.perf_counter() - t0
                 if res.returncode != 0:
-                    raise SystemExit(f"podman run failed: {res.stderr.strip()}")
+                    also = f" (other CDI specs present: {', '.join(others)})" if others else ""
+                    raise SystemExit(f"podman run failed: {res.stderr.strip()}{also}")
                 return took
             return run
 

@@ -335,7 +335,12 @@ MGMT_DOC = {"cdiVersion": "0.3.0", "kind": cdi.DEFAULT_KIND, "devices": [
     ("data", "ours"),
     [
         (json.dumps(MGMT_DOC).encode(), True),
-        (json.dumps({**MGMT_DOC, "kind": "example.com/gpu"}).encode(), False),
+        # capctl's too, written before --kind changed: refreshed or removed, never stale
+        (json.dumps({**MGMT_DOC, "kind": "example.com/gpu"}).encode(), True),
+        (json.dumps({**MGMT_DOC, "kind": "not a kind"}).encode(), False),
+        (json.dumps({**MGMT_DOC, "kind": 7}).encode(), False),
+        (json.dumps({**MGMT_DOC, "devices": [{"name": ["mig-config"]}]}).encode(), False),
+        (b"[" * 100000 + b"]" * 100000, False),
         (json.dumps({**MGMT_DOC, "devices": [*MGMT_DOC["devices"], {"name": "0"}]}).encode(),
          False),
         (json.dumps({**MGMT_DOC, "devices": []}).encode(), False),
@@ -343,11 +348,11 @@ MGMT_DOC = {"cdiVersion": "0.3.0", "kind": cdi.DEFAULT_KIND, "devices": [
         (b"kind: capctl.io/mig\n", False),
         (b"", False),
     ],
-    ids=["capctls", "other-kind", "other-device", "no-device", "not-an-object", "yaml",
-         "empty"],
+    ids=["capctls", "other-kind", "invalid-kind", "kind-not-a-string", "name-not-a-string",
+         "nested-too-deep", "other-device", "no-device", "not-an-object", "yaml", "empty"],
 )
 def test_is_management_spec(data: bytes, ours: bool) -> None:
-    assert cdifile.is_management_spec(data, cdi.DEFAULT_KIND) is ours
+    assert cdifile.is_management_spec(data) is ours
 
 
 def _invoke(root: Path, *args: str) -> tuple[int, str, str]:
@@ -402,7 +407,7 @@ def test_cli_management_spec(sim_root: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "foreign",
-    ["other-kind", "not-json", "symlink", "directory"],
+    ["other-devices", "not-json", "symlink", "directory"],
 )
 def test_foreign_management_file_is_never_touched(sim_root: Path, tmp_path: Path,
                                                   foreign: str) -> None:
@@ -410,8 +415,8 @@ def test_foreign_management_file_is_never_touched(sim_root: Path, tmp_path: Path
     mgmt = tmp_path / "capctl.io-mig-management.json"
     target = tmp_path / "elsewhere.json"
     target.write_text(json.dumps(MGMT_DOC))  # capctl's form, but only reachable by a link
-    if foreign == "other-kind":
-        mgmt.write_text(json.dumps({**MGMT_DOC, "kind": "vendor.example/mig"}))
+    if foreign == "other-devices":
+        mgmt.write_text(json.dumps({**MGMT_DOC, "devices": [{"name": "mine"}]}))
     elif foreign == "not-json":
         mgmt.write_text("someone's notes\n")
     elif foreign == "symlink":
@@ -421,11 +426,13 @@ def test_foreign_management_file_is_never_touched(sim_root: Path, tmp_path: Path
     before = os.readlink(mgmt) if mgmt.is_symlink() else None
     code, _out, err = _invoke(sim_root, "cdi", "generate", "--output", str(out), "--management")
     assert code == 1 and err.startswith(f"capctl: error: {mgmt}: ") and "refusing" in err
-    assert err.count("\n") == 1 and not out.exists()  # nothing half done
+    # One line; the main spec is current all the same (never left out of date by the refusal).
+    assert err.count("\n") == 1
+    assert _names_of(out) == _names(_spec(Host(root=sim_root, topology=sim_root / "topology.json")))
     # Off: not capctl's file, so nothing to remove; the main spec is written.
     code, _out, err = _invoke(sim_root, "cdi", "generate", "--output", str(out),
                               "--no-management")
-    assert (code, err) == (0, f"{out}: written\n")
+    assert (code, err) == (0, f"{out}: unchanged\n")
     assert mgmt.is_symlink() == (foreign == "symlink")
     if before is not None:
         assert os.readlink(mgmt) == before and target.read_text() == json.dumps(MGMT_DOC)
@@ -550,8 +557,10 @@ def test_sync_writes_and_removes_the_management_spec(sim_root: Path, tmp_path: P
     code, _stdout, err = _sync(sim_root, cfg)
     assert (code, err) == (0, "") and mgmt.exists()
     cfg.write_text(f'[cdi]\noutput = "{out}"\nmanagement = true\n')
+    out.write_text("stale")  # the topology changed since: the main spec is made current
     code, _stdout, err = _sync(sim_root, cfg)
     assert code == 1 and f"capctl: error: {mgmt}" in err and mgmt.exists()
+    assert out.read_bytes() == main
 
 
 def test_sync_removes_specs_it_cannot_make_current(sim_root: Path, tmp_path: Path) -> None:

@@ -160,23 +160,28 @@ def remove(path: str) -> bool:
     return True
 
 
-def is_management_spec(data: bytes, kind: str) -> bool:
-    """Whether ``data`` is a management spec capctl writes for ``kind``: a JSON spec of that
-    kind whose devices are some of ``mig-config`` / ``mig-monitor``, and nothing else."""
+def is_management_spec(data: bytes) -> bool:
+    """Whether ``data`` is a management spec capctl writes: a JSON spec of a valid CDI kind
+    (any: one written before ``--kind`` changed is capctl's too) whose devices are some of
+    ``mig-config`` / ``mig-monitor``, and nothing else.  Anything malformed is not."""
     try:
         doc = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
-    if not isinstance(doc, dict) or doc.get("kind") != kind:
+    if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str):
+        return False
+    try:
+        cdi.check_kind(doc["kind"])
+    except CapctlError:
         return False
     devices = doc.get("devices")
     return (isinstance(devices, list) and bool(devices)
-            and all(isinstance(d, dict) and d.get("name") in cdi.ADMIN_NAMES for d in devices))
+            and all(isinstance(d, dict) and isinstance(d.get("name"), str)
+                    and d["name"] in cdi.ADMIN_NAMES for d in devices))
 
 
-def _ours(dir_fd: int, name: str, path: str, kind: str) -> bool | None:
-    """None if there is no file ``name``; else whether it is a management spec capctl wrote
-    for ``kind``.  A symlink, a device, anything but such a regular file is not ours, and is
+def _ours(dir_fd: int, name: str, path: str) -> bool | None:
+    """None if there is no file ``name``; else whether it is a management spec capctl wrote.  A symlink, a device, anything but such a regular file is not ours, and is
     never opened (opening a device node can act on the device)."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -192,7 +197,7 @@ def _ours(dir_fd: int, name: str, path: str, kind: str) -> bool | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the look
             return False
         data = f.read(MAX_SPEC + 1)
-    return len(data) <= MAX_SPEC and is_management_spec(data, kind)
+    return len(data) <= MAX_SPEC and is_management_spec(data)
 
 
 def _foreign(path: str) -> NodeError:
@@ -209,7 +214,7 @@ def update_management(path: str, data: bytes | None, kind: str, *,
     if dir_fd is None:
         return Outcome(path, "absent" if data is None else "written")
     try:
-        ours = _ours(dir_fd, name, path, kind)
+        ours = _ours(dir_fd, name, path)
         if data is not None:
             if ours is False:
                 raise _foreign(path)
@@ -233,16 +238,13 @@ def update_management(path: str, data: bytes | None, kind: str, *,
 def write(output: str, specs: Specs, kind: str = cdi.DEFAULT_KIND, *,
           dry_run: bool = False) -> tuple[Outcome, Outcome]:
     """Put ``specs`` at ``output`` and its :func:`management_path` (removing a management spec
-    capctl wrote there when ``specs`` has none); what happened to each."""
+    capctl wrote there when ``specs`` has none); what happened to each.
+
+    The main spec first: it is current whatever happens next, so a foreign file where the
+    management spec goes (a :class:`NodeError` naming it) never leaves an out-of-date main
+    spec behind, which could map a destroyed instance's UUID to minors a new one owns.
+    """
     mpath = management_path(output)
-    if specs.management is not None:  # refuse a foreign file before writing anything
-        dir_fd, name = _open_parent(mpath, create=False)
-        if dir_fd is not None:
-            try:
-                if _ours(dir_fd, name, mpath, kind) is False:
-                    raise _foreign(mpath)
-            finally:
-                os.close(dir_fd)
     changed = write_atomic(output, specs.main, dry_run=dry_run)
     main = Outcome(output, "written" if changed else "unchanged")
     return main, update_management(mpath, specs.management, kind, dry_run=dry_run)

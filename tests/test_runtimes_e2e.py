@@ -223,9 +223,13 @@ def test_docker_gpus_through_the_installed_link(tmp_path: Path, sim: Sim) -> Non
     bindir = tmp_path / "bin"
     subprocess.run([str(BIN / "capctl"), "install", "--no-hooks", "--docker-config",
                     str(tmp_path / "u0.json"), "--containerd-dir", str(tmp_path / "u1"),
-                    "--crio-dir", str(tmp_path / "u2"), "--docker-hook-link", str(bindir)],
+                    "--crio-dir", str(tmp_path / "u2"), "--docker-hook-link", str(bindir),
+                    "--launcher-dir", str(tmp_path / "libexec")],
                    check=True, capture_output=True)
-    assert os.readlink(bindir / "nvidia-container-runtime-hook") == str(BIN / "capctl-docker-hook")
+    # The link runs capctl's launcher (python -IS), not pip's console script.
+    launcher = tmp_path / "libexec/capctl-docker-hook"
+    assert os.readlink(bindir / "nvidia-container-runtime-hook") == str(launcher)
+    assert launcher.read_text().startswith(f"#!{sys.executable} -IS\n")
     launcher = dockerd_with_config(
         tmp_path,
         f'[hook]\nlog_file = "{sim.log}"\n'

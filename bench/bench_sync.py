@@ -176,12 +176,32 @@ def inner(args: argparse.Namespace) -> None:
         assert len(os.listdir(root / "dev/nvidia-caps")) == len(files)
         return dt
 
+    def library() -> float:
+        from capctl.devfs import sync as devfs_sync
+        from capctl.host import Host
+
+        clear_nodes(root / "dev")
+        t0 = time.perf_counter()
+        devfs_sync.sync_host(Host(root=root, config=base / "none.toml"))
+        return time.perf_counter() - t0
+
+    def floor() -> float:
+        return run_timed([args.python, "-I", "-c", "pass"])
+
     base_t, own = interleaved(modprobe, sync, args.runs)
     rows = Rows("bench_sync inner")
     rows.add(f"`capctl sync` creating {len(files)} nodes and `/dev/char` links, as a process "
              f"(capctl's launcher) vs nvidia-modprobe {args.nvidia_modprobe_version} "
              f"(`-f` x {len(files)}, {PER_EXEC} per run, {len(batches)} runs), tmpfs",
              base_t, own, goal="<= 0.5x", ratio=True, limit=0.5)
+    # Where the process's time goes: the library's own work in-process (same nodes, no start,
+    # no imports, no output), and the interpreter's floor.
+    base_t, own = interleaved(modprobe, library, args.runs)
+    rows.add("(cause) the same sync in-process (`sync_host`, no start, imports or output) vs "
+             "nvidia-modprobe", base_t, own, goal="(the work alone)", ratio=True)
+    base_t, own = interleaved(modprobe, floor, args.runs)
+    rows.add("(cause) `python -I -c pass` vs nvidia-modprobe", base_t, own,
+             goal="(the start alone)", ratio=True)
     rows.print()
 
 

@@ -20,10 +20,10 @@ from tests.support.clients import BUSYBOX, V1_DEVICES, V2_UNIFIED
 from tests.support.containerd import ContainerdHarness
 from tests.support.docker import DOCKER, DockerHarness
 from tests.support.podman import PodmanHarness
+from tests.support.source import moved_here
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-PREFIX = "/opt/capctl/venv"
 _BASE = os.geteuid() == 0 and BUSYBOX.exists() and bool(shutil.which("runc"))
 _BASE = _BASE and V1_DEVICES.is_dir()
 needs_podman = pytest.mark.skipif(
@@ -77,11 +77,12 @@ def podman_v2_ok(cgroup2: bool) -> None:
 @needs_podman
 @pytest.mark.parametrize("name", ["oci-capctl.json", "oci-capctl-always.json"])
 def test_podman_runs_the_shipped_definition(tmp_path: Path, name: str) -> None:
-    """The shipped file as written, only the documented prefix moved to this venv: podman
-    starts the hook and it imports capctl (a container asking for nothing starts)."""
+    """The shipped file as written, only the documented installation moved to this venv (its
+    prefix and import paths): podman starts the hook and it imports capctl (a container
+    asking for nothing starts)."""
     hooks = tmp_path / "hooks.d"
     hooks.mkdir()
-    (hooks / name).write_text((REPO / "hooks" / name).read_text().replace(PREFIX, sys.prefix))
+    (hooks / name).write_text(moved_here((REPO / "hooks" / name).read_text()))
     with PodmanHarness(tmp_path, hooks_dir=hooks) as podman:
         res = podman.run_once(["/bin/busybox", "true"],
                               extra=["--annotation", "capctl.io/nvidia=true"])

@@ -62,7 +62,8 @@ def build_nvidia_modprobe(src: str) -> tuple[Path | None, str]:
                                  capture_output=True, text=True, timeout=300)
             if res.returncode != 0:
                 shutil.rmtree(checkout, ignore_errors=True)
-                return None, f"cannot clone {src}: {res.stderr.strip().splitlines()[-1:]}"
+                last = res.stderr.strip().splitlines()[-1:] or [f"exit status {res.returncode}"]
+                return None, f"cannot clone {src}: {last[0]}"
         out = checkout / "out"
         res = subprocess.run(["make", "-j2", f"OUTPUTDIR={out}", str(binary)], cwd=checkout,
                              capture_output=True, text=True, timeout=600)
@@ -106,10 +107,9 @@ def process_rows(rows: Rows, args: argparse.Namespace) -> None:
     mount namespace (``--inner``) and takes its rows."""
     binary, version = build_nvidia_modprobe(args.nvidia_modprobe_src)
     if binary is None:
-        msg = f"nvidia-modprobe not measured: {version}"
-        print(f"bench_sync: {msg}", file=sys.stderr)
+        print(f"bench_sync: nvidia-modprobe not measured: {version}", file=sys.stderr)
         rows.note(f"| `capctl sync` creating 4324 nodes, as a process, vs nvidia-modprobe | "
-                  f"skipped | skipped | - | <= 0.5x: not measured ({msg}) |")
+                  f"skipped | skipped | - | <= 0.5x: not measured ({version}) |")
         return
     base = Path(tempfile.mkdtemp(prefix="capctl-bench-sync."))
     try:

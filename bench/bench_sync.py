@@ -62,7 +62,8 @@ def build_nvidia_modprobe(src: str) -> tuple[Path | None, str]:
                                  capture_output=True, text=True, timeout=300)
             if res.returncode != 0:
                 shutil.rmtree(checkout, ignore_errors=True)
-                return None, f"cannot clone {src}: {res.stderr.strip().splitlines()[-1:]}"
+                last = res.stderr.strip().splitlines()[-1:] or [f"exit status {res.returncode}"]
+                return None, f"cannot clone {src}: {last[0]}"
         out = checkout / "out"
         res = subprocess.run(["make", "-j2", f"OUTPUTDIR={out}", str(binary)], cwd=checkout,
                              capture_output=True, text=True, timeout=600)
@@ -106,10 +107,9 @@ def process_rows(rows: Rows, args: argparse.Namespace) -> None:
     mount namespace (``--inner``) and takes its rows."""
     binary, version = build_nvidia_modprobe(args.nvidia_modprobe_src)
     if binary is None:
-        msg = f"nvidia-modprobe not measured: {version}"
-        print(f"bench_sync: {msg}", file=sys.stderr)
+        print(f"bench_sync: nvidia-modprobe not measured: {version}", file=sys.stderr)
         rows.note(f"| `capctl sync` creating 4324 nodes, as a process, vs nvidia-modprobe | "
-                  f"skipped | skipped | - | <= 0.5x: not measured ({msg}) |")
+                  f"skipped | skipped | - | <= 0.5x: not measured ({version}) |")
         return
     base = Path(tempfile.mkdtemp(prefix="capctl-bench-sync."))
     try:
@@ -176,12 +176,32 @@ def inner(args: argparse.Namespace) -> None:
         assert len(os.listdir(root / "dev/nvidia-caps")) == len(files)
         return dt
 
+    def library() -> float:
+        from capctl.devfs import sync as devfs_sync
+        from capctl.host import Host
+
+        clear_nodes(root / "dev")
+        t0 = time.perf_counter()
+        devfs_sync.sync_host(Host(root=root, config=base / "none.toml"))
+        return time.perf_counter() - t0
+
+    def floor() -> float:
+        return run_timed([args.python, "-I", "-c", "pass"])
+
     base_t, own = interleaved(modprobe, sync, args.runs)
     rows = Rows("bench_sync inner")
     rows.add(f"`capctl sync` creating {len(files)} nodes and `/dev/char` links, as a process "
              f"(capctl's launcher) vs nvidia-modprobe {args.nvidia_modprobe_version} "
              f"(`-f` x {len(files)}, {PER_EXEC} per run, {len(batches)} runs), tmpfs",
              base_t, own, goal="<= 0.5x", ratio=True, limit=0.5)
+    # Where the process's time goes: the library's own work in-process (same nodes, no start,
+    # no imports, no output), and the interpreter's floor.
+    base_t, own = interleaved(modprobe, library, args.runs)
+    rows.add("(cause) the same sync in-process (`sync_host`, no start, imports or output) vs "
+             "nvidia-modprobe", base_t, own, goal="(the work alone)", ratio=True)
+    base_t, own = interleaved(modprobe, floor, args.runs)
+    rows.add("(cause) `python -I -c pass` vs nvidia-modprobe", base_t, own,
+             goal="(the start alone)", ratio=True)
     rows.print()
 
 

@@ -12,12 +12,10 @@ from pathlib import Path
 import pytest
 
 from capctl import install
+from tests.support.source import SHIPPED_PATHS, SHIPPED_PREFIX, moved_here
 
 HOOKS = Path(__file__).resolve().parent.parent / "hooks"
-#: The install prefix the shipped files assume (hooks/README.md, README "Install"), and the
-#: import paths ``capctl install`` finds there (Debian 12's Python 3.11).
-PREFIX = "/opt/capctl/venv"
-PATHS = (f"{PREFIX}/lib/python3.11/site-packages",)
+PREFIX, PATHS = SHIPPED_PREFIX, SHIPPED_PATHS
 SHIPPED = install.Installation(f"{PREFIX}/bin/python3", f"{PREFIX}/bin", paths=PATHS)
 
 
@@ -40,12 +38,7 @@ def _hook_entries() -> list[tuple[str, dict[str, object]]]:
 ENTRIES = _hook_entries()
 
 
-def here(value: str) -> str:
-    """A shipped value with the documented installation replaced by this one: its prefix, and
-    its import paths by those ``capctl install`` writes here (:func:`capctl.install.import_paths`:
-    this checkout too, for an editable install, which ``site`` would have found)."""
-    return value.replace(repr(list(PATHS)), repr(list(install.import_paths()))).replace(
-        PREFIX, sys.prefix)
+here = moved_here
 
 
 def test_there_are_hook_files() -> None:

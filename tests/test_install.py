@@ -307,3 +307,20 @@ def test_naming_one_place_writes_only_that_place(tmp_path: Path) -> None:
                if line.startswith("would write ")]
     assert written and all(p.startswith(str(tmp_path)) for p in written), written
     assert not any("hooks.d" in p for p in written)
+
+
+@pytest.mark.parametrize(
+    ("args", "own"),
+    [
+        (["/v/bin/python3", *install.interpreter_args(["/v/lib/python3.11/site-packages"]),
+          "hook"], True),
+        (["/v/bin/python3", "-I", "-c", HOOK_ENTRY, "hook"], True),  # written before -S
+        (["/v/bin/python3", "-I", "-c", f"{HOOK_ENTRY}; import os", "hook"], False),
+        (["/usr/bin/other-hook", "prestart"], False),
+    ],
+    ids=["current", "before-S", "entry-not-last", "foreign"],
+)
+def test_own_hook_definitions(args: list[str], own: bool) -> None:
+    """install replaces a hooks.d file only when it runs capctl's hook entry, in any form
+    capctl has written."""
+    assert install.is_own_hook({"hook": {"path": args[0], "args": args}}) is own

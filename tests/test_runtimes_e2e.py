@@ -20,10 +20,10 @@ from tests.support.containerd import ContainerdHarness
 from tests.support.docker import DockerHarness
 from tests.support.hostcg import CONTAINERD_TOOLS, DOCKER_TOOLS, PODMAN_TOOLS, needs, skip_unless
 from tests.support.podman import PodmanHarness
+from tests.support.source import moved_here
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-PREFIX = "/opt/capctl/venv"
 needs_podman = needs(tools=PODMAN_TOOLS)
 pytestmark = pytest.mark.kernel
 
@@ -68,11 +68,12 @@ def sim(tmp_path: Path) -> Sim:
 @needs_podman
 @pytest.mark.parametrize("name", ["oci-capctl.json", "oci-capctl-always.json"])
 def test_podman_runs_the_shipped_definition(tmp_path: Path, name: str) -> None:
-    """The shipped file as written, only the documented prefix moved to this venv: podman
-    starts the hook and it imports capctl (a container asking for nothing starts)."""
+    """The shipped file as written, only the documented installation moved to this venv (its
+    prefix and import paths): podman starts the hook and it imports capctl (a container
+    asking for nothing starts)."""
     hooks = tmp_path / "hooks.d"
     hooks.mkdir()
-    (hooks / name).write_text((REPO / "hooks" / name).read_text().replace(PREFIX, sys.prefix))
+    (hooks / name).write_text(moved_here((REPO / "hooks" / name).read_text()))
     with PodmanHarness(tmp_path, hooks_dir=hooks) as podman:
         res = podman.run_once(["/bin/busybox", "true"],
                               extra=["--annotation", "capctl.io/nvidia=true"])
@@ -208,9 +209,13 @@ def test_docker_gpus_through_the_installed_link(tmp_path: Path, sim: Sim) -> Non
     bindir = tmp_path / "bin"
     subprocess.run([str(BIN / "capctl"), "install", "--no-hooks", "--docker-config",
                     str(tmp_path / "u0.json"), "--containerd-dir", str(tmp_path / "u1"),
-                    "--crio-dir", str(tmp_path / "u2"), "--docker-hook-link", str(bindir)],
+                    "--crio-dir", str(tmp_path / "u2"), "--docker-hook-link", str(bindir),
+                    "--launcher-dir", str(tmp_path / "libexec")],
                    check=True, capture_output=True)
-    assert os.readlink(bindir / "nvidia-container-runtime-hook") == str(BIN / "capctl-docker-hook")
+    # The link runs capctl's launcher (python -IS), not pip's console script.
+    launcher = tmp_path / "libexec/capctl-docker-hook"
+    assert os.readlink(bindir / "nvidia-container-runtime-hook") == str(launcher)
+    assert launcher.read_text().startswith(f"#!{sys.executable} -IS\n")
     launcher = dockerd_with_config(
         tmp_path,
         f'[hook]\nlog_file = "{sim.log}"\n'

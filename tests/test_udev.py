@@ -1,4 +1,5 @@
-"""The udev rules and systemd units in ``udev/``: syntax, and that they run ``capctl sync``.
+"""The udev rules and systemd units in ``udev/``: syntax, and that they run ``capctl sync``
+through the fast launcher ``capctl install`` writes (``/usr/local/bin/capctl`` links to it).
 
 ``udevadm verify`` (systemd >= 254) checks rules files; on older udev the test falls back to a
 structural check of every rule line (``KEY[{attr}] OP "value"`` pairs, known keys, match keys
@@ -10,9 +11,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from capctl import install
 
 UDEV = Path(__file__).resolve().parents[1] / "udev"
 RULES = UDEV / "70-capctl.rules"
@@ -93,3 +97,36 @@ def test_sync_unit_is_oneshot_after_driver() -> None:
     assert re.search(r"^After=.*systemd-modules-load\.service", text, re.M)
     assert re.search(r"^After=.*nvidia-persistenced\.service", text, re.M)
     assert "WantedBy=multi-user.target" in text
+
+
+def shipped_sync_commands() -> list[list[str]]:
+    """Every ``capctl sync`` command line the rules and the sync unit run, split as udev and
+    systemd split them (words; neither file quotes anything)."""
+    cmds = [m["value"].split() for line in rule_lines() for m in _PAIR.finditer(line)
+            if m["key"] == "RUN"]
+    unit = (UDEV / "capctl-sync.service").read_text()
+    cmds += [line.split("=", 1)[1].split() for line in unit.splitlines()
+             if line.startswith("ExecStart=")]
+    return cmds
+
+
+@pytest.mark.parametrize("argv", shipped_sync_commands(), ids=" ".join)
+def test_shipped_command_runs_the_launcher_fast_path(argv: list[str], sim_root: Path,
+                                                     tmp_path: Path) -> None:
+    """The rules and units run ``/usr/local/bin/capctl``, which the README links to the
+    launcher ``capctl install`` writes (``python -I -S``, no ``site``, no ``re``): run each
+    shipped command with that program, on a simulated root (``CAPCTL_ROOT``, as an admin
+    would set ``[host]``), and see it create the nodes."""
+    assert argv[0] == "/usr/local/bin/capctl"
+    inst = install.Installation(sys.executable, str(Path(sys.executable).parent),
+                                launcher_dir=str(tmp_path / "libexec"),
+                                paths=install.import_paths())
+    [launcher] = install.plan(inst, hooks_dir=None)
+    install.write_atomic(launcher)
+    assert launcher.text.startswith(f"#!{sys.executable} -IS\n")
+    res = subprocess.run([launcher.path, *argv[1:]], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "CAPCTL_ROOT": str(sim_root),
+                              "CAPCTL_CONFIG": str(tmp_path / "none.toml")})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1].endswith("skipped")  # the summary line
+    assert (sim_root / "dev/nvidia-caps").is_dir()

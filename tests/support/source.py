@@ -29,3 +29,20 @@ def _hook_args() -> tuple[str, ...]:
 
 
 HOOK_ARGS = _hook_args()
+
+#: The installation the shipped ``hooks/`` files are written for (hooks/README.md): the
+#: prefix, and the import paths ``capctl install`` finds there (Debian 12's Python 3.11).
+SHIPPED_PREFIX = "/opt/capctl/venv"
+SHIPPED_PATHS = (f"{SHIPPED_PREFIX}/lib/python3.11/site-packages",)
+
+
+def moved_here(value: str) -> str:
+    """A shipped value with the documented installation replaced by this one: its prefix, and
+    its import paths by those ``capctl install`` writes here (this checkout too, for an
+    editable install, which ``site`` would have found)."""
+    import sys
+
+    from capctl import install
+
+    return value.replace(repr(list(SHIPPED_PATHS)), repr(list(install.import_paths()))).replace(
+        SHIPPED_PREFIX, sys.prefix)

@@ -111,21 +111,54 @@ class Write:
     mode: int = 0o644
 
 
+#: The longest ``#!`` line every supported kernel reads whole (127 before Linux 5.1).
+SHEBANG_MAX = 127
+
+
 def import_paths() -> tuple[str, ...]:
     """Where this process finds capctl and its dependencies, for a launcher that skips ``site``.
 
     The directory above the ``capctl`` package first (an editable install's source tree too,
     whose import finder ``site`` would load), then every site-packages directory on ``sys.path``.
+    Not what came from the environment of the process that runs ``install``: ``PYTHONPATH``
+    and the user's site-packages, which ``python -I`` leaves out, never reach a root hook.
     """
+    import site
+
     import capctl
 
     own = os.path.dirname(os.path.dirname(os.path.abspath(capctl.__file__)))
+    from_env = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                if p}
+    user_site = site.getusersitepackages() if site.ENABLE_USER_SITE is not False else None
     found = [own]
     for p in sys.path:
         site_dir = os.path.basename(p) in ("site-packages", "dist-packages")
-        if site_dir and os.path.isabs(p) and p not in found:
+        if (site_dir and os.path.isabs(p) and p not in found and os.path.isdir(p)
+                and os.path.abspath(p) not in from_env and p != user_site):
             found.append(p)
     return tuple(found)
+
+
+def check_trusted(inst: Installation) -> None:
+    """Refuse an installation that anyone but root could change: the hooks, the wrapper's
+    launcher and the Docker hook run its interpreter, import from its paths and run files of
+    its launcher directory as root on every container start (:mod:`capctl.trustedpath`)."""
+    checks: list[tuple[str, str, Any]] = [("interpreter", inst.python, trustedpath.resolve)]
+    checks += [("import path", p, trustedpath.resolve_dir) for p in inst.paths]
+    if inst.launcher_dir is not None:
+        existing = inst.launcher_dir
+        while not os.path.lexists(existing):  # install creates the rest, root-owned, 0755
+            existing = os.path.dirname(existing)
+        checks.append(("launcher directory", existing, trustedpath.resolve_dir))
+    for what, path, check in checks:
+        try:
+            check(path)
+        except trustedpath.UnsafePath as err:
+            raise InstallError(
+                f"{what} {path}: {err}; refusing to have it run as root for every container "
+                "(install capctl where only root can write: root-owned directories no group "
+                "or others may write)") from err
 
 
 def configured_runtime(config: str) -> str:
@@ -194,6 +227,9 @@ def python_launcher_text(python: str, paths: Sequence[str], name: str, entry: st
     if not python.startswith("/") or not python.isprintable() or any(c.isspace() for c in python):
         raise InstallError(f"{python!r}: a launcher's interpreter must be an absolute path "
                            "without spaces")
+    if len(f"#!{python} -IS".encode()) > SHEBANG_MAX:
+        raise InstallError(f"{python!r}: too long for a launcher's #! line (the kernel would "
+                           f"cut it at {SHEBANG_MAX} bytes, and with it -IS)")
     return (
         f"#!{python} -IS\n"
         f"{PYTHON_LAUNCHER_MARK.format(name=name)}\n"

@@ -46,6 +46,24 @@ def resolve(path: str) -> str:
     """The resolved absolute path of the executable ``path``, if root alone controls it.
 
     Raises :class:`UnsafePath` naming the first component at fault."""
+    current, st = _walk(path)
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+        raise UnsafePath(f"{current} is not an executable file")
+    return current
+
+
+def resolve_dir(path: str) -> str:
+    """The resolved absolute path of the directory ``path``, if root alone controls it (what
+    a root process imports from, or runs files of, on every container start): the same rule
+    as :func:`resolve`.  Raises :class:`UnsafePath` naming the first component at fault."""
+    current, st = _walk(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePath(f"{current} is not a directory")
+    return current
+
+
+def _walk(path: str) -> tuple[str, os.stat_result]:
+    """Resolve ``path`` component by component, checking each; the result and its stat."""
     if not path.startswith("/"):
         raise UnsafePath(f"{path!r} is not an absolute path")
     todo = [p for p in path.split("/") if p]
@@ -79,6 +97,4 @@ def resolve(path: str) -> str:
         if todo and not stat.S_ISDIR(st.st_mode):
             raise UnsafePath(f"{nxt} is not a directory")
         current = nxt
-    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
-        raise UnsafePath(f"{current} is not an executable file")
-    return current
+    return current, st

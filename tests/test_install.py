@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,6 +19,14 @@ from capctl import doctor, install
 from capctl.cli import cli
 from capctl.main import HOOK_ENTRY
 from tests.support.source import HOOK_ARGS
+
+
+@pytest.fixture
+def tmp_path(trusted_dir: Path) -> Path:
+    """This module's work directory is a trusted one: ``capctl install`` refuses a launcher
+    directory (or an interpreter, or an import path) that anyone but root could change, and
+    pytest's own is under the world-writable /tmp."""
+    return trusted_dir
 
 BIN = os.path.dirname(sys.executable)
 
@@ -324,3 +334,47 @@ def test_own_hook_definitions(args: list[str], own: bool) -> None:
     """install replaces a hooks.d file only when it runs capctl's hook entry, in any form
     capctl has written."""
     assert install.is_own_hook({"hook": {"path": args[0], "args": args}}) is own
+
+
+# --- only root may change what the definitions run -------------------------------------------
+
+
+def test_import_paths_leave_out_the_installers_environment(tmp_path: Path) -> None:
+    """PYTHONPATH and the user's site-packages are the installing shell's, not the
+    installation's: ``python -I`` leaves them out, and so do the root hooks."""
+    evil = tmp_path / "evil" / "site-packages"
+    evil.mkdir(parents=True)
+    code = ("import sys; from capctl import install; "
+            "print(repr(install.import_paths()))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(evil)}, check=True)
+    paths = ast.literal_eval(res.stdout)
+    assert str(evil) not in paths and paths == install.import_paths()
+
+
+@pytest.mark.parametrize("what", ["import path", "interpreter", "launcher directory"])
+def test_install_refuses_what_others_could_change(tmp_path: Path, what: str) -> None:
+    others = tmp_path / "shared"
+    others.mkdir()
+    others.chmod(0o777)  # anyone may write here
+    inst = install.Installation(sys.executable, BIN, paths=install.import_paths(),
+                                launcher_dir=str(tmp_path / "libexec"))
+    if what == "import path":
+        inst = dataclasses.replace(inst, paths=(*inst.paths, str(others)))
+    elif what == "interpreter":
+        python = others / "python3"
+        python.symlink_to(sys.executable)
+        inst = dataclasses.replace(inst, python=str(python))
+    else:
+        inst = dataclasses.replace(inst, launcher_dir=str(others / "new" / "libexec"))
+    with pytest.raises(install.InstallError, match=f"^{what} .*: {others} is writable by group "
+                                                   "and others .*refusing"):
+        install.check_trusted(inst)
+    install.check_trusted(install.Installation(  # this suite's own installation passes
+        sys.executable, BIN, paths=install.import_paths(), launcher_dir=str(tmp_path / "x")))
+
+
+def test_a_shebang_the_kernel_would_cut_is_refused() -> None:
+    long_python = "/opt/" + "v" * 120 + "/bin/python3"
+    with pytest.raises(install.InstallError, match="too long for a launcher's #! line"):
+        install.python_launcher_text(long_python, (), "capctl", "pass")

@@ -15,6 +15,14 @@ from click.testing import CliRunner
 from capctl import doctor, install, runtime_main
 from capctl.cli import cli
 
+
+@pytest.fixture
+def tmp_path(trusted_dir: Path) -> Path:
+    """This module's work directory is a trusted one: ``capctl install`` refuses a launcher
+    directory (or an interpreter, or an import path) that anyone but root could change, and
+    pytest's own is under the world-writable /tmp."""
+    return trusted_dir
+
 #: Prints who ran and every argument, NUL-terminated: what the launcher handed on, exactly.
 RECORDER = "#!/bin/sh\nprintf '%s\\0' {who} \"$@\"\n"
 
@@ -192,8 +200,9 @@ def test_only_create_and_run_start_python(tmp_path: Path, trusted_dir: Path) -> 
 
 @pytest.mark.parametrize("problem", ["missing", "not-root", "group-writable", "directory",
                                      "link-to-a-users-directory", "in-tmp"])
-def test_install_refuses_a_runtime_it_cannot_bake_in(tmp_path: Path, problem: str,
-                                                     trusted_dir: Path) -> None:
+def test_install_refuses_a_runtime_it_cannot_bake_in(
+    tmp_path: Path, problem: str, trusted_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     runtime = fake_runc(trusted_dir)
     if problem == "link-to-a-users-directory":
         # The review's reproduction: a root-owned link to a root-owned copy of runc in a
@@ -204,7 +213,7 @@ def test_install_refuses_a_runtime_it_cannot_bake_in(tmp_path: Path, problem: st
         os.chown(users, 65534, 65534)
         runtime.symlink_to(users / "runc")
     elif problem == "in-tmp":
-        runtime = fake_runc(tmp_path)
+        runtime = fake_runc(tmp_path_factory.mktemp("in-tmp"))  # under /tmp
     elif problem == "missing":
         runtime.unlink()
     elif problem == "not-root":

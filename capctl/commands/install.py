@@ -56,6 +56,7 @@ def install_cmd(
         launcher_dir=os.path.abspath(launcher_dir or os.path.join(sys.prefix, "libexec")),
         paths=install.import_paths(), config=os.path.abspath(host.config),
     )
+    install.check_trusted(inst)
     # Naming any runtime's place means "these and no others": no surprise writes into /etc
     # for a runtime the admin did not mention.  Naming none means every runtime found.
     named = any(x is not None for x in (hooks_dir, docker_config, containerd_dir, crio_dir))

@@ -37,13 +37,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.report import Rows, interleaved, run_timed
+from bench.report import Rows, interleaved, run_timed, trusted_tmpdir
 from capctl import simulated
 
 REPO = Path(__file__).resolve().parent.parent
@@ -261,7 +260,7 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench_hook needs root")
     rows = Rows(f"bench_hook ({args.python}, {args.runs} runs each, interleaved)")
-    base = Path(tempfile.mkdtemp(prefix="capctl-bench-"))
+    base = Path(trusted_tmpdir("capctl-bench-"))
     try:
         inst = Installed(base, args.python)
         if args.cgroup in ("v1", "both"):

@@ -30,12 +30,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench.report import Rows
+from bench.report import Rows, trusted_tmpdir
 
 REPO = Path(__file__).resolve().parent.parent
 LIFE = ("create", "start", "state", "kill", "delete")
@@ -238,7 +237,7 @@ def main() -> None:
         raise SystemExit("bench_runtimes needs runc")
     sys.path.insert(0, str(REPO))
     clients = set(args.clients.split(","))
-    tmp = Path(tempfile.mkdtemp(prefix="capctl-bench-rt-"))
+    tmp = Path(trusted_tmpdir("capctl-bench-rt-"))
     try:
         s = Setup(tmp, args.python)
         print(f"capctl from {args.python}; medians of {args.runs}", flush=True)

@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.report import Rows, interleaved, run_timed
+from bench.report import Rows, interleaved, run_timed, trusted_tmpdir
 from capctl import simulated
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,7 +111,7 @@ def process_rows(rows: Rows, args: argparse.Namespace) -> None:
         rows.note(f"| `capctl sync` creating 4324 nodes, as a process, vs nvidia-modprobe | "
                   f"skipped | skipped | - | <= 0.5x: not measured ({version}) |")
         return
-    base = Path(tempfile.mkdtemp(prefix="capctl-bench-sync."))
+    base = Path(trusted_tmpdir("capctl-bench-sync."))
     try:
         inner = [sys.executable, "-m", "bench.bench_sync", "--inner", str(base), "--runs",
                  str(args.runs), "--python", args.python, "--nvidia-modprobe", str(binary),
@@ -119,7 +119,7 @@ def process_rows(rows: Rows, args: argparse.Namespace) -> None:
         # A tmpfs for the roots, the simulated driver bound over /proc's, a fresh /dev: all
         # gone with the namespace.
         script = (
-            'set -e; mount --make-rprivate /; mount -t tmpfs none "$BASE"; '
+            'set -e; mount --make-rprivate /; mount -t tmpfs -o mode=0755 none "$BASE"; '
             'exec "$@"'
         )
         res = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *inner], cwd=REPO,

@@ -13,15 +13,28 @@ figure does not meet it.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
 HEADER = "| what | without | with capctl | added | goal |\n|---|---|---|---|---|"
+
+
+def trusted_tmpdir(prefix: str) -> str:
+    """A fresh directory only root can change (under /run; a user's own cache when not
+    root): ``capctl install`` refuses a launcher directory anyone else could write, so a
+    bench that installs works here, not under the world-writable /tmp.  The caller removes it."""
+    base = "/run" if os.geteuid() == 0 else os.path.join(os.path.expanduser("~"), ".cache")
+    os.makedirs(base, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=prefix, dir=base)
+    os.chmod(path, 0o755)
+    return path
 
 
 def median_ms(values: Sequence[float]) -> float:

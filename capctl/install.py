@@ -184,9 +184,10 @@ def configured_runtime(config: str) -> str:
 
 
 def path_setup(paths: Sequence[str]) -> str:
-    """Python code putting ``paths`` at the head of ``sys.path``: what ``site`` would have
-    done for capctl under ``python -S``."""
-    return f"import sys; sys.path[:0] = {list(paths)!r}"
+    """Python code putting ``paths`` after the standard library on ``sys.path``, as ``site``
+    would have under ``python -S``: a same-named module in site-packages (a backport) never
+    replaces the standard library's in a root hook."""
+    return f"import sys; sys.path += {list(paths)!r}"
 
 
 def interpreter_args(paths: Sequence[str], entry: str = HOOK_ENTRY) -> list[str]:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 _OPTIONS = ("--root", "--topology", "--config")
 
 #: What a hook definition's ``-c`` runs once its ``sys.path`` is set:
-#: ``<python> -I -S -c "import sys; sys.path[:0] = [...]; <HOOK_ENTRY>" [options] hook``
+#: ``<python> -I -S -c "import sys; sys.path += [...]; <HOOK_ENTRY>" [options] hook``
 #: (:func:`capctl.install.interpreter_args`, ``hooks/``).  ``-I`` isolates the interpreter
 #: from the environment a runtime may pass through (``PYTHONPATH``, user site-packages);
 #: ``-S`` leaves out ``site`` (about 3 ms, more with ``.pth`` files), whose only use here was

@@ -13,14 +13,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from capctl import __version__
+from capctl import __version__, install
 from capctl.cli import COMMANDS, cli
 from capctl.main import VERSION_LINE
-from tests.support.source import CAPCTL_PATH
 
 #: How capctl's launcher starts the CLI (``capctl install``), plus a report of ``sys.modules``
 #: at exit on stderr.  (``-X importtime`` does not see ``importlib.import_module``.)
-SETUP = (f"import sys; sys.path[:0] = {[CAPCTL_PATH, *(p for p in sys.path if p.endswith('-packages'))]!r}; "
+SETUP = (f"{install.path_setup(install.import_paths())}; "
          "import atexit; atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(sys.modules)))")
 
 

@@ -89,13 +89,13 @@ def test_podman_runs_the_shipped_definition(tmp_path: Path, name: str) -> None:
 
 @needs_podman
 @pytest.mark.parametrize("cgroup2", [False, True], ids=["cgroup1", "cgroup2"])
-def test_podman_with_the_installed_definition(tmp_path: Path, sim: Sim, cgroup2: bool) -> None:
+def test_podman_with_the_installed_definition(tmp_path: Path, sim: Sim, trusted_dir: Path, cgroup2: bool) -> None:
     skip_unless(v1=not cgroup2, v2=cgroup2)
     hooks = tmp_path / "hooks.d"
     subprocess.run([str(BIN / "capctl"), *sim.options, "install", "--hooks-dir", str(hooks),
                     "--docker-config", str(tmp_path / "unused.json"),
                     "--containerd-dir", str(tmp_path / "u1"), "--crio-dir", str(tmp_path / "u2"),
-                    "--launcher-dir", str(tmp_path / "libexec")],
+                    "--launcher-dir", str(trusted_dir / "libexec")],
                    check=True, capture_output=True)
     with PodmanHarness(tmp_path, cgroup2=cgroup2, hooks_dir=hooks) as podman:
         ctr = podman.run(extra=["--annotation", "capctl.io/nvidia=true",
@@ -131,12 +131,12 @@ def wrapper_config(sim: Sim, tmp: Path) -> Path:
 
 
 @needs_docker
-def test_docker_runtime_capctl(tmp_path: Path, sim: Sim) -> None:
+def test_docker_runtime_capctl(tmp_path: Path, sim: Sim, trusted_dir: Path) -> None:
     config = wrapper_config(sim, tmp_path)
     daemon_json = tmp_path / "daemon.json"
     subprocess.run([str(BIN / "capctl"), "--config", str(config), "install", "--no-hooks",
                     "--docker-config", str(daemon_json), "--containerd-dir", str(tmp_path / "u1"),
-                    "--crio-dir", str(tmp_path / "u2"), "--launcher-dir", str(tmp_path / "libexec")],
+                    "--crio-dir", str(tmp_path / "u2"), "--launcher-dir", str(trusted_dir / "libexec")],
                    check=True, capture_output=True)
     runtimes = json.loads(daemon_json.read_text())["runtimes"]
     with DockerHarness(tmp_path, runtimes=runtimes) as docker:
@@ -205,15 +205,15 @@ def dockerd_with_config(tmp: Path, config_text: str) -> Path:
 
 
 @needs_docker
-def test_docker_gpus_through_the_installed_link(tmp_path: Path, sim: Sim) -> None:
+def test_docker_gpus_through_the_installed_link(tmp_path: Path, sim: Sim, trusted_dir: Path) -> None:
     bindir = tmp_path / "bin"
     subprocess.run([str(BIN / "capctl"), "install", "--no-hooks", "--docker-config",
                     str(tmp_path / "u0.json"), "--containerd-dir", str(tmp_path / "u1"),
                     "--crio-dir", str(tmp_path / "u2"), "--docker-hook-link", str(bindir),
-                    "--launcher-dir", str(tmp_path / "libexec")],
+                    "--launcher-dir", str(trusted_dir / "libexec")],
                    check=True, capture_output=True)
     # The link runs capctl's launcher (python -IS), not pip's console script.
-    launcher = tmp_path / "libexec/capctl-docker-hook"
+    launcher = trusted_dir / "libexec/capctl-docker-hook"
     assert os.readlink(bindir / "nvidia-container-runtime-hook") == str(launcher)
     assert launcher.read_text().startswith(f"#!{sys.executable} -IS\n")
     launcher = dockerd_with_config(

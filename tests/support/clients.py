@@ -152,15 +152,20 @@ class MountNamespace:
     """A private mount namespace (``unshare -m``, private propagation) with cgroup2 mounted
     on ``/sys/fs/cgroup``, held open by a ``sleep``; :meth:`command` prefixes an argv to run
     there.  Processes started in it (conmon, containers) keep it alive after :meth:`close`.
+    *setup*: more shell commands to run there first (mounts of a simulated node's paths);
+    with *cgroup2* false, the host's cgroup mounts stay as they are.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, setup: str = "", *, cgroup2: bool = True) -> None:
         self._holder: subprocess.Popen[str] | None = None
+        self.setup = setup
+        self.cgroup2 = cgroup2
 
     def __enter__(self) -> MountNamespace:
+        cgroup = "mount -t cgroup2 none /sys/fs/cgroup; " if self.cgroup2 else ""
         script = (
-            "mount --make-rprivate / && mount -t cgroup2 none /sys/fs/cgroup"
-            " && echo ready && exec sleep infinity"
+            f"set -e; mount --make-rprivate /; {cgroup}"
+            f"{self.setup}\necho ready && exec sleep infinity"
         )
         self._holder = subprocess.Popen(
             ["unshare", "-m", "--propagation", "private", "sh", "-c", script],

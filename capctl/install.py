@@ -135,13 +135,16 @@ def configured_runtime(config: str) -> str:
         ) from err
 
 
-def python_entry(paths: Sequence[str], runtime: str) -> str:
+def python_entry(paths: Sequence[str], runtime: str, config: str = DEFAULT_CONFIG) -> str:
     """The Python code the launcher runs for ``create`` and ``run``: capctl's paths, then
     :func:`capctl.runtime_main.main` with the baked runtime, so that a container's whole life
-    runs one runtime even if the config changes in between."""
+    runs one runtime even if the config changes in between, and with the config the install
+    used when it is not the default: containerd's ``BinaryName`` and CRI-O's
+    ``runtime_path`` take no arguments, so no ``--capctl-config`` could reach the wrapper."""
+    own = "" if config == DEFAULT_CONFIG else f", config={config!r}"
     return (
         f"import sys; sys.path[:0] = {list(paths)!r}; "
-        f"from capctl.runtime_main import main; main(runtime={runtime!r})"
+        f"from capctl.runtime_main import main; main(runtime={runtime!r}{own})"
     )
 
 
@@ -182,7 +185,7 @@ def launcher_text(python: str, paths: Sequence[str], runtime: str, config: str) 
         "# run 'capctl install' again after changing it ('capctl doctor' compares them).\n"
         f"runtime={q(runtime)}\n"
         f"python={q(python)}\n"
-        f"entry={q(python_entry(paths, runtime))}\n"
+        f"entry={q(python_entry(paths, runtime, config))}\n"
         "own=0\n"
         'case ${1-} in\n'
         f'{OWN_OPTION}=) exec "$python" -IS -c "$entry" "$@" ;;\n'

@@ -294,3 +294,25 @@ def test_doctor_checks_the_containerd_and_crio_entries(tmp_path: Path, trusted_d
     found = doctor.check_snippets(str(tmp_path / "ctd"), str(tmp_path / "crio"))
     fails = [f.what for f in found if f.level is doctor.Level.FAIL and "cannot import" in f.what]
     assert len(fails) == 2 and "99-capctl.toml" in fails[0] and "99-capctl.conf" in fails[1]
+
+
+@pytest.mark.parametrize(("argv", "read"), [
+    (["state", "c1"], "baked"),
+    (["--capctl-config", "{given}", "state", "c1"], "given"),
+], ids=["baked", "command-line-wins"])
+def test_the_wrapper_reads_the_config_the_launcher_baked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], read: str) -> None:
+    """containerd's BinaryName takes no arguments: a launcher installed with --config C bakes
+    C into its Python entry, and the wrapper reads C unless --capctl-config names another."""
+    paths = {n: tmp_path / f"{n}.toml" for n in ("baked", "given")}
+    for p in paths.values():
+        p.write_text("")
+        p.chmod(0o666)  # refused, naming the file: shows which one was read
+    entry = install.python_entry([], "/usr/sbin/runc", str(paths["baked"]))
+    assert entry.endswith(f"main(runtime='/usr/sbin/runc', config={str(paths['baked'])!r})")
+    assert "config=" not in install.python_entry([], "/usr/sbin/runc")  # the default: none
+    monkeypatch.setattr(sys, "argv", ["capctl-runtime", *[a.format(given=paths["given"])
+                                                          for a in argv]])
+    with pytest.raises(SystemExit) as err:
+        runtime_main.main(runtime="/usr/sbin/runc", config=str(paths["baked"]))
+    assert f"{paths[read]}: " in str(err.value.code)

@@ -4,7 +4,8 @@ built offline, on a simulated GPU node (``tests/support/kubeplay.py``).
 Judged on the node's side, by the kernel where it can be: the capability nodes appear, the
 CDI spec appears in the node's ``/var/run/cdi``, a container that a CDI-aware runtime starts
 with that spec gets exactly its MIG device (ENXIO for its nodes, EPERM for another's), and so
-does one that CRI-O's hooks.d path starts through the hook the init container installed; a
+do one that CRI-O's hooks.d path starts through the hook the init container installed and one
+started through containerd's runtime entry (the launcher it installed); a
 MIG instance re-created in the driver shows up in the spec within the watch's bound; the
 probes' commands answer; and stopping the pod, as deleting the DaemonSet does, leaves the
 node's runtime places as they were.
@@ -16,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ pytestmark = [
     ),
 ]
 
-COMPONENTS = ("crio-hooks", "driver-container")
+COMPONENTS = ("crio-hooks", "containerd", "driver-container")
 #: The simulated node has no NVML: the watcher and the hook take the topology snapshot.
 CONFIG_EXTRA = f'[host]\ntopology = "{DRIVER_ROOT}/topology.json"\n'
 #: How long the watcher may take to follow an instance change: its poll (1 s), the settle
@@ -122,10 +124,13 @@ def test_daemonset_pod_on_a_simulated_node(tmp_path: Path) -> None:
             # node from the tree it copied to /opt/capctl.
             hook = json.loads((node.hooks_d / "oci-capctl.json").read_text())
             assert hook["hook"]["path"] == "/opt/capctl/bin/python3"
-            assert "--root" in hook["hook"]["args"] and DRIVER_ROOT in hook["hook"]["args"]
+            assert hook["hook"]["args"][-3:] == ["--config", "/opt/capctl/etc/capctl.toml", "hook"]
             config = node.opt / "capctl/etc/capctl.toml"
             assert config.stat().st_mode & 0o777 == 0o644
             assert config.parent.stat().st_mode & 0o777 == 0o755
+            # The driver root, for every entry point on the node, in [host] of that copy.
+            assert tomllib.loads(config.read_text())["host"] == {
+                "driver_root": DRIVER_ROOT, "topology": f"{DRIVER_ROOT}/topology.json"}
             # The tree needs nothing from the image: it runs from anywhere on this host.
             res = subprocess.run([str(node.opt / "capctl/bin/python3"), "-I", "-m", "capctl",
                                   "--version"], capture_output=True, text=True)
@@ -135,6 +140,27 @@ def test_daemonset_pod_on_a_simulated_node(tmp_path: Path) -> None:
             for i, path in enumerate(foreign):
                 extra += ["-v", f"{path}:/other/cap{i}"]
             ctr = pm.run(extra=extra)
+            for minor in mine_caps:
+                assert probe(pm, ctr, f"/dev/nvidia-caps/nvidia-cap{minor}") == "ENXIO"
+            for i in range(len(foreign)):
+                assert probe(pm, ctr, f"/other/cap{i}") == "EPERM"
+            pm.remove(ctr)
+
+            # containerd's path: its drop-in names the launcher the init container wrote into
+            # the node's /opt/capctl, which runs capctl-runtime, then the node's runc.  Run by
+            # podman here (containerd's CRI plugin calls it the same way: runc's command line).
+            dropin = tomllib.loads((node.conf_d / "99-capctl.toml").read_text())
+            runtime = dropin["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+            launcher = runtime["capctl"]["options"]["BinaryName"]
+            assert launcher == "/opt/capctl/libexec/capctl-runtime"
+            extra = ["--env", f"NVIDIA_VISIBLE_DEVICES={mine['uuid']}"]
+            for i, path in enumerate(foreign):
+                extra += ["-v", f"{path}:/other/cap{i}"]
+            pm.runtime = launcher
+            try:
+                ctr = pm.run(extra=extra)
+            finally:
+                pm.runtime = "runc"
             for minor in mine_caps:
                 assert probe(pm, ctr, f"/dev/nvidia-caps/nvidia-cap{minor}") == "ENXIO"
             for i in range(len(foreign)):

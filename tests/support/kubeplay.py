@@ -18,8 +18,8 @@ privileges and command as they are.  What is simulated:
   There the node's paths are the simulated node's directories: a tmpfs on ``/run`` with the
   simulated driver root (:mod:`capctl.simulated`) at ``/run/nvidia/driver`` (a containerized
   driver's root, the driver-container component) and ``/run/cdi`` (``/var/run/cdi``),
-  ``/opt`` and ``/usr/share/containers`` (a copy with ``oci/hooks.d``) bound from the test's
-  directory.  Paths the pod writes (the CDI spec, the hook definition, ``/opt/capctl``) and
+  ``/opt``, ``/usr/share/containers`` (a copy with ``oci/hooks.d``) and ``/etc/containerd``
+  (with ``conf.d``) bound from the test's directory.  Paths the pod writes (the CDI spec, the hook definition, ``/opt/capctl``) and
   the paths in what it writes are the node's, and the test reads them in its directory.
 * **The image** is built by ``podman build`` with no network from a wheelhouse
   (:func:`wheelhouse`) on a base imported from the Debian root the systemd tests already
@@ -151,11 +151,19 @@ class SimNode:
         self.cdi = self.dir / "cdi"
         self.opt = self.dir / "opt"
         self.share = self.dir / "share-containers"
+        self.containerd = self.dir / "etc-containerd"
         for d in (self.cdi, self.opt):
             d.mkdir(parents=True)
         # podman reads its defaults (containers.conf, seccomp.json) from here: keep them.
+        # (/etc/containerd, bound over below, is there: scripts/setup.sh installs containerd.)
         shutil.copytree("/usr/share/containers", self.share, symlinks=True)
         self.hooks_d.mkdir(parents=True, exist_ok=True)
+        self.containerd.mkdir()
+        self.conf_d.mkdir()
+
+    @property
+    def conf_d(self) -> Path:
+        return self.containerd / "conf.d"
 
     @property
     def hooks_d(self) -> Path:
@@ -174,12 +182,13 @@ class SimNode:
             f"mount --bind {self.cdi} /run/cdi",
             f"mount --bind {self.opt} /opt",
             f"mount --bind {self.share} /usr/share/containers",
+            f"mount --bind {self.containerd} /etc/containerd",
         ])
 
     def leftovers(self) -> list[str]:
         """What is in the node's runtime places besides what was there before capctl."""
-        found = [str(p.relative_to(self.dir)) for d in (self.cdi, self.opt, self.hooks_d)
-                 for p in d.iterdir()]
+        found = [str(p.relative_to(self.dir))
+                 for d in (self.cdi, self.opt, self.hooks_d, self.conf_d) for p in d.iterdir()]
         return sorted(found)
 
 

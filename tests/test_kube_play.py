@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+import capctl
 from capctl import simulated
 from capctl.driver import capfile, capnames
 from tests.support.clients import BUSYBOX, Container, classify, probe_argv, wait_for
@@ -134,7 +135,7 @@ def test_daemonset_pod_on_a_simulated_node(tmp_path: Path) -> None:
             # The tree needs nothing from the image: it runs from anywhere on this host.
             res = subprocess.run([str(node.opt / "capctl/bin/python3"), "-I", "-m", "capctl",
                                   "--version"], capture_output=True, text=True)
-            assert res.stdout.strip() == "capctl, version 0.1.0", res.stderr
+            assert res.stdout.strip() == f"capctl, version {capctl.__version__}", res.stderr
             extra = ["--annotation", "capctl.io/nvidia=true",
                      "--env", f"NVIDIA_VISIBLE_DEVICES={mine['uuid']}"]
             for i, path in enumerate(foreign):

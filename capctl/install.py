@@ -214,8 +214,9 @@ def launcher_text(python: str, paths: Sequence[str], runtime: str, config: str) 
 
 def launcher_values(text: str) -> dict[str, str] | None:
     """The ``runtime``, ``python`` and ``entry`` a launcher of :func:`launcher_text` bakes in,
-    and ``setup``: the entry's ``sys.path`` set-up alone; None if ``text`` is not such a
-    launcher (an earlier Python one, or a foreign file)."""
+    ``setup``: the entry's ``sys.path`` set-up alone, and ``config``: the config it hands the
+    wrapper (:func:`python_entry`; the default when it names none); None if ``text`` is not
+    such a launcher (an earlier Python one, or a foreign file)."""
     lines = text.split("\n")
     if lines[:2] != ["#!/bin/sh", LAUNCHER_MARK]:
         return None
@@ -232,8 +233,29 @@ def launcher_values(text: str) -> dict[str, str] | None:
             out[name] = words[0]
     if len(out) != 3:
         return None
-    setup, sep, _ = out["entry"].partition("; from capctl.runtime_main import main;")
-    return {**out, "setup": setup} if sep else None
+    setup, sep, call = out["entry"].partition("; from capctl.runtime_main import main;")
+    config = _baked_config(call)
+    return {**out, "setup": setup, "config": config} if sep and config else None
+
+
+def _baked_config(call: str) -> str | None:
+    """``config=`` of the entry's ``main(...)`` call, the default without one; None for a
+    call that is not :func:`python_entry`'s."""
+    import ast
+
+    try:
+        node = ast.parse(call.strip(), mode="eval").body
+    except SyntaxError:
+        return None
+    if not isinstance(node, ast.Call):
+        return None
+    for kw in node.keywords:
+        if kw.arg == "config":
+            value = kw.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                return value.value
+            return None
+    return DEFAULT_CONFIG
 
 
 def plan_launcher(inst: Installation) -> Write:

@@ -316,3 +316,25 @@ def test_the_wrapper_reads_the_config_the_launcher_baked(
     with pytest.raises(SystemExit) as err:
         runtime_main.main(runtime="/usr/sbin/runc", config=str(paths["baked"]))
     assert f"{paths[read]}: " in str(err.value.code)
+
+
+def test_doctor_compares_a_containerd_launcher_with_the_config_it_bakes(
+        tmp_path: Path, trusted_dir: Path) -> None:
+    """containerd names no config: the launcher's own (baked by ``install --config``) is the
+    one its wrapper reads, so it is the one doctor compares the baked runtime with."""
+    runtime = fake_runc(trusted_dir)
+    config = config_naming(tmp_path, runtime)
+    res = CliRunner().invoke(
+        cli, ["--config", str(config), "install", "--no-hooks", "--containerd-dir",
+              str(tmp_path / "ctd"), "--launcher-dir", str(tmp_path / "libexec")],
+        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    values = install.launcher_values((tmp_path / "libexec/capctl-runtime").read_text())
+    assert values is not None and values["config"] == str(config)
+    found = doctor.check_snippets(str(tmp_path / "ctd"), str(tmp_path / "nocrio"))
+    assert [f for f in found if f.level is doctor.Level.FAIL] == [], found
+    assert any(f"as {config} says" in f.what for f in found), found
+    config_naming(tmp_path, "/usr/sbin/runc")  # changed, and install not re-run
+    found = doctor.check_snippets(str(tmp_path / "ctd"), str(tmp_path / "nocrio"))
+    fails = [f for f in found if f.level is doctor.Level.FAIL]
+    assert len(fails) == 1 and f"[runtime] runtime of {config}" in fails[0].what, fails

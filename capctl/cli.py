@@ -595,6 +595,7 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float,
     from capctl.devfs import sync
     from capctl.policy import settings
     from capctl.watch import changes, uevent
+    from capctl.watch.heartbeat import Heartbeat
 
     cdi_settings = settings.load_cdi(host.config)
     if cdi_output is None:
@@ -605,7 +606,7 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float,
     detector = changes.ChangeDetector(host, poll_interval=poll, files=files,
                                       settle=min(poll, changes.SETTLE))
     last_error: list[str] = [""]
-    beat = None if heartbeat is None else _heartbeat(heartbeat)
+    beat = None if heartbeat is None else Heartbeat(heartbeat)
 
     def report_error(err: CapctlError | None) -> None:
         msg = "" if err is None else str(err)
@@ -659,12 +660,6 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float,
                      on_tick=None if beat is None else beat.tick)
     if beat is not None:
         beat.remove()
-
-
-def _heartbeat(path: str) -> Any:
-    from capctl.watch.heartbeat import Heartbeat
-
-    return Heartbeat(path)
 
 
 # --- node commands for a DaemonSet: health, uninstall (capctl/nodecli.py) -----------------

@@ -163,6 +163,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "Let a user or group open CAPABILITY (mig-config, mig-monitor or a name from list)."),
     "grants": ("capctl.commands.grants:grants_cmd",
                "The capabilities delegated to users and groups."),
+    "health": ("capctl.commands.node:health_cmd",
+               "Whether 'capctl watch' is alive (liveness) and, with --ready, in sync "
+               "(readiness)."),
     "hook": ("capctl.commands.hook:hook_cmd",
              "OCI prestart/createRuntime hook: reads the container state from stdin."),
     "install": ("capctl.commands.install:install_cmd",
@@ -176,6 +179,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "Take CAPABILITY away from a user or group (or from every grantee)."),
     "sync": ("capctl.commands.nodes:sync_cmd",
              "Create or repair the host's capability nodes (idempotent)."),
+    "uninstall": ("capctl.commands.node:uninstall_cmd",
+                  "Remove what 'capctl install' and 'capctl watch' wrote in the places named, "
+                  "and only what capctl wrote: a foreign file at one of its names is left and "
+                  "reported."),
     "topology": ("capctl.commands.resolve:topology_cmd",
                  "The MIG topology as capctl sees it (NVML, or the --topology snapshot)."),
     "watch": ("capctl.commands.watch:watch_cmd",

@@ -23,7 +23,7 @@ from capctl.devfs import sync
 from capctl.devfs.nodes import Action
 from capctl.driver import capnames, procfs
 from capctl.errors import CapctlError, CgroupError
-from capctl.host import Host, is_root_owned_safe
+from capctl.host import DEFAULT_CONFIG, Host, is_root_owned_safe
 
 
 class Level(Enum):
@@ -374,7 +374,9 @@ def runs_entry(python: str, setup: str) -> str | None:
 
 def check_launcher(where: str, program: str, config: str) -> list[Finding] | None:
     """``capctl install``'s shell launcher: its Python imports capctl, and the runtime it
-    baked in is still ``[runtime] runtime`` of ``config``.  None if ``program`` is not one."""
+    baked in is still ``[runtime] runtime`` of ``config`` (the entry's command line gives), or
+    of the config the launcher hands the wrapper when it bakes one in and ``config`` is the
+    default (containerd and CRI-O give none).  None if ``program`` is not one."""
     from capctl.policy import settings
 
     try:
@@ -384,6 +386,8 @@ def check_launcher(where: str, program: str, config: str) -> list[Finding] | Non
         return None
     if values is None:
         return None
+    if config == DEFAULT_CONFIG:
+        config = values["config"]
     out: list[Finding] = []
     why = runs_entry(values["python"], values["setup"])
     if why is not None:
@@ -433,7 +437,6 @@ def runtime_path_finding(where: str, runtime: str) -> Finding | None:
 
 def _runtime_config(args: object) -> str:
     """The config ``capctl-runtime`` reads given the arguments its caller puts first."""
-    from capctl.host import DEFAULT_CONFIG
     from capctl.runtime_main import split_args
 
     if isinstance(args, list) and all(isinstance(a, str) for a in args):

@@ -209,11 +209,15 @@ def entry_setup(code: str, entry: str = HOOK_ENTRY) -> str | None:
     return head.rstrip().rstrip(";").rstrip()
 
 
-def python_entry(paths: Sequence[str], runtime: str) -> str:
+def python_entry(paths: Sequence[str], runtime: str, config: str = DEFAULT_CONFIG) -> str:
     """The Python code the launcher runs for ``create`` and ``run``: capctl's paths, then
     :func:`capctl.runtime_main.main` with the baked runtime, so that a container's whole life
-    runs one runtime even if the config changes in between."""
-    return f"{path_setup(paths)}; from capctl.runtime_main import main; main(runtime={runtime!r})"
+    runs one runtime even if the config changes in between, and with the config the install
+    used when it is not the default: containerd's ``BinaryName`` and CRI-O's
+    ``runtime_path`` take no arguments, so no ``--capctl-config`` could reach the wrapper."""
+    own = "" if config == DEFAULT_CONFIG else f", config={config!r}"
+    return (f"{path_setup(paths)}; "
+            f"from capctl.runtime_main import main; main(runtime={runtime!r}{own})")
 
 
 def python_launcher_text(python: str, paths: Sequence[str], name: str, entry: str) -> str:
@@ -292,7 +296,7 @@ def launcher_text(python: str, paths: Sequence[str], runtime: str, config: str) 
         "# run 'capctl install' again after changing it ('capctl doctor' compares them).\n"
         f"runtime={q(runtime)}\n"
         f"python={q(python)}\n"
-        f"entry={q(python_entry(paths, runtime))}\n"
+        f"entry={q(python_entry(paths, runtime, config))}\n"
         "own=0\n"
         'case ${1-} in\n'
         f'{OWN_OPTION}=) exec "$python" -IS -c "$entry" "$@" ;;\n'
@@ -321,8 +325,9 @@ def launcher_text(python: str, paths: Sequence[str], runtime: str, config: str) 
 
 def launcher_values(text: str) -> dict[str, str] | None:
     """The ``runtime``, ``python`` and ``entry`` a launcher of :func:`launcher_text` bakes in,
-    and ``setup``: the entry's ``sys.path`` set-up alone; None if ``text`` is not such a
-    launcher (an earlier Python one, or a foreign file)."""
+    ``setup``: the entry's ``sys.path`` set-up alone, and ``config``: the config it hands the
+    wrapper (:func:`python_entry`; the default when it names none); None if ``text`` is not
+    such a launcher (an earlier Python one, or a foreign file)."""
     lines = text.split("\n")
     if lines[:2] != ["#!/bin/sh", LAUNCHER_MARK]:
         return None
@@ -339,8 +344,29 @@ def launcher_values(text: str) -> dict[str, str] | None:
             out[name] = words[0]
     if len(out) != 3:
         return None
-    setup, sep, _ = out["entry"].partition("; from capctl.runtime_main import main;")
-    return {**out, "setup": setup} if sep else None
+    setup, sep, call = out["entry"].partition("; from capctl.runtime_main import main;")
+    config = _baked_config(call)
+    return {**out, "setup": setup, "config": config} if sep and config else None
+
+
+def _baked_config(call: str) -> str | None:
+    """``config=`` of the entry's ``main(...)`` call, the default without one; None for a
+    call that is not :func:`python_entry`'s."""
+    import ast
+
+    try:
+        node = ast.parse(call.strip(), mode="eval").body
+    except SyntaxError:
+        return None
+    if not isinstance(node, ast.Call):
+        return None
+    for kw in node.keywords:
+        if kw.arg == "config":
+            value = kw.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                return value.value
+            return None
+    return DEFAULT_CONFIG
 
 
 def plan_launcher(inst: Installation) -> Write:

@@ -168,11 +168,12 @@ def _failed(global_args: list[str], err: SystemExit) -> SystemExit:
     return err
 
 
-def main(runtime: str | None = None) -> None:
+def main(runtime: str | None = None, config: str | None = None) -> None:
     """Run as ``capctl-runtime``; ``runtime``: the real runtime ``capctl install``'s launcher
-    baked in (the config's is used only without it)."""
-    config, args = split_args(sys.argv[1:])
-    path = config or DEFAULT_CONFIG
+    baked in (the config's is used only without it); ``config``: the config it baked in,
+    used unless the command line names one (``--capctl-config``)."""
+    given, args = split_args(sys.argv[1:])
+    path = given or config or DEFAULT_CONFIG
     i = subcommand(args)
     global_args = args[:i] if i is not None else args
     try:

@@ -23,9 +23,8 @@ from tests.support.source import HOOK_ARGS
 
 @pytest.fixture
 def tmp_path(trusted_dir: Path) -> Path:
-    """This module's work directory is a trusted one: ``capctl install`` refuses a launcher
-    directory (or an interpreter, or an import path) that anyone but root could change, and
-    pytest's own is under the world-writable /tmp."""
+    """A work directory only root can change: ``capctl install`` refuses a launcher directory
+    under the world-writable /tmp, where pytest's own is (docs/testing.md)."""
     return trusted_dir
 
 BIN = os.path.dirname(sys.executable)

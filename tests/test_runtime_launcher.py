@@ -18,9 +18,8 @@ from capctl.cli import cli
 
 @pytest.fixture
 def tmp_path(trusted_dir: Path) -> Path:
-    """This module's work directory is a trusted one: ``capctl install`` refuses a launcher
-    directory (or an interpreter, or an import path) that anyone but root could change, and
-    pytest's own is under the world-writable /tmp."""
+    """A work directory only root can change: ``capctl install`` refuses a launcher directory
+    under the world-writable /tmp, where pytest's own is (docs/testing.md)."""
     return trusted_dir
 
 #: Prints who ran and every argument, NUL-terminated: what the launcher handed on, exactly.
@@ -303,3 +302,47 @@ def test_doctor_checks_the_containerd_and_crio_entries(tmp_path: Path, trusted_d
     found = doctor.check_snippets(str(tmp_path / "ctd"), str(tmp_path / "crio"))
     fails = [f.what for f in found if f.level is doctor.Level.FAIL and "cannot import" in f.what]
     assert len(fails) == 2 and "99-capctl.toml" in fails[0] and "99-capctl.conf" in fails[1]
+
+
+@pytest.mark.parametrize(("argv", "read"), [
+    (["state", "c1"], "baked"),
+    (["--capctl-config", "{given}", "state", "c1"], "given"),
+], ids=["baked", "command-line-wins"])
+def test_the_wrapper_reads_the_config_the_launcher_baked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], read: str) -> None:
+    """containerd's BinaryName takes no arguments: a launcher installed with --config C bakes
+    C into its Python entry, and the wrapper reads C unless --capctl-config names another."""
+    paths = {n: tmp_path / f"{n}.toml" for n in ("baked", "given")}
+    for p in paths.values():
+        p.write_text("")
+        p.chmod(0o666)  # refused, naming the file: shows which one was read
+    entry = install.python_entry([], "/usr/sbin/runc", str(paths["baked"]))
+    assert entry.endswith(f"main(runtime='/usr/sbin/runc', config={str(paths['baked'])!r})")
+    assert "config=" not in install.python_entry([], "/usr/sbin/runc")  # the default: none
+    monkeypatch.setattr(sys, "argv", ["capctl-runtime", *[a.format(given=paths["given"])
+                                                          for a in argv]])
+    with pytest.raises(SystemExit) as err:
+        runtime_main.main(runtime="/usr/sbin/runc", config=str(paths["baked"]))
+    assert f"{paths[read]}: " in str(err.value.code)
+
+
+def test_doctor_compares_a_containerd_launcher_with_the_config_it_bakes(
+        tmp_path: Path, trusted_dir: Path) -> None:
+    """containerd names no config: the launcher's own (baked by ``install --config``) is the
+    one its wrapper reads, so it is the one doctor compares the baked runtime with."""
+    runtime = fake_runc(trusted_dir)
+    config = config_naming(tmp_path, runtime)
+    res = CliRunner().invoke(
+        cli, ["--config", str(config), "install", "--no-hooks", "--containerd-dir",
+              str(tmp_path / "ctd"), "--launcher-dir", str(tmp_path / "libexec")],
+        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    values = install.launcher_values((tmp_path / "libexec/capctl-runtime").read_text())
+    assert values is not None and values["config"] == str(config)
+    found = doctor.check_snippets(str(tmp_path / "ctd"), str(tmp_path / "nocrio"))
+    assert [f for f in found if f.level is doctor.Level.FAIL] == [], found
+    assert any(f"as {config} says" in f.what for f in found), found
+    config_naming(tmp_path, "/usr/sbin/runc")  # changed, and install not re-run
+    found = doctor.check_snippets(str(tmp_path / "ctd"), str(tmp_path / "nocrio"))
+    fails = [f for f in found if f.level is doctor.Level.FAIL]
+    assert len(fails) == 1 and f"[runtime] runtime of {config}" in fails[0].what, fails

@@ -25,8 +25,11 @@ from capctl.host import Host
     show_default=True,
     help="Seconds between looks for MIG instances created or destroyed (no event exists).",
 )
+@click.option("--heartbeat", default=None, metavar="FILE",
+              help="Rewrite FILE while watching, for 'capctl health' (liveness, readiness).")
 @click.pass_obj
-def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> None:
+def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float,
+              heartbeat: str | None) -> None:
     """Run sync (and regenerate the CDI spec) at start, whenever the nvidia driver (re)loads
     (kernel uevents), whenever a capability node changes (inotify) and whenever a MIG instance
     appears or goes (a poll), so that grants hold and the spec stays current.  The
@@ -36,6 +39,7 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> 
     from capctl.devfs import sync
     from capctl.policy import settings
     from capctl.watch import changes, uevent
+    from capctl.watch.heartbeat import Heartbeat
 
     cdi_settings = settings.load_cdi(host.config)
     if cdi_output is None:
@@ -46,12 +50,15 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> 
     detector = changes.ChangeDetector(host, poll_interval=poll, files=files,
                                       settle=min(poll, changes.SETTLE))
     last_error: list[str] = [""]
+    beat = None if heartbeat is None else Heartbeat(heartbeat)
 
     def report_error(err: CapctlError | None) -> None:
         msg = "" if err is None else str(err)
         if msg and msg != last_error[0]:  # a retry that fails the same way says nothing new
             click.echo(f"capctl: error: {msg}", err=True)
         last_error[0] = msg
+        if beat is not None:
+            beat.synced(msg or None)
 
     def run_sync(always: bool = False) -> None:
         # The spec is refreshed (or removed) whatever sync does: a spec left stale after a
@@ -95,4 +102,7 @@ def watch_cmd(host: Host, quiet: float, cdi_output: str | None, poll: float) -> 
     with detector:
         if cdi_output is not None:
             detector.subscribe_settled(lambda _settled: run_sync())
-        uevent.watch(run_sync, quiet=quiet, on_ready=ready, detector=detector)
+        uevent.watch(run_sync, quiet=quiet, on_ready=ready, detector=detector,
+                     on_tick=None if beat is None else beat.tick)
+    if beat is not None:
+        beat.remove()

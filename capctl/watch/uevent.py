@@ -146,6 +146,7 @@ async def _listen(
     on_ready: Callable[[], None] | None,
     on_event: Callable[[Uevent], None] | None,
     detector: ChangeDetector | None = None,
+    on_tick: Callable[[], None] | None = None,
 ) -> None:
     from pyroute2.netlink.uevent import AsyncUeventSocket
 
@@ -208,6 +209,8 @@ async def _listen(
                 driver, nodes = debouncer.take(now), fast.take(now)
                 if not stop.is_set() and (driver or nodes):
                     on_trigger()
+                if on_tick is not None:
+                    on_tick()
         finally:
             if detector is not None:
                 loop.remove_reader(detector.fileno())
@@ -229,6 +232,7 @@ def watch(
     on_ready: Callable[[], None] | None = None,
     on_event: Callable[[Uevent], None] | None = None,
     detector: ChangeDetector | None = None,
+    on_tick: Callable[[], None] | None = None,
 ) -> None:
     """Call ``on_trigger`` after each burst of matching uevents, and (with ``detector``) soon
     after each node or instance change; return on SIGTERM/SIGINT.
@@ -237,6 +241,9 @@ def watch(
     receive buffer (and the inotify queue) and cause one more run.  ``on_ready`` is called once
     the socket is bound (no event after that is missed).  The detector's other subscribers
     (``subscribe_settled``: the CDI spec) run on the same thread, from its polls.
+    ``on_tick`` is called at the end of every turn of the loop, which turns at least once per
+    detector poll: the heartbeat (:mod:`capctl.watch.heartbeat`) that shows the loop is not
+    stuck.
     """
     asyncio.run(_listen(on_trigger, match, Debouncer(quiet, max_delay), on_ready, on_event,
-                        detector))
+                        detector, on_tick))

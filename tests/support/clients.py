@@ -151,20 +151,27 @@ class MountNamespace:
     """A private mount namespace (``unshare -m``, private propagation) with cgroup2 mounted
     on ``/sys/fs/cgroup``, held open by a ``sleep``; :meth:`command` prefixes an argv to run
     there.  Processes started in it (conmon, containers) keep it alive after :meth:`close`.
-    On a v2-only host there is nothing to set up: :meth:`command` returns the argv as is.
+    *setup*: more shell commands to run there first (mounts of a simulated node's paths);
+    with *cgroup2* false, the host's cgroup mounts stay as they are.  On a v2-only host
+    cgroup2 is there already: with no *setup* there is nothing to do, and :meth:`command`
+    returns the argv as is.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, setup: str = "", *, cgroup2: bool = True) -> None:
         self._holder: subprocess.Popen[str] | None = None
+        self.setup = setup
+        self.cgroup2 = cgroup2
 
     def __enter__(self) -> MountNamespace:
-        if LAYOUT.v2 is None:
+        if self.cgroup2 and LAYOUT.v2 is None:
             raise RuntimeError("no cgroup2 hierarchy on this host")
-        if LAYOUT.v2_only:
+        mount_v2 = self.cgroup2 and not LAYOUT.v2_only
+        if not mount_v2 and not self.setup:
             return self
+        cgroup = "mount -t cgroup2 none /sys/fs/cgroup; " if mount_v2 else ""
         script = (
-            "mount --make-rprivate / && mount -t cgroup2 none /sys/fs/cgroup"
-            " && echo ready && exec sleep infinity"
+            f"set -e; mount --make-rprivate /; {cgroup}"
+            f"{self.setup}\necho ready && exec sleep infinity"
         )
         self._holder = subprocess.Popen(
             ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
@@ -175,7 +182,7 @@ class MountNamespace:
         assert self._holder.stdout is not None
         if self._holder.stdout.readline().strip() != "ready":
             self.close()
-            raise RuntimeError("could not set up the private cgroup2 mount namespace")
+            raise RuntimeError("could not set up the private mount namespace")
         return self
 
     def __exit__(self, *exc: object) -> None:

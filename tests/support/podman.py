@@ -21,7 +21,12 @@
   run in one private mount namespace where cgroup2 is mounted on ``/sys/fs/cgroup`` (see
   :class:`MountNamespace`; a v2-only host needs none), with
   ``--pids-limit 0``; from the host the container's cgroup is
-  ``/sys/fs/cgroup/unified/<parent>/libpod-<id>``.
+  ``/sys/fs/cgroup/unified/<parent>/libpod-<id>``.  *ns_setup* runs more shell commands in
+  that namespace first (``tests/support/kubeplay.py`` mounts a simulated node's paths); with
+  ``cgroup2=False`` and *ns_setup*, the namespace keeps the host's cgroup v1 hierarchies.
+* *storage_driver* (``vfs``; ``overlay`` for images built in the test) and
+  *containers_conf* (a ``containers.conf`` for what ``podman kube play`` takes only from
+  there: ulimits, the pids limit, the infra image).
 * :meth:`add_cdi_spec` writes a CDI spec to ``/etc/cdi`` (where podman 4.3 reads them)
   under a unique name, removed again on exit.
 * Cleanup on exit, even after failures: ``podman rm -a -f``, the namespace holder, the
@@ -76,6 +81,9 @@ class PodmanHarness:
         runtime: str = "runc",
         cgroup_parent: str | None = None,
         podman: str = "podman",
+        storage_driver: str = "vfs",
+        ns_setup: str = "",
+        containers_conf: Path | None = None,
     ):
         self.workdir = workdir
         self.cgroup2 = LAYOUT.default_is_v2() if cgroup2 is None else cgroup2
@@ -84,6 +92,9 @@ class PodmanHarness:
         self.own_parent = cgroup_parent is None
         self.cgroup_parent = cgroup_parent or f"/{unique_name()}"
         self.podman = shutil.which(podman) or podman
+        self.storage_driver = storage_driver
+        self.ns_setup = ns_setup
+        self.containers_conf = containers_conf
         self.rootfs = workdir / f"podman-rootfs-{self.cgroup_parent.strip('/').replace('/', '-')}"
         self.state = Path()
         self.containers: list[Container] = []
@@ -103,10 +114,10 @@ class PodmanHarness:
                 self.hooks_dir = self.state / "hooks"
                 self.hooks_dir.mkdir()
             make_rootfs(self.rootfs)
-            if self.cgroup2:
-                self._ns = MountNamespace().__enter__()
-            elif LAYOUT.v1_devices is None:
+            if not self.cgroup2 and LAYOUT.v1_devices is None:
                 raise RuntimeError(NO_V1)
+            if self.cgroup2 or self.ns_setup:
+                self._ns = MountNamespace(self.ns_setup, cgroup2=self.cgroup2).__enter__()
         except BaseException:
             self.close()
             raise
@@ -149,13 +160,15 @@ class PodmanHarness:
 
     def base_argv(self) -> list[str]:
         """``podman`` with the harness's global options."""
+        conf = [] if self.containers_conf is None else [
+            "env", f"CONTAINERS_CONF={self.containers_conf}"]
         return [
-            self.podman,
+            *conf, self.podman,
             "--root", str(self.state / "root"),
             "--runroot", str(self.state / "run"),
             "--tmpdir", str(self.state / "tmp"),
             "--network-config-dir", str(self.state / "net"),
-            "--storage-driver", "vfs",
+            "--storage-driver", self.storage_driver,
             "--events-backend", "none",
             "--runtime", self.runtime,
             "--runtime-flag", f"root={self.state / 'runtime'}",  # not runc's /run/runc

@@ -26,17 +26,15 @@ import pytest
 import capctl
 from capctl import simulated
 from capctl.driver import capfile, capnames
-from tests.support.clients import BUSYBOX, Container, classify, probe_argv, wait_for
+from tests.support.clients import Container, classify, probe_argv, wait_for
+from tests.support.hostcg import KUBE_PLAY_NEEDS_V1, LAYOUT, PODMAN_TOOLS, needs
 from tests.support.kubeplay import DRIVER_ROOT, NVML, KubePlay, SimNode
 from tests.support.podman import PodmanHarness
 
 pytestmark = [
     pytest.mark.kernel,
-    pytest.mark.skipif(
-        not (os.geteuid() == 0 and BUSYBOX.exists() and shutil.which("runc")
-             and shutil.which("podman") and shutil.which("debootstrap")),
-        reason="needs root, runc, podman, busybox-static and debootstrap",
-    ),
+    needs(tools=(*PODMAN_TOOLS, "debootstrap")),
+    pytest.mark.skipif(LAYOUT.v1_devices is None, reason=KUBE_PLAY_NEEDS_V1),
 ]
 
 COMPONENTS = ("crio-hooks", "containerd", "driver-container")

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from capctl import doctor, install
 from capctl.cli import cli
-from capctl.main import HOOK_ENTRY
+from capctl.main import HOOK_ENTRY, VERSION_LINE
 from tests.support.source import HOOK_ARGS
 
 
@@ -144,9 +144,22 @@ def test_cli_launcher_runs_every_command(tmp_path: Path) -> None:
     assert res.stderr.startswith("capctl: error: ") and res.stderr.count("\n") == 1
 
 
-def test_launcher_needs_a_plain_interpreter_path() -> None:
-    with pytest.raises(install.InstallError, match="without spaces"):
-        install.python_launcher_text("/opt/my venv/bin/python3", [], "capctl", install.CLI_ENTRY)
+def test_launcher_for_an_interpreter_path_with_a_space(tmp_path: Path) -> None:
+    """A ``#!`` line cannot name it: the launcher is a shell script running ``-IS -c``."""
+    spaced = tmp_path / "my venv"
+    spaced.mkdir()
+    (spaced / "python3").symlink_to(sys.executable)
+    text = install.python_launcher_text(str(spaced / "python3"), install.import_paths(),
+                                        "capctl", install.CLI_ENTRY)
+    assert text.startswith("#!/bin/sh\n") and install.is_python_launcher(text, "capctl")
+    launcher = tmp_path / "capctl"
+    launcher.write_text(text)
+    launcher.chmod(0o755)
+    res = subprocess.run([str(launcher), "--version"], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin"})
+    assert (res.returncode, res.stdout) == (0, VERSION_LINE), res.stderr
+    with pytest.raises(install.InstallError, match="printable absolute path"):
+        install.python_launcher_text("bin/python3", [], "capctl", install.CLI_ENTRY)
 
 
 def test_docker_hook_link_never_over_another_binary(tmp_path: Path) -> None:
@@ -373,7 +386,11 @@ def test_install_refuses_what_others_could_change(tmp_path: Path, what: str) -> 
         sys.executable, BIN, paths=install.import_paths(), launcher_dir=str(tmp_path / "x")))
 
 
-def test_a_shebang_the_kernel_would_cut_is_refused() -> None:
+def test_a_shebang_the_kernel_would_cut_becomes_a_shell_launcher() -> None:
+    """Linux cuts a #! line at 127 bytes before 5.1 (and -IS with it): such an interpreter is
+    run by a /bin/sh launcher instead, with -IS kept."""
     long_python = "/opt/" + "v" * 120 + "/bin/python3"
-    with pytest.raises(install.InstallError, match="too long for a launcher's #! line"):
-        install.python_launcher_text(long_python, (), "capctl", "pass")
+    text = install.python_launcher_text(long_python, (), "capctl", "pass")
+    assert text.startswith("#!/bin/sh\n") and f"exec {long_python} -IS -c " in text
+    short = install.python_launcher_text(sys.executable, (), "capctl", "pass")
+    assert short.startswith(f"#!{sys.executable} -IS\n")

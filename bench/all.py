@@ -1,6 +1,6 @@
 """Every bench in one run, and one Markdown table of their rows: what the README pastes.
 
-    sudo .venv/bin/python -m bench.all > /tmp/figures.md        # about 10 minutes
+    sudo .venv/bin/python -m bench.all --python /tmp/v/bin/python > /tmp/figures.md
     .venv/bin/python -m bench.all --only bench_sync bench_hook   # some of them
 
 Each bench runs as its own process (``python -m bench.<name>``) with its default options and
@@ -22,7 +22,10 @@ from pathlib import Path
 
 from bench.report import HEADER
 
-BENCHES = ("bench_sync", "bench_hook", "bench_runtimes", "bench_cdi", "bench_watch")
+BENCHES = ("bench_sync", "bench_hook", "bench_runtimes", "bench_cdi", "bench_watch",
+           "bench_fleet")
+#: The benches that measure an installation's entry points (``--python``).
+WITH_PYTHON = ("bench_sync", "bench_hook", "bench_runtimes")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -47,12 +50,16 @@ def machine() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", choices=BENCHES, help="run only these benches")
+    ap.add_argument("--python", default=None,
+                    help="the capctl installation the start-up benches measure (its "
+                         "interpreter; default this one): a regular install, as users have it")
     args = ap.parse_args()
     failed = 0
     rows: list[str] = []
     for name in args.only or BENCHES:
         print(f"bench.all: {name}...", file=sys.stderr, flush=True)
-        res = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=REPO,
+        extra = ["--python", args.python] if args.python and name in WITH_PYTHON else []
+        res = subprocess.run([sys.executable, "-m", f"bench.{name}", *extra], cwd=REPO,
                              capture_output=True, text=True)
         if res.returncode != 0:
             failed += 1

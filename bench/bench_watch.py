@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import Rows
 from capctl import simulated
 
 GI7 = "gpu0/gi7/access"
@@ -55,13 +56,8 @@ def restored(path: Path) -> bool:
         return False
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=50)
-    ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement")
-    ap.add_argument("--poll", type=float, default=1.0, help="watch --poll (instances)")
-    ap.add_argument("--cdi", action="store_true", help="watch --cdi-output as well")
-    args = ap.parse_args()
+def measure(args: argparse.Namespace, cdi_output: bool) -> tuple[list[float], float]:
+    """The exposure windows (ms, sorted) and the idle CPU (% of a core) of one watch."""
     base = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     old_umask = os.umask(0)
     try:
@@ -70,8 +66,8 @@ def main() -> None:
         capctl = [sys.executable, "-m", "capctl", "--root", str(root), "--config", str(config)]
         subprocess.run([*capctl, "grant", GI7, "--user", "65534"], check=True,
                        capture_output=True, cwd=REPO)
-        cdi = ["--cdi-output", str(base / "cdi/capctl.io-mig.json")] if args.cdi else []
-        if args.cdi:
+        cdi = ["--cdi-output", str(base / "cdi/capctl.io-mig.json")] if cdi_output else []
+        if cdi_output:
             capctl[-2:-2] = ["--topology", str(root / "topology.json")]
         w = subprocess.Popen([*capctl, "watch", "--poll", str(args.poll), *cdi],
                              stderr=subprocess.PIPE, cwd=REPO, bufsize=0)
@@ -98,18 +94,34 @@ def main() -> None:
         finally:
             w.terminate()
             w.wait(timeout=10)
-        ms = sorted(x * 1e3 for x in windows)
-        print(f"exposure window over {args.rounds} imitations of nvidia-modprobe "
-              f"(re-create 0444 / chmod 0444, alternately), on {base.parent}:")
-        print(f"  p50 {statistics.median(ms):6.1f} ms   p90 {ms[int(len(ms) * 0.9) - 1]:6.1f} ms"
-              f"   max {ms[-1]:6.1f} ms   (goal < 100 ms)")
-        idle = (c1 - c0) / ((t1 - t0) * 1e9) * 100
-        mode = " --cdi-output" if args.cdi else ""
-        print(f"idle CPU of capctl watch{mode} (--poll {args.poll:g} s, {args.idle:g} s measured): "
-              f"{idle:.3f}% of a core  (goal < 0.1%)")
+        return sorted(x * 1e3 for x in windows), (c1 - c0) / ((t1 - t0) * 1e9) * 100
     finally:
         os.umask(old_umask)
         shutil.rmtree(base)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=50)
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement")
+    ap.add_argument("--poll", type=float, default=1.0, help="watch --poll (instances)")
+    ap.add_argument("--cdi", choices=("without", "with", "both"), default="both",
+                    help="watch with --cdi-output, without it, or both (default)")
+    args = ap.parse_args()
+    rows = Rows(f"bench_watch (tmpfs, {args.rounds} imitations, --poll {args.poll:g})")
+    for cdi_output in {"without": [False], "with": [True], "both": [False, True]}[args.cdi]:
+        ms, idle = measure(args, cdi_output)
+        mode = " --cdi-output" if cdi_output else ""
+        p90 = ms[int(len(ms) * 0.9) - 1]
+        late = "" if ms[-1] < 100 else ": **missed**"
+        rows.note(f"| `capctl watch{mode}`: grant back after nvidia-modprobe resets its node "
+                  f"(re-create 0444 / chmod 0444, alternately), p50 / p90 / max | - | "
+                  f"{statistics.median(ms):.1f} / {p90:.1f} / {ms[-1]:.1f} ms | - | "
+                  f"< 100 ms{late} |")
+        rows.note(f"| `capctl watch{mode}`, idle, --poll {args.poll:g} s ({args.idle:g} s "
+                  f"measured) | - | {idle:.3f}% of a core | - | < 0.1%"
+                  f"{'' if idle < 0.1 else ': **missed**'} |")
+    rows.print()
 
 
 if __name__ == "__main__":

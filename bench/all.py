@@ -70,7 +70,7 @@ def main() -> int:
         if not found:
             failed += 1
             print(f"bench.all: {name} printed no rows", file=sys.stderr)
-        rows += found
+        rows += [row for row in found if row not in rows]  # a bench may print its table twice
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"Measured {now} on {machine()}; `python -m bench.all`, medians, each row's two "
           "figures side by side in one run.\n")

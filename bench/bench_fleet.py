@@ -33,21 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.report import Rows, interleaved, run_timed
+from bench.report import Rows, cpu_ns, interleaved, run_timed
 from capctl import simulated
 
 REPO = Path(__file__).resolve().parents[1]
 CAPCTL = str(Path(sys.executable).parent / "capctl")  # the installed entry point
 CAPS = "proc/driver/nvidia/capabilities"
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time of every thread of ``pid`` so far, in ns (first field of schedstat)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-            total += int(f.read().split()[0])
-    return total
 
 
 def memory_kib(pid: int) -> tuple[int, int]:

@@ -100,7 +100,9 @@ def grant_once(argv: list[str], bundle: Path, version: str,
                run: Callable[[list[str], bytes], None] | None = None) -> float:
     """Seconds of one hook process doing a whole grant in a fresh device cgroup (``run``:
     how to run it instead, untimed)."""
-    cg = (V1 if version == "v1" else V2) / f"capctl-bench-{uuid.uuid4().hex[:8]}"
+    # capctl-test-: tests.support.cgroups' guard, which attach_deny_all applies (a direct
+    # child of the hierarchy, never its root).
+    cg = (V1 if version == "v1" else V2) / f"capctl-test-bench-{uuid.uuid4().hex[:8]}"
     cg.mkdir()
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
@@ -108,7 +110,9 @@ def grant_once(argv: list[str], bundle: Path, version: str,
         if version == "v1":
             (cg / "devices.deny").write_text("a")
         else:
-            _attach_deny_all(cg)
+            from tests.support.cgroups import attach_deny_all
+
+            attach_deny_all(cg)
         shutil.rmtree(bundle / "rootfs/dev")
         (bundle / "rootfs/dev").mkdir()
         state = json.dumps({"ociVersion": "1.0.2", "id": "bench", "status": "creating",
@@ -142,23 +146,6 @@ def nothing_once(argv: list[str], state: bytes) -> float:
     if res.returncode != 0:
         raise SystemExit(f"{argv[0]} failed: {res.stderr.decode().strip()}")
     return dt
-
-
-def _attach_deny_all(cg: Path) -> None:
-    """A default-deny device program, attached as runc attaches its own."""
-    from capctl.cgroup import asm, devfilter
-    from capctl.cgroup.bpf import BPF_F_ALLOW_MULTI, Bpf
-    from capctl.edits.rules import DENY_ALL
-
-    assert cg.parent == V2 and cg.name.startswith("capctl-bench-")  # never the root cgroup
-    bpf = Bpf()
-    prog = bpf.prog_load(asm.encode(devfilter.full_filter([DENY_ALL])), name="bench_deny")
-    fd = os.open(cg, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        bpf.prog_attach(prog, fd, flags=BPF_F_ALLOW_MULTI)
-    finally:
-        os.close(fd)
-        os.close(prog)
 
 
 def hook_modules(argv: list[str], bundle: Path, version: str) -> list[str]:

@@ -25,20 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.report import Rows
+from bench.report import Rows, cpu_ns
 from capctl import simulated
 
 GI7 = "gpu0/gi7/access"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time of every thread of ``pid`` so far, in ns (first field of schedstat)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-            total += int(f.read().split()[0])
-    return total
 
 
 def imitate(path: Path, minor: int, recreate: bool) -> None:

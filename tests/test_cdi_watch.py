@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from capctl.driver import capfile, capnames
 from capctl.host import Host
 from capctl.watch.changes import ChangeDetector, Settle, Settled, fingerprint
 from tests.support.cdi_check import PODMAN_43, check_spec
+from tests.support.clients import terminate
 
 from .conftest import needs_root
 
@@ -227,17 +227,6 @@ def _start_watch(root: Path, config: Path, *extra: str) -> subprocess.Popen[str]
                             env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def _stop_watch(proc: subprocess.Popen[str]) -> str:
-    """SIGTERM, as systemd stops it; its stderr."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _out, err = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _out, err = proc.communicate()
-    return err
-
-
 @needs_root
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
 def test_watch_keeps_the_spec_current(sim_root: Path, tmp_path: Path) -> None:
@@ -278,7 +267,7 @@ def test_watch_keeps_the_spec_current(sim_root: Path, tmp_path: Path) -> None:
         assert (sim_root / "dev/nvidia-caps" / f"nvidia-cap{minors[1]}").exists()
     finally:
         reader.stop.set()
-        err = _stop_watch(proc)
+        err = terminate(proc)
     if reader.is_alive():
         reader.join(5)
     assert proc.returncode == 0, err
@@ -321,7 +310,7 @@ def test_watch_honours_management(sim_root: Path, tmp_path: Path, management: bo
         assert [d["name"] for d in json.loads(out.read_text())["devices"]][-1] == "all"
         assert mgmt.exists() == management
     finally:
-        err = _stop_watch(proc)
+        err = terminate(proc)
     assert proc.returncode == 0, err
     assert (f"cdi: {mgmt} removed" in err) == (not management), err
 
@@ -354,6 +343,6 @@ def test_watch_follows_a_snapshot_change_and_a_failing_sync(sim_root: Path, tmp_
         _wait(lambda: gone["uuid"] not in _names(out), 10)
     finally:
         os.chmod(cfg, 0o644)
-        err = _stop_watch(proc)
+        err = terminate(proc)
     assert proc.returncode == 0, err
     assert "writable" in err or "capctl: error" in err, err  # the failing sync was reported

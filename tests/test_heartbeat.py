@@ -19,7 +19,7 @@ from capctl.cli import cli
 from capctl.errors import ParseError
 from capctl.watch import heartbeat
 from capctl.watch.heartbeat import Beat, Heartbeat, HeartbeatError
-from tests.support.clients import wait_for
+from tests.support.clients import terminate, wait_for
 
 from .conftest import needs_root
 
@@ -138,11 +138,6 @@ def test_a_stopped_watcher_fails_liveness_and_a_failing_sync_readiness(
         wait_for(lambda: _health(hb, "--ready") == 0, 30, "ready again")
     finally:
         proc.send_signal(signal.SIGCONT)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _out, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _out, err = proc.communicate()
+        err = terminate(proc)
     assert proc.returncode == 0, err
     assert not hb.exists()  # a stopped watcher has no heartbeat

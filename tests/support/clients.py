@@ -224,6 +224,18 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
             proc.wait()
 
 
+def terminate(proc: subprocess.Popen[str], timeout: float = 20) -> str:
+    """SIGTERM, as systemd and the kubelet stop a watcher; SIGKILL after *timeout*; its
+    stderr (the process was started with ``stderr=PIPE``)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+    return err or ""
+
+
 def kill_pid(pid: int, timeout: float = 10) -> None:
     """SIGTERM a process we started (by PID; not our child), then SIGKILL after *timeout*."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

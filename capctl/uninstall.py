@@ -7,7 +7,14 @@ a file, :mod:`capctl.install`):
 - the hooks.d definition (a hook that runs capctl's hook entry);
 - the containerd and CRI-O drop-ins (starting with :data:`capctl.install.MARK`);
 - capctl-runtime's launcher (its second line is :data:`capctl.install.LAUNCHER_MARK`);
-- the CDI spec a watcher keeps (a JSON spec of capctl's CDI kind).
+- the CDI spec a watcher keeps (a JSON spec of capctl's CDI kind), and the management spec
+  beside it (:func:`capctl.deliver.cdifile.is_management_spec`).
+
+Each name is looked at without following a symlink there, and only a regular file of at most
+:data:`MAX_FILE` bytes is read (never a device node or a FIFO: opening one can act or block);
+anything else, or a file that cannot be read, is left and reported, and the others are still
+removed.  A file is unlinked only if it is still the one that was read (same device, inode
+and change time).
 
 A file at one of those names that capctl did not write stays, and is reported: removal
 leaves a node as it was before capctl, never less.  Docker's ``daemon.json`` is shared with
@@ -21,12 +28,16 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from capctl import install
-from capctl.deliver import cdi
+from capctl.deliver import cdi, cdifile
 from capctl.errors import CapctlError
+
+#: The largest file looked at: capctl's are a few KB (a management spec for 32 GPUs ~1 MB).
+MAX_FILE = 16 << 20
 
 
 class UninstallError(CapctlError):
@@ -41,13 +52,42 @@ class Removal:
     what: str
     own: bool
     reason: str = ""
+    identity: tuple[int, ...] = ()  # of the file that was read: :func:`_identity`
 
 
-def _read(path: str) -> str | None:
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """Device, inode and change time: a file written since (even on a reused inode) differs."""
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
+def _read(path: str) -> tuple[str, tuple[int, ...]] | str | None:
+    """The text and identity of the regular file ``path`` (not followed if a symlink); None
+    if there is nothing there; else why it is not looked at."""
     try:
-        return install._read(path)
-    except install.InstallError as err:
-        raise UninstallError(str(err)) from err
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"cannot look at it: {err.strerror or err}"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size > MAX_FILE:
+        return "larger than any file capctl writes"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"cannot read it: {err.strerror or err}"
+    with os.fdopen(fd, "rb") as f:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or _identity(now) != _identity(st):
+            return "replaced while being looked at"
+        data = f.read(MAX_FILE + 1)
+    try:
+        return data.decode("utf-8"), _identity(st)
+    except UnicodeDecodeError:
+        return "not text capctl writes"
 
 
 def _own_hook(text: str) -> bool:
@@ -80,15 +120,23 @@ def plan(
 ) -> list[Removal]:
     """What removing capctl from the places given means, in the order to do it: the
     definitions that run capctl first, then what they run, then the spec."""
-    checks: list[tuple[str, str, bool]] = []
+    out: list[Removal] = []
 
     def consider(directory: str | None, name: str, what: str, own: Callable[[str], bool]) -> None:
         if directory is None:
             return
         path = os.path.join(directory, name)
-        text = _read(path)
-        if text is not None:
-            checks.append((path, what, own(text)))
+        found = _read(path)
+        if found is None:
+            return
+        if isinstance(found, str):
+            out.append(Removal(path, what, False, f"{found}; left in place"))
+            return
+        text, identity = found
+        if own(text):
+            out.append(Removal(path, what, True, "", identity))
+        else:
+            out.append(Removal(path, what, False, "not written by capctl; left in place"))
 
     consider(hooks_dir, install.HOOK_FILE, "hooks.d definition", _own_hook)
     consider(containerd_dir, install.SNIPPET, "containerd drop-in",
@@ -98,14 +146,24 @@ def plan(
     if cdi_output is not None:
         consider(os.path.dirname(cdi_output) or ".", os.path.basename(cdi_output), "CDI spec",
                  lambda t: _own_spec(t, cdi_kind))
-    return [Removal(p, w, own, "" if own else "not written by capctl; left in place")
-            for p, w, own in checks]
+        mgmt = cdifile.management_path(cdi_output)
+        consider(os.path.dirname(mgmt) or ".", os.path.basename(mgmt), "CDI management spec",
+                 lambda t: cdifile.is_management_spec(t.encode()))
+    return out
 
 
 def remove(removal: Removal) -> None:
     """Unlink one of capctl's files (already gone: nothing to do)."""
     if not removal.own:
         raise UninstallError(f"{removal.path}: {removal.reason}")
+    try:
+        st = os.lstat(removal.path)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise UninstallError(f"{removal.path}: cannot look at it: {err.strerror or err}") from err
+    if _identity(st) != removal.identity:
+        raise UninstallError(f"{removal.path}: replaced since it was read; left in place")
     try:
         os.unlink(removal.path)
     except FileNotFoundError:

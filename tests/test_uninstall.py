@@ -4,6 +4,7 @@ that, and reports a foreign file at one of capctl's names."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -72,13 +73,50 @@ def test_leaves_a_foreign_file(tmp_path: Path, name: str, content: str) -> None:
     assert f"left {path}: " in out and "not written by capctl" in out
 
 
-def test_an_unreadable_place_stops_it_before_anything_goes(tmp_path: Path, sim_root: Path) -> None:
+@pytest.mark.parametrize("kind", ["directory", "symlink", "fifo"])
+def test_what_is_not_a_regular_file_is_left_and_the_rest_goes(
+    tmp_path: Path, sim_root: Path, kind: str
+) -> None:
+    """A directory, a symlink (even to a file capctl wrote) or a FIFO at one of capctl's
+    names is never opened or removed; the other files still go."""
     files = installed(tmp_path, sim_root)
-    hook = files[0]
-    hook.unlink()
-    hook.mkdir()  # a directory at the hook's name: cannot be judged, so nothing is removed
-    code, out = run("uninstall", *places(tmp_path), "--cdi-output", str(files[-1]))
-    assert code == 1
-    assert out.strip() == f"capctl: error: {hook}: cannot read: [Errno 21] Is a directory: " \
-        f"'{hook}'", out
-    assert all(f.exists() for f in files[1:])
+    spec = files[-1]
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_bytes(spec.read_bytes())  # capctl's form, but reached only by the link
+    spec.unlink()
+    if kind == "directory":
+        spec.mkdir()
+    elif kind == "symlink":
+        spec.symlink_to(elsewhere)
+    else:
+        os.mkfifo(spec)  # opening it would block until a writer came
+    code, out = run("uninstall", *places(tmp_path), "--cdi-output", str(spec))
+    assert code == 0, out
+    assert f"left {spec}: CDI spec, not a regular file" in out, out
+    assert os.path.lexists(spec) and elsewhere.read_bytes() != b""
+    assert [f for f in files[:-1] if f.exists()] == []
+
+
+def test_management_spec_goes_too(tmp_path: Path, sim_root: Path) -> None:
+    spec = tmp_path / "cdi" / "capctl.io-mig.json"
+    code, out = run("--root", str(sim_root), "--topology", str(sim_root / "topology.json"),
+                    "cdi", "generate", "--output", str(spec), "--management")
+    mgmt = tmp_path / "cdi" / "capctl.io-mig-management.json"
+    assert code == 0 and mgmt.is_file(), out
+    code, out = run("uninstall", "--cdi-output", str(spec))
+    assert code == 0 and f"removed {mgmt}: CDI management spec" in out, out
+    assert not mgmt.exists() and not spec.exists()
+
+
+def test_a_file_replaced_since_it_was_read_stays(tmp_path: Path) -> None:
+    from capctl import uninstall
+
+    spec = tmp_path / "capctl.io-mig.json"
+    spec.write_text(json.dumps({"cdiVersion": "0.5.0", "kind": "capctl.io/mig"}))
+    (removal,) = uninstall.plan(cdi_output=str(spec))
+    assert removal.own
+    spec.unlink()
+    spec.write_text("someone else's, written in between\n")
+    with pytest.raises(uninstall.UninstallError, match="replaced since it was read"):
+        uninstall.remove(removal)
+    assert spec.read_text() == "someone else's, written in between\n"

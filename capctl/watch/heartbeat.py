@@ -25,7 +25,9 @@ Pure apart from the one write and one read, both here.
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import time
 from dataclasses import dataclass
 
@@ -68,13 +70,19 @@ def parse(path: str, text: str) -> Beat:
     beat, synced, error, pid = doc.get("beat"), doc.get("synced"), doc.get("error"), doc.get("pid")
     if isinstance(beat, bool) or not isinstance(beat, int | float):
         raise ParseError(path, "not a heartbeat: 'beat' is not a number")
+    try:
+        at = float(beat)
+    except OverflowError as err:
+        raise ParseError(path, "not a heartbeat: 'beat' is out of range") from err
+    if not math.isfinite(at):
+        raise ParseError(path, "not a heartbeat: 'beat' is not a finite number")
     if not isinstance(synced, bool):
         raise ParseError(path, "not a heartbeat: 'synced' is not true or false")
     if error is not None and not isinstance(error, str):
         raise ParseError(path, "not a heartbeat: 'error' is not a string")
     if isinstance(pid, bool) or not isinstance(pid, int):
         raise ParseError(path, "not a heartbeat: 'pid' is not an integer")
-    return Beat(float(beat), synced, error, pid)
+    return Beat(at, synced, error, pid)
 
 
 def judge(path: str, beat: Beat, at: float, *, max_age: float, ready: bool) -> str:
@@ -82,6 +90,9 @@ def judge(path: str, beat: Beat, at: float, *, max_age: float, ready: bool) -> s
     passes; :class:`HeartbeatError` when the beat is older than ``max_age`` or, with
     ``ready``, the last sync did not succeed."""
     age = at - beat.beat
+    if age < -1.0:  # written by a clock ahead of this boot's: not this watcher's beat
+        raise HeartbeatError(f"{path}: the heartbeat is from the future ({-age:.1f} s ahead): "
+                             "not this watcher's")
     if age > max_age:
         raise HeartbeatError(
             f"{path}: the watcher last beat {age:.1f} s ago (more than {max_age:g} s): stuck")
@@ -95,8 +106,12 @@ def judge(path: str, beat: Beat, at: float, *, max_age: float, ready: bool) -> s
 def check(path: str, *, max_age: float = MAX_AGE, ready: bool = False) -> str:
     """Read ``path`` and :func:`judge` it now."""
     try:
-        with open(path) as f:
-            text = f.read(4096)
+        # Not a FIFO's or a device's open (O_NONBLOCK), not through a link planted there.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise HeartbeatError(f"{path}: cannot read the heartbeat: not a regular file")
+            text = f.read(4096).decode()
     except FileNotFoundError as err:
         raise HeartbeatError(f"{path}: no heartbeat: the watcher is not running") from err
     except (OSError, UnicodeDecodeError) as err:

@@ -143,14 +143,22 @@ def import_paths() -> tuple[str, ...]:
 def check_trusted(inst: Installation) -> None:
     """Refuse an installation that anyone but root could change: the hooks, the wrapper's
     launcher and the Docker hook run its interpreter, import from its paths and run files of
-    its launcher directory as root on every container start (:mod:`capctl.trustedpath`)."""
-    checks: list[tuple[str, str, Any]] = [("interpreter", inst.python, trustedpath.resolve)]
-    checks += [("import path", p, trustedpath.resolve_dir) for p in inst.paths]
+    its launcher directory as root on every container start (:mod:`capctl.trustedpath`;
+    a root-owned sticky directory such as /tmp may be on the way, as long as the entry in it
+    is root's: no one else can replace it there)."""
+    def interpreter(path: str) -> str:
+        return trustedpath.resolve(path, sticky_ok=True)
+
+    def directory(path: str) -> str:
+        return trustedpath.resolve_dir(path, sticky_ok=True)
+
+    checks: list[tuple[str, str, Any]] = [("interpreter", inst.python, interpreter)]
+    checks += [("import path", p, directory) for p in inst.paths]
     if inst.launcher_dir is not None:
         existing = inst.launcher_dir
         while not os.path.lexists(existing):  # install creates the rest, root-owned, 0755
             existing = os.path.dirname(existing)
-        checks.append(("launcher directory", existing, trustedpath.resolve_dir))
+        checks.append(("launcher directory", existing, directory))
     for what, path, check in checks:
         try:
             check(path)

@@ -34,42 +34,61 @@ def _lstat(path: str) -> os.stat_result:
         raise UnsafePath(f"{path}: {err.strerror or err}") from err
 
 
-def _check(path: str, st: os.stat_result) -> None:
+def _owner(path: str, st: os.stat_result) -> None:
     if st.st_uid not in (0, os.geteuid()):  # run by a user for itself: theirs is fine too
         raise UnsafePath(f"{path} is owned by uid {st.st_uid}, not root")
-    if st.st_mode & 0o022:
-        who = " and ".join(w for w, bit in (("group", 0o020), ("others", 0o002)) if st.st_mode & bit)
-        raise UnsafePath(f"{path} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})")
 
 
-def resolve(path: str) -> str:
+def _writable(path: str, st: os.stat_result) -> UnsafePath:
+    who = " and ".join(w for w, bit in (("group", 0o020), ("others", 0o002)) if st.st_mode & bit)
+    return UnsafePath(f"{path} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})")
+
+
+def _check(path: str, st: os.stat_result, sticky_ok: bool = False) -> bool:
+    """Raise unless only root controls ``path``; True if it passed only as a root-owned
+    sticky directory (``sticky_ok``), whose next entry must then be root's too."""
+    _owner(path, st)
+    if not st.st_mode & 0o022:
+        return False
+    if sticky_ok and stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and st.st_uid == 0:
+        return True
+    raise _writable(path, st)
+
+
+def resolve(path: str, *, sticky_ok: bool = False) -> str:
     """The resolved absolute path of the executable ``path``, if root alone controls it.
 
-    Raises :class:`UnsafePath` naming the first component at fault."""
-    current, st = _walk(path)
+    Raises :class:`UnsafePath` naming the first component at fault; ``sticky_ok`` as for
+    :func:`resolve_dir` (not for ``[runtime] runtime``, whose rule is the contract's)."""
+    current, st = _walk(path, sticky_ok=sticky_ok)
     if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
         raise UnsafePath(f"{current} is not an executable file")
     return current
 
 
-def resolve_dir(path: str) -> str:
+def resolve_dir(path: str, *, sticky_ok: bool = False) -> str:
     """The resolved absolute path of the directory ``path``, if root alone controls it (what
     a root process imports from, or runs files of, on every container start): the same rule
-    as :func:`resolve`.  Raises :class:`UnsafePath` naming the first component at fault."""
-    current, st = _walk(path)
+    as :func:`resolve`.  Raises :class:`UnsafePath` naming the first component at fault.
+
+    ``sticky_ok``: a root-owned sticky directory on the way (``/tmp``) passes too, if its
+    entry on the way is root's: there only root (or the entry's owner) may remove or rename
+    an entry (the kernel's rule for sticky directories), so no one else can swap it.  The
+    directory itself never passes as writable by others."""
+    current, st = _walk(path, sticky_ok=sticky_ok)
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePath(f"{current} is not a directory")
     return current
 
 
-def _walk(path: str) -> tuple[str, os.stat_result]:
+def _walk(path: str, *, sticky_ok: bool = False) -> tuple[str, os.stat_result]:
     """Resolve ``path`` component by component, checking each; the result and its stat."""
     if not path.startswith("/"):
         raise UnsafePath(f"{path!r} is not an absolute path")
     todo = [p for p in path.split("/") if p]
     current = "/"
     st = _lstat(current)
-    _check(current, st)
+    sticky = _check(current, st, sticky_ok)  # in a sticky directory: the entry must be root's
     links = 0
     while todo:
         name = todo.pop(0)
@@ -77,9 +96,12 @@ def _walk(path: str) -> tuple[str, os.stat_result]:
             continue
         if name == "..":
             current = os.path.dirname(current)
+            sticky = _check(current, _lstat(current), sticky_ok)  # checked before: its flag
             continue
         nxt = os.path.join(current, name)
         st = _lstat(nxt)
+        if sticky:
+            _owner(nxt, st)  # a link too: its owner could replace it there
         if stat.S_ISLNK(st.st_mode):
             # The link lives in ``current``, checked already: only root can swap it.
             links += 1
@@ -91,10 +113,13 @@ def _walk(path: str) -> tuple[str, os.stat_result]:
                 raise UnsafePath(f"{nxt}: {err.strerror or err}") from err
             if target.startswith("/"):
                 current = "/"
+                sticky = _check(current, _lstat(current), sticky_ok)
             todo[:0] = [p for p in target.split("/") if p]
             continue
-        _check(nxt, st)
+        sticky = _check(nxt, st, sticky_ok)
         if todo and not stat.S_ISDIR(st.st_mode):
             raise UnsafePath(f"{nxt} is not a directory")
         current = nxt
+    if sticky:  # the end itself writable by others: anyone could add to it
+        raise _writable(current, st)
     return current, st

@@ -122,3 +122,37 @@ def test_the_rule_imports_nothing_heavy() -> None:
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert imported <= {"__future__", "os", "stat"}, imported
+
+
+# --- a root-owned sticky directory on the way (install's own paths: a checkout under /tmp) ---
+
+
+@needs_root
+def test_sticky_directory_on_the_way(trusted_dir: Path) -> None:
+    sticky = trusted_dir / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # as /tmp
+    mine = sticky / "checkout"
+    mine.mkdir()
+    python = program(mine / "bin/python3")
+    # The runtime's rule (the contract's): no writable directory at all.
+    with pytest.raises(UnsafePath, match=f"{sticky} is writable by group and others"):
+        resolve(str(python))
+    # install's: root's entries in a sticky directory only root can remove or rename.
+    assert resolve(str(python), sticky_ok=True) == str(python)
+    assert trustedpath.resolve_dir(str(mine), sticky_ok=True) == str(mine)
+    # The sticky directory itself: anyone may add to it.
+    with pytest.raises(UnsafePath, match="writable by group and others"):
+        trustedpath.resolve_dir(str(sticky), sticky_ok=True)
+    # Another user's entry there, or their link to root's files: they could swap it.
+    theirs = sticky / "theirs"
+    theirs.symlink_to(mine)
+    os.lchown(theirs, NOBODY, NOBODY)
+    with pytest.raises(UnsafePath, match=f"{theirs} is owned by uid {NOBODY}"):
+        trustedpath.resolve_dir(str(theirs), sticky_ok=True)
+    with pytest.raises(UnsafePath, match=f"{theirs} is owned by uid {NOBODY}"):
+        trustedpath.resolve_dir(str(mine / ".." / "theirs"), sticky_ok=True)
+    # Writable by others without the sticky bit: never.
+    sticky.chmod(0o777)
+    with pytest.raises(UnsafePath, match="writable by group and others"):
+        trustedpath.resolve_dir(str(mine), sticky_ok=True)

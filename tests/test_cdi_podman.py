@@ -77,6 +77,7 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[CdiWorld]:
 
 @pytest.fixture(params=[False, True], ids=["cgroup-v1", "cgroup-v2"])
 def managed_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[CdiWorld]:
+    skip_unless(v1=not request.param, v2=bool(request.param))
     with PodmanHarness(tmp_path, cgroup2=bool(request.param)) as podman:
         yield CdiWorld(tmp_path, podman, management=True)
 

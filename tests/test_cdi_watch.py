@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from capctl import simulated
-from capctl.driver import capfile, capnames
 from capctl.host import Host
 from capctl.watch.changes import ChangeDetector, Settle, Settled, fingerprint
 from tests.support.cdi_check import PODMAN_43, check_spec
@@ -59,14 +58,6 @@ def test_detector_retry() -> None:
     assert d.observe(B, 2.5) is False
 
 
-def _new_instance(root: Path, gpu_minor: int, gi: int, ci: int) -> None:
-    for name in (capnames.gi_name(gpu_minor, gi), capnames.ci_name(gpu_minor, gi, ci)):
-        path = root / capnames.proc_relpath(name, capnames.Source.MIG)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cf = capfile.CapabilityFile(simulated.minor_of(name), capnames.DEFAULT_MODE, True)
-        path.write_text(capfile.format_capability_file(cf))
-
-
 def test_fingerprint_sees_instances_reloads_and_the_snapshot(sim_host: Host,
                                                              sim_root: Path) -> None:
     snap = str(sim_root / "topology.json")
@@ -76,7 +67,7 @@ def test_fingerprint_sees_instances_reloads_and_the_snapshot(sim_host: Host,
     shutil.rmtree(sim_root / CAPS / "gpu7/mig/gi2/ci0")  # a compute instance destroyed
     fp2 = fingerprint(sim_host, (snap,))
     assert fp2 != fp and "gpu7/mig/gi2/ci0/access" not in dict(fp2)
-    _new_instance(sim_root, 0, 14, 3)  # a GPU instance and a compute instance created
+    simulated.create_instance(sim_root, 0, 14, 3)  # a GPU instance and a compute instance created
     fp3 = fingerprint(sim_host, (snap,))
     assert "gpu0/mig/gi14/ci3/access" in dict(fp3)
     os.utime(snap, ns=(1, 1))  # the snapshot rewritten
@@ -123,7 +114,7 @@ def test_poller(sim_host: Host, sim_root: Path) -> None:
     with ChangeDetector(sim_host, settle=0.2, clock=clock) as det:
         p = Poller(det, clock)
         assert p.poll(0.0) is False
-        _new_instance(sim_root, 0, 14, 3)
+        simulated.create_instance(sim_root, 0, 14, 3)
         # Seen at 1.0, still at 1.1 (0.1 s), reported at 1.3 (0.3 s >= settle), once.
         assert [p.poll(1.0), p.poll(1.1), p.poll(1.3), p.poll(2.0)] == [False, False, True, False]
 
@@ -135,9 +126,9 @@ def test_settle_is_measured_from_the_last_change(sim_host: Host, sim_root: Path)
     with ChangeDetector(sim_host, settle=0.2, clock=clock) as det:
         p = Poller(det, clock)
         p.poll(0.0)
-        _new_instance(sim_root, 0, 14, 3)
+        simulated.create_instance(sim_root, 0, 14, 3)
         assert p.poll(1.0) is False
-        _new_instance(sim_root, 0, 14, 4)
+        simulated.create_instance(sim_root, 0, 14, 4)
         assert [p.poll(1.19), p.poll(1.3), p.poll(1.35), p.poll(1.45)] == [False, False, False, True]
 
 
@@ -152,7 +143,7 @@ def test_detector_settles_the_snapshot_and_retries(sim_host: Host, sim_root: Pat
                         clock=clock) as det:
         det.subscribe_settled(seen.append)
         assert det.next_poll_at() == clock.now + 5.0
-        _new_instance(sim_root, 0, 14, 3)
+        simulated.create_instance(sim_root, 0, 14, 3)
         assert det.poll() is not None and seen == []  # instances: told at once
         assert det.next_poll_at() == clock.now + 0.1  # settling: polled sooner
         clock.now += 0.05
@@ -251,7 +242,7 @@ def test_watch_keeps_the_spec_current(sim_root: Path, tmp_path: Path) -> None:
 
         # Create gi 14 / ci 0 on GPU 0: the driver makes the capability files, then NVML
         # lists the new MIG device.
-        _new_instance(sim_root, 0, 14, 0)
+        simulated.create_instance(sim_root, 0, 14, 0)
         new = {"index": 7, "uuid": "MIG-" + "ab" * 4 + "-cdef-4012-8345-" + "67" * 6,
                "gi": 14, "ci": 0, "profile": "1g.5gb"}
         topo["gpus"][0]["mig_devices"].append(new)

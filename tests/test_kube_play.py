@@ -25,7 +25,6 @@ import pytest
 
 import capctl
 from capctl import simulated
-from capctl.driver import capfile, capnames
 from tests.support.clients import Container, classify, probe_argv, wait_for
 from tests.support.hostcg import KUBE_PLAY_NEEDS_V1, LAYOUT, PODMAN_TOOLS, needs
 from tests.support.kubeplay import DRIVER_ROOT, NVML, KubePlay, SimNode
@@ -62,15 +61,6 @@ def spec_devices(spec: Path) -> dict[str, Any]:
 def cap_minors(device: dict[str, Any]) -> list[int]:
     return sorted(n["minor"] for n in device["containerEdits"]["deviceNodes"]
                   if "/nvidia-caps/" in n["path"])
-
-
-def new_instance(driver: Path, gpu_minor: int, gi: int, ci: int) -> None:
-    """The driver's side of creating a GI and CI: their capability files."""
-    for name in (capnames.gi_name(gpu_minor, gi), capnames.ci_name(gpu_minor, gi, ci)):
-        path = driver / capnames.proc_relpath(name, capnames.Source.MIG)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cf = capfile.CapabilityFile(simulated.minor_of(name), capnames.DEFAULT_MODE, True)
-        path.write_text(capfile.format_capability_file(cf))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -173,7 +163,7 @@ def test_daemonset_pod_on_a_simulated_node(tmp_path: Path) -> None:
             write_json(snap, topo)
             wait_for(lambda: other["uuid"] not in spec_devices(node.spec), WATCH_BOUND,
                      "the destroyed instance to leave the spec")
-            new_instance(node.driver, 7, other["gi"], 0)
+            simulated.create_instance(node.driver, 7, other["gi"], 0)
             again = {**other, "uuid": "MIG-" + "5e" * 4 + "-cdef-4012-8345-" + "67" * 6}
             topo["gpus"][6]["mig_devices"] = [again, mine]
             write_json(snap, topo)

@@ -220,6 +220,13 @@ def write_capability_file(root: Path, name: str, *, modify: int = 1) -> Path:
     return path
 
 
+def create_instance(root: Path, gpu_minor: int, gi: int, ci: int) -> None:
+    """The driver's side of creating a GPU instance and a compute instance in it: their
+    capability files (``DeviceFileModify: 1``, as at every allocation)."""
+    for name in (capnames.gi_name(gpu_minor, gi), capnames.ci_name(gpu_minor, gi, ci)):
+        write_capability_file(root, name)
+
+
 def build(root: Path, *, dev_nodes: bool = True, legacy_names: bool = False) -> dict[str, Any]:
     """Write the simulated driver root under ``root``; returns the topology snapshot.
 

@@ -20,13 +20,6 @@ from capctl.cli import cli
 from capctl.main import HOOK_ENTRY, VERSION_LINE
 from tests.support.source import HOOK_ARGS
 
-
-@pytest.fixture
-def tmp_path(trusted_dir: Path) -> Path:
-    """A work directory only root can change: ``capctl install`` refuses a launcher directory
-    under the world-writable /tmp, where pytest's own is (docs/testing.md)."""
-    return trusted_dir
-
 BIN = os.path.dirname(sys.executable)
 
 

@@ -15,13 +15,6 @@ from click.testing import CliRunner
 from capctl import doctor, install, runtime_main
 from capctl.cli import cli
 
-
-@pytest.fixture
-def tmp_path(trusted_dir: Path) -> Path:
-    """A work directory only root can change: ``capctl install`` refuses a launcher directory
-    under the world-writable /tmp, where pytest's own is (docs/testing.md)."""
-    return trusted_dir
-
 #: Prints who ran and every argument, NUL-terminated: what the launcher handed on, exactly.
 RECORDER = "#!/bin/sh\nprintf '%s\\0' {who} \"$@\"\n"
 

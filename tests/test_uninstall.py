@@ -13,13 +13,6 @@ from click.testing import CliRunner
 from capctl.cli import cli
 
 
-@pytest.fixture
-def tmp_path(trusted_dir: Path) -> Path:
-    """A work directory only root can change: ``capctl install`` refuses a launcher directory
-    under the world-writable /tmp, where pytest's own is (docs/testing.md)."""
-    return trusted_dir
-
-
 def run(*args: str) -> tuple[int, str]:
     res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     return res.exit_code, res.output  # stdout and stderr

@@ -12,25 +12,18 @@ environment (CVE-2025-23266), so the hook takes its configuration from arguments
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
 from capctl import __version__
-from capctl.errors import CapctlError
+from capctl.guard import guarded
 from capctl.host import DEFAULT_CONFIG, Host
 
 #: Subcommands that must not read configuration from the environment.
 _ENV_BLIND = frozenset({"hook"})
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"capctl: error: {message}", err=True)
-    sys.exit(code)
 
 
 class CapctlGroup(click.Group):
@@ -66,19 +59,7 @@ class CapctlGroup(click.Group):
                 formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except CapctlError as err:
-            _fail(str(err), err.exit_code)
-        except BrokenPipeError:
-            # The reader went away (``capctl list | head``): not an error worth a message.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(141)
-        except OSError as err:
-            # Every expected OS error is translated where it happens; this is the last net so a
-            # user never sees a traceback.
-            where = f"{err.filename}: " if err.filename else ""
-            _fail(f"{where}{err.strerror or err}")
+        return guarded(lambda: super(CapctlGroup, self).invoke(ctx))
 
 
 def _given(ctx: click.Context, name: str, value: Any, default: Any) -> tuple[Any, str]:
@@ -123,29 +104,10 @@ def cli(ctx: click.Context, root: Path, topology: Path | None, config: Path) -> 
     root, root_from = _given(ctx, "root", root, Path("/"))
     topology, topology_from = _given(ctx, "topology", topology, None)
     config, _config_from = _given(ctx, "config", config, DEFAULT_CONFIG)
+    from capctl.policy.settings import with_config_host
+
     host = Host(root, config, topology, root_from, topology_from)
-    if "default" in (host.root_from, host.topology_from):
-        host = _with_config_host(host, tolerant=ctx.invoked_subcommand == "doctor")
-    ctx.obj = host
-
-
-def _with_config_host(host: Host, *, tolerant: bool) -> Host:
-    """``host`` with the config's ``[host]`` for what no option or variable gave: the one
-    precedence of every entry point (:func:`capctl.host.with_host_table`).  ``tolerant``: a
-    config that cannot be read leaves the defaults (``doctor`` reports the config itself)."""
-    from capctl.host import with_host_table
-    from capctl.policy import settings
-
-    try:
-        table = settings.read_table(host.config)
-        if table is None:
-            return host
-        hs = settings.host_from_table(host.config, table)
-    except CapctlError:
-        if tolerant:
-            return host
-        raise
-    return with_host_table(host, hs.driver_root, hs.topology)
+    ctx.obj = with_config_host(host, tolerant=ctx.invoked_subcommand == "doctor")
 
 
 #: Every subcommand: its name -> ("module:attribute", its short help).  A command's module is

@@ -1,12 +1,19 @@
 """The ``capctl`` entry point.
 
-``capctl [--root R] [--topology T] [--config C] hook`` runs on every container start, so it
-skips click (about 30 ms of imports) and goes straight to :mod:`capctl.deliver.hook` with options
-taken from the arguments only, never from the environment.  Nothing on that path imports
-re, enum, pathlib, json, contextlib or typing (``tests/test_hook_imports.py``).
+Two command lines skip click (about 30 ms of imports) and go straight to their library code:
+
+- ``capctl [--root R] [--topology T] [--config C] hook`` runs on every container start
+  (:mod:`capctl.deliver.hook`), with options taken from the arguments only, never from the
+  environment.  Nothing on that path imports re, enum, pathlib, json, contextlib or typing
+  (``tests/test_hook_imports.py``).
+- ``capctl [--root R] [--topology T] [--config C] sync [--all] [--dry-run] [-v]`` runs when
+  the driver loads (udev, ``capctl-sync.service``) and as admins type it
+  (:mod:`capctl.commands.sync`); it honours ``CAPCTL_*`` as the click command does.
+
 ``capctl --version`` is answered here too, in click's words, without importing click.  Every
-other command line, including malformed hook invocations and ``hook --help``, goes to the
-click CLI, which imports a command's modules only when that command runs (:mod:`capctl.cli`).
+other command line, including malformed ones and ``--help``, goes to the click CLI, which
+imports a command's modules only when that command runs (:mod:`capctl.cli`).  The fast paths
+print what the click commands print and exit as they exit (``tests/test_main.py``).
 """
 
 from __future__ import annotations
@@ -36,14 +43,26 @@ HOOK_ENTRY = "from capctl.main import hook_entry; hook_entry()"
 VERSION_LINE = f"capctl, version {__version__}\n"
 
 
-def hook_options(argv: list[str]) -> dict[str, str] | None:
-    """The global options if ``argv`` is exactly ``[options] hook``; else None."""
+#: Flags each fast command takes after its name; as with click's flags, each may repeat.
+FAST_FLAGS: dict[str, frozenset[str]] = {
+    "hook": frozenset(),
+    "sync": frozenset({"--all", "--dry-run", "-v", "--verbose"}),
+}
+
+
+def fast_command(argv: list[str], command: str) -> tuple[dict[str, str], list[str]] | None:
+    """``(global options, flags)`` if ``argv`` is exactly ``[options] COMMAND [flags]`` with
+    flags from :data:`FAST_FLAGS`; else None (click then parses it and says what is wrong).
+
+    An option is ``--name VALUE`` or ``--name=VALUE``, given at most once, never empty."""
+    flags = FAST_FLAGS[command]
     opts: dict[str, str] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "hook":
-            return opts if i == len(argv) - 1 else None
+        if arg == command:
+            rest = argv[i + 1 :]
+            return (opts, rest) if all(a in flags for a in rest) else None
         name, eq, value = arg.partition("=")
         if name not in _OPTIONS or name in opts:
             return None
@@ -59,11 +78,18 @@ def hook_options(argv: list[str]) -> dict[str, str] | None:
     return None
 
 
+def hook_options(argv: list[str]) -> dict[str, str] | None:
+    """The global options if ``argv`` is exactly ``[options] hook``; else None."""
+    found = fast_command(argv, "hook")
+    return None if found is None else found[0]
+
+
 def main() -> None:
-    if sys.argv[1:] == ["--version"]:
+    argv = sys.argv[1:]
+    if argv == ["--version"]:
         sys.stdout.write(VERSION_LINE)
         return
-    opts = hook_options(sys.argv[1:])
+    opts = hook_options(argv)
     if opts is not None:
         # A hook lives for milliseconds and makes no garbage cycles worth collecting; the
         # collector would run a few times during the imports alone (about 0.7 ms).
@@ -79,6 +105,13 @@ def main() -> None:
             topology_from="--topology" if "--topology" in opts else "default",
         )
         sys.exit(hook_main(host))
+    sync = fast_command(argv, "sync")
+    if sync is not None:
+        from capctl.commands import sync as sync_command
+
+        code = sync_command.fast_main(*sync, os.environ)
+        if code is not None:
+            sys.exit(code)
     from capctl.cli import main as cli_main
 
     cli_main()

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from capctl._lite.strpath import exists, is_dir, join, normalized
 from capctl.cgroup.discovery import (
     CGROUP2_SUPER_MAGIC,
     Cgroup,
@@ -27,7 +28,6 @@ from capctl.cgroup.discovery import (
     parse_proc_cgroup,
     resolve,
 )
-from capctl.cgroup.strpath import exists, is_dir, join, normalized
 from capctl.errors import CgroupError, ParseError
 from tests.support.fuzz import Op, mutants, outcome
 from tests.support.hostcg import CGROUP_ROOT, LAYOUT, NO_V2, V1_DEVICES, V2_ROOT

@@ -19,7 +19,7 @@ processes are always the host's, never under capctl's ``--root``.  Parsing is pu
 
 The OCI hook imports this module at every container start, so it does without ``pathlib``
 (9 ms at start), ``re`` (5.5 ms) and ``enum`` (3 ms; docs/hook-startup.md): paths are ``str``, kept as
-``str(PurePosixPath(...))`` would give them (:mod:`capctl.cgroup.strpath`; arguments may
+``str(PurePosixPath(...))`` would give them (:mod:`capctl._lite.strpath`; arguments may
 be any path-like), and each line kind has a parser of ``str`` methods held by the tests to
 the regular expression it replaces.
 """
@@ -32,7 +32,7 @@ import stat
 from capctl._lite.litenum import IntEnum
 from capctl._lite.record import record
 from capctl._lite.record import set_field as _set
-from capctl.cgroup.strpath import _mode, _split, _within, is_dir, join, normalized
+from capctl._lite.strpath import _mode, _split, _within, is_dir, join, normalized
 from capctl.errors import CgroupError, ParseError, translate
 
 TYPE_CHECKING = False

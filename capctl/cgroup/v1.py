@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 
+from capctl._lite.strpath import exists, join, normalized
 from capctl.cgroup import DeviceCgroup
 from capctl.cgroup.discovery import check_not_root
 from capctl.cgroup.emulator import Emulator
-from capctl.cgroup.strpath import exists, join, normalized
 from capctl.cgroup.undo import ERROR, Undo, log
 from capctl.edits.rules import Access, DeviceRule
 from capctl.errors import CgroupError, translate

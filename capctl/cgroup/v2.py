@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 import os
 
+from capctl._lite.strpath import normalized
 from capctl.cgroup import DeviceCgroup, asm, devfilter
 from capctl.cgroup.bpf import (
     BPF_F_ALLOW_MULTI,
@@ -43,7 +44,6 @@ from capctl.cgroup.bpf import (
     is_missing_replace,
 )
 from capctl.cgroup.discovery import CGROUP2_SUPER_MAGIC, check_not_root, fs_magic
-from capctl.cgroup.strpath import normalized
 from capctl.cgroup.undo import ERROR, INFO, WARNING, Undo, log
 from capctl.edits.rules import ALLOW_ALL, Access, DeviceRule
 from capctl.errors import CgroupError, translate

@@ -7,8 +7,6 @@ from typing import Any
 import click
 
 from capctl.commands.output import print_json, table
-from capctl.devfs.nodes import Action
-from capctl.errors import CapctlError
 from capctl.host import Host
 
 
@@ -43,21 +41,6 @@ def _grant_ownership(host: Host) -> dict[str, Any]:
     return dict(delegate.ownership(host))
 
 
-def _sync_cdi(host: Host, dry_run: bool) -> tuple[Any, Any] | None:
-    """Regenerate the CDI specs named by ``[cdi] output`` (None: not configured)."""
-    from capctl.deliver import cdifile
-    from capctl.policy import settings
-
-    cdi = settings.load_cdi(host.config)
-    if cdi.output is None:
-        return None
-    return cdifile.refresh(host, cdi.output, management=cdi.management, dry_run=dry_run)
-
-
-#: ``sync`` lists each changed node up to this many; more, and it prints only the summary.
-SYNC_LIST_MAX = 20
-
-
 @click.command("sync")
 @click.option(
     "--all",
@@ -72,63 +55,10 @@ SYNC_LIST_MAX = 20
 @click.pass_obj
 def sync_cmd(host: Host, everything: bool, dry_run: bool, as_json: bool, verbose: bool) -> None:
     """Create or repair the host's capability nodes (idempotent)."""
-    from capctl.devfs import sync
+    from capctl.commands import sync
 
-    # Also re-writes DeviceFileModify: 0 for granted capabilities (a driver reload resets it).
-    try:
-        report = sync.sync_host(host, everything=everything, dry_run=dry_run)
-    except CapctlError:
-        # The CDI spec still follows the driver (or goes): never left stale by a failed sync.
-        if not dry_run:
-            try:
-                _sync_cdi(host, dry_run)
-            except CapctlError:
-                pass
-        raise
-    cdi_out = _sync_cdi(host, dry_run)
+    report, cdi_out = sync.run(host, everything=everything, dry_run=dry_run)
     if as_json:
-        print_json(
-            {
-                "dry_run": dry_run,
-                **({} if cdi_out is None else {"cdi": {
-                    "path": cdi_out[0].path, "changed": cdi_out[0].changed,
-                    "management": {"path": cdi_out[1].path, "action": cdi_out[1].action}}}),
-                "nodes": [
-                    {"path": c.path, "action": c.action.value, "reason": c.reason or None}
-                    for c in report.changes
-                ],
-                "links": [
-                    {"path": c.path, "action": c.action.value, "reason": c.reason or None}
-                    for c in report.link_changes
-                ],
-                "device_links": [
-                    {"path": c.path, "action": c.action.value, "reason": c.reason or None}
-                    for c in report.device_links
-                ],
-                "skipped": [{"name": s.name, "reason": s.reason} for s in report.skipped],
-                "removed": [{"path": c.path, "reason": c.reason} for c in report.removed],
-            }
-        )
-        return
-    would = "would be " if dry_run else ""
-    every = [*report.removed, *report.changes, *report.link_changes, *report.device_links]
-    changed = [c for c in every if c.action is not Action.UNCHANGED]
-    # One line a node is for a few changes (a repair, a stray) or -v; a first sync creates
-    # thousands, and printing them cost most of its time: then the summary says how many.
-    listed = every if verbose else changed if len(changed) <= SYNC_LIST_MAX else []
-    lines = [f"{would}{c.action.value}: {c.path}" + (f" ({c.reason})" if c.reason else "")
-             for c in listed]
-    if lines:
-        click.echo("\n".join(lines))
-    elif changed:
-        click.echo(f"{len(changed)} nodes and /dev/char links {would}changed; -v lists each")
-    for skip in report.skipped:
-        click.echo(f"skipped: {skip.name}: {skip.reason}")
-    for spec in cdi_out or ():
-        if spec.changed or (verbose and spec.action != "absent"):
-            click.echo(f"{would}{spec.action}: {spec.path}")
-    click.echo(
-        f"{report.count(Action.CREATED)} {would}created, {report.count(Action.REPAIRED)} "
-        f"{would}repaired, {report.count(Action.UNCHANGED)} unchanged, {len(report.skipped)} skipped"
-        + (f", {len(report.removed)} {would}removed" if len(report.removed) else "")
-    )
+        print_json(sync.json_doc(report, cdi_out, dry_run=dry_run))
+    else:
+        click.echo(sync.text(report, cdi_out, dry_run=dry_run, verbose=verbose), nl=False)

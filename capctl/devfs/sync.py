@@ -8,49 +8,59 @@ runs (udev firing for every GPU at once) serialise instead of racing.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from capctl._lite import record
 from capctl.devfs import nodes, safefs
 from capctl.devfs.nodes import Action, Changes, NodeSpec
 from capctl.driver import capnames, procfs
-from capctl.driver.minorsfile import Capability
 from capctl.driver.procfs import DriverState, write_modify
 from capctl.host import Host
-from capctl.policy.grants import Ownership
-from capctl.policy.store import load_policy, locked
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from capctl.driver.minorsfile import Capability
+    from capctl.policy.grants import Ownership
 
 CHAR_DIR = "dev/char"
 _MIG = capnames.Source.MIG
 
 
-@dataclass(frozen=True)
+@record.record
 class Skip:
     name: str
     reason: str
 
 
-@dataclass
 class SyncPlan:
-    specs: list[tuple[Capability, NodeSpec]] = field(default_factory=list)
-    skipped: list[Skip] = field(default_factory=list)
+    """The nodes to make (each with its capability) and the capabilities left alone."""
+
+    def __init__(self, specs: list[tuple[Capability, NodeSpec]] | None = None,
+                 skipped: list[Skip] | None = None):
+        self.specs: list[tuple[Capability, NodeSpec]] = [] if specs is None else specs
+        self.skipped: list[Skip] = [] if skipped is None else skipped
 
 
-@dataclass
+def _none() -> Changes:
+    return Changes("", [], [])
+
+
 class SyncReport:
-    changes: Changes = field(default_factory=lambda: Changes("", [], []))
-    link_changes: Changes = field(default_factory=lambda: Changes("", [], []))
-    #: Stray nodes (:func:`capnames.stray_reason`) removed (or, dry, to be removed).
-    removed: Changes = field(default_factory=lambda: Changes("", [], []))
-    #: ``/dev/char`` links of the GPU, control and UVM nodes that exist (:func:`device_links`).
-    device_links: Changes = field(default_factory=lambda: Changes("", [], []))
-    skipped: list[Skip] = field(default_factory=list)
-    dry_run: bool = False
+    """What a sync did (or, dry, would do)."""
+
+    def __init__(self, skipped: list[Skip] | None = None, dry_run: bool = False):
+        self.changes = _none()
+        self.link_changes = _none()
+        #: Stray nodes (:func:`capnames.stray_reason`) removed (or, dry, to be removed).
+        self.removed = _none()
+        #: ``/dev/char`` links of the GPU, control and UVM nodes that exist
+        #: (:func:`device_links`).
+        self.device_links = _none()
+        self.skipped: list[Skip] = [] if skipped is None else skipped
+        self.dry_run = dry_run
 
     def count(self, action: Action) -> int:
         """How many nodes got ``action`` (links not counted)."""
@@ -223,10 +233,10 @@ def device_links(host: Host, root_fd: int, state: DriverState) -> list[tuple[byt
 
 def _ensure_device_links(host: Host, root_fd: int, state: DriverState, dry_run: bool) -> Changes:
     if not os.path.isdir(host.path("dev")):
-        return Changes("", [], [])
+        return _none()
     pairs = device_links(host, root_fd, state)
     if not pairs:
-        return Changes("", [], [])
+        return _none()
     names = [n for n, _t in pairs]
     if dry_run and not os.path.isdir(host.path(CHAR_DIR)):
         return Changes.missing(host.display(CHAR_DIR), names)
@@ -244,13 +254,18 @@ def _ensure_device_links(host: Host, root_fd: int, state: DriverState, dry_run: 
 
 def sync_host(host: Host, *, everything: bool = False, dry_run: bool = False) -> SyncReport:
     """``capctl sync`` with grants: re-pin the proc files of granted capabilities that exist
-    (a driver reload resets ``DeviceFileModify`` to 1), then create or repair every node."""
-    lock = contextlib.nullcontext() if dry_run or not Path(host.config).parent.is_dir() else \
-        locked(Path(host.config), shared=True)
-    with lock:
-        policy = load_policy(Path(host.config))
+    (a driver reload resets ``DeviceFileModify`` to 1), then create or repair every node.
+
+    Holds the config's lock shared (:class:`capctl.policy.lock.ConfigLock`), so that a
+    ``grant`` or ``revoke`` in progress finishes first; a dry run, or a config whose
+    directory does not exist, takes none."""
+    from capctl.policy.lock import ConfigLock, no_lock
+
+    config = host.config
+    take = not dry_run and os.path.isdir(os.path.dirname(config) or ".")
+    with ConfigLock(config, shared=True) if take else no_lock():
+        own = grant_ownership(config)
         state = procfs.load(host)
-        own = policy.ownership()
         if not dry_run:
             existing = dict(state.existing)
             for name in own:
@@ -260,4 +275,17 @@ def sync_host(host: Host, *, everything: bool = False, dry_run: bool = False) ->
                     existing[name] = write_modify(host, cap, cf, False)
             state = record.replace(state, existing=existing)
         return apply(host, state, plan(state, everything=everything, grants=own),
-                          dry_run=dry_run)
+                     dry_run=dry_run)
+
+
+def grant_ownership(config: str) -> dict[str, Ownership]:
+    """The node ownership the config's grants demand; none without a config (the grants'
+    modules, ``re``, ``enum`` and ``dataclasses`` among them, load only with one)."""
+    from capctl.policy import settings
+
+    table = settings.read_table(config)
+    if table is None:
+        return {}
+    from capctl.policy.grants import parse_document
+
+    return parse_document(table, config).policy.ownership()

@@ -23,8 +23,9 @@ from capctl.errors import ConfigError, DriverError
 from capctl.host import Host
 from capctl.policy import grants
 from capctl.policy.grants import CapGrants, Kind, Principal, canonical_name
+from capctl.policy.lock import ConfigLock
 from capctl.policy.principals import resolve, status
-from capctl.policy.store import load_document, load_policy, locked, save_document
+from capctl.policy.store import load_document, load_policy, save_document
 
 
 def _match(g: CapGrants, kind: Kind, text: str) -> Principal | None:
@@ -81,7 +82,7 @@ def grant(host: Host, cap_text: str, kind: Kind, who: str) -> Outcome:
             "(use mig-config, mig-monitor or a name from 'capctl list')"
         )
     principal = resolve(kind, who)
-    with locked(Path(host.config)):
+    with ConfigLock(host.config):
         doc = load_document(Path(host.config))
         before = doc.policy.get(name)
         after = before.with_(principal)
@@ -97,7 +98,7 @@ def revoke(host: Host, cap_text: str, kind: Kind | None = None, who: str | None 
     name = canonical_name(cap_text)
     if not capnames.is_valid_name(name):
         raise ConfigError(f"unknown capability {cap_text!r}")
-    with locked(Path(host.config)):
+    with ConfigLock(host.config):
         doc = load_document(Path(host.config))
         before = doc.policy.get(name)
         if not before:
@@ -126,7 +127,7 @@ def revoke(host: Host, cap_text: str, kind: Kind | None = None, who: str | None 
 
 def ownership(host: Host) -> dict[str, grants.Ownership]:
     """Node ownership every grant demands, for ``sync``, ``list`` and the doctor."""
-    return load_policy(Path(host.config)).ownership()
+    return sync.grant_ownership(host.config)
 
 
 @dataclass(frozen=True)

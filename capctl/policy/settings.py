@@ -24,8 +24,8 @@ import os
 import stat
 
 from capctl._lite.record import record
-from capctl.errors import ConfigError, ParseError
-from capctl.host import is_root_owned_safe
+from capctl.errors import CapctlError, ConfigError, ParseError
+from capctl.host import Host, is_root_owned_safe, with_host_table
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -327,6 +327,24 @@ def _table(path: StrPath, table: dict[str, Any], name: str, keys: set[str]) -> d
 def host_from_table(path: StrPath, table: dict[str, Any]) -> HostSettings:
     sub = _table(path, table, "host", {"driver_root", "topology"})
     return HostSettings(sub.get("driver_root"), sub.get("topology"))
+
+
+def with_config_host(host: Host, *, tolerant: bool) -> Host:
+    """``host`` with the config's ``[host]`` for what no option or variable gave: the one
+    precedence of every entry point (:func:`capctl.host.with_host_table`).  ``tolerant``: a
+    config that cannot be read leaves the defaults (``doctor`` reports the config itself)."""
+    if "default" not in (host.root_from, host.topology_from):
+        return host
+    try:
+        table = read_table(host.config)
+        if table is None:
+            return host
+        hs = host_from_table(host.config, table)
+    except CapctlError:
+        if tolerant:
+            return host
+        raise
+    return with_host_table(host, hs.driver_root, hs.topology)
 
 
 def runtime_from_table(path: StrPath, table: dict[str, Any]) -> RuntimeSettings:

@@ -3,17 +3,15 @@
 The config file (``--config``, TOML) is read with ``tomllib``, refused when it is not root-owned
 or is group/world-writable (configuration comes from root only), and edited atomically (temp
 file, fsync, rename, fsync directory) under an ``flock`` on ``<config>.lock``, which is also
-held while the change is applied so concurrent ``grant``/``revoke``/``sync`` runs serialise.
+held while the change is applied so concurrent ``grant``/``revoke``/``sync`` runs serialise
+(:mod:`capctl.policy.lock`).
 An edit changes only the grants tables of the capabilities whose grantees change
 (:mod:`capctl.policy.tomledit`); a file that does not parse is refused and never written.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from capctl.devfs.atomic import replace_file
@@ -116,20 +114,3 @@ def save_document(path: Path, d: Document) -> None:
         raise ConfigError(f"{path}: cannot write: {err.strerror or err}") from err
     finally:
         os.close(dir_fd)
-
-
-@contextlib.contextmanager
-def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
-    """Hold ``flock`` on ``<config>.lock`` (the config itself is replaced by rename, so the
-    lock must live on a file that stays)."""
-    lock = path.with_name(path.name + ".lock")
-    try:
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as err:
-        raise ConfigError(f"{lock}: cannot open lock file: {err.strerror or err}") from err
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock

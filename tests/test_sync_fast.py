@@ -24,9 +24,21 @@ from capctl.main import fast_command
 from tests.support.hostcg import IS_ROOT
 
 SETUP = install.path_setup(install.import_paths())
-#: The launcher's way in (``capctl install``), and a report of ``sys.modules`` at exit.
-FAST = (f"{SETUP}; import atexit; atexit.register(lambda: sys.stderr.write("
-        "'\\nMODULES ' + ' '.join(sys.modules))); from capctl.main import main; main()")
+#: The launcher's way in (``capctl install``), and a report of ``sys.modules`` on stderr at
+#: the end (the fast path ends the process with ``os._exit``: no ``atexit``).
+FAST = f"""{SETUP}
+import capctl.main as m
+fast_exit = m.exit_now
+def report(entry):
+    def run():
+        try:
+            entry()
+        finally:
+            sys.stderr.write("\\nMODULES " + " ".join(sys.modules))
+    fast_exit(run)
+m.exit_now = report
+m.main()
+"""
 CLICK = f"{SETUP}; from capctl.cli import main; main()"
 
 SYNC_FLAGS: list[tuple[str, list[str], tuple[dict[str, str], list[str]] | None]] = [

@@ -156,21 +156,18 @@ def host_from(opts: Mapping[str, str], environ: Mapping[str, str]) -> Host | Non
     return Host(root, config, topology, root_from, topology_from)
 
 
-def fast_main(opts: Mapping[str, str], flags: list[str], environ: Mapping[str, str]) -> int | None:
-    """``capctl [options] sync [flags]`` without click: the exit status, or None to leave
-    the command line to click (a value click would refuse, so that click says why)."""
-    host = host_from(opts, environ)
-    if host is None:
-        return None
+def fast_main(host: Host, flags: list[str]) -> None:
+    """``capctl [options] sync [flags]`` without click, for the ``host`` of :func:`host_from`:
+    print what the click command prints, fail as it fails (:func:`capctl.guard.guarded`)."""
     verbose = "-v" in flags or "--verbose" in flags
+    dry_run = "--dry-run" in flags
 
     def sync() -> None:
         from capctl.policy.settings import with_config_host
 
         full = with_config_host(host, tolerant=False)
-        report, cdi_out = run(full, everything="--all" in flags, dry_run="--dry-run" in flags)
-        sys.stdout.write(text(report, cdi_out, dry_run="--dry-run" in flags, verbose=verbose))
+        report, cdi_out = run(full, everything="--all" in flags, dry_run=dry_run)
+        sys.stdout.write(text(report, cdi_out, dry_run=dry_run, verbose=verbose))
         sys.stdout.flush()
 
     guarded(sync)
-    return 0

@@ -188,6 +188,34 @@ def inner(args: argparse.Namespace) -> None:
     def floor() -> float:
         return run_timed([args.python, "-I", "-c", "pass"])
 
+    proc_files = [str(root) + f for f in files]
+
+    def bare() -> float:
+        """The system calls any sync makes, bare: open, read and close each proc file, then
+        mknod each node and symlink each /dev/char link (no walk, no parsing, no checks)."""
+        clear_nodes(root / "dev")
+        caps = root / "dev/nvidia-caps"
+        caps.mkdir(parents=True, exist_ok=True)
+        (root / "dev/char").mkdir(exist_ok=True)
+        nodes_fd = os.open(caps, os.O_RDONLY | os.O_DIRECTORY)
+        links_fd = os.open(root / "dev/char", os.O_RDONLY | os.O_DIRECTORY)
+        major = simulated.CAPS_MAJOR
+        try:
+            t0 = time.perf_counter()
+            minors = []
+            for path in proc_files:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                minors.append(int(os.read(fd, 4097).split(b"\n", 1)[0][17:]))
+                os.close(fd)
+            for m in minors:
+                os.mknod(f"nvidia-cap{m}", 0o020444, os.makedev(major, m), dir_fd=nodes_fd)
+            for m in minors:
+                os.symlink(f"../nvidia-caps/nvidia-cap{m}", f"{major}:{m}", dir_fd=links_fd)
+            return time.perf_counter() - t0
+        finally:
+            os.close(nodes_fd)
+            os.close(links_fd)
+
     base_t, own = interleaved(modprobe, sync, args.runs)
     rows = Rows("bench_sync inner")
     rows.add(f"`capctl sync` creating {len(files)} nodes and `/dev/char` links, as a process "
@@ -202,6 +230,10 @@ def inner(args: argparse.Namespace) -> None:
     base_t, own = interleaved(modprobe, floor, args.runs)
     rows.add("(cause) `python -I -c pass` vs nvidia-modprobe", base_t, own,
              goal="(the start alone)", ratio=True)
+    base_t, own = interleaved(modprobe, bare, args.runs)
+    rows.add(f"(floor) the bare system calls, in-process: open + read + close of the {len(files)} "
+             "proc files, mknod of each node, symlink of each link, vs nvidia-modprobe",
+             base_t, own, goal="(no sync is faster)", ratio=True)
     rows.print()
 
 

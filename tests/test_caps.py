@@ -1043,3 +1043,20 @@ def test_importing_caps_loads_only_what_the_hook_may() -> None:
     added = imports_of("capctl.driver.capnames")
     assert "capctl.driver.capnames" in added and "capctl._lite.litenum" in added
     assert sorted(m for m in added if not m.startswith("capctl") and m not in HOOK_STDLIB) == []
+
+
+def test_a_compute_instances_name_from_its_gi_agrees_with_the_whole_path() -> None:
+    """``sync`` names each ``ci<C>`` entry of a GI's proc directory from the GI's own name
+    (:func:`capnames.ci_name_in_gi`) instead of parsing the whole path: the same answer."""
+    special = [chr(c) for c in range(0x10000) if chr(c).isdigit() or chr(c).isspace()]
+    entries = ["ci0", "ci7", "ci007", "ci12345678", "ci", "c0", "cx0", "ci-1", "ci+1", "ci 1",
+               "ci1 ", "ci0x", "CI0", "ci1/2", "access", *(f"ci{c}" for c in special),
+               *(f"ci1{c}" for c in special)]
+    gis = [f"{capnames.CAPABILITIES_DIR}/gpu{g}/mig/gi{i}"
+           for g in ("0", "07", "31", "1234567") for i in ("0", "14", "0003")]
+    for gi_dir in gis:
+        gi_access = capnames.name_from_proc_relpath(f"{gi_dir}/access")
+        assert gi_access is not None, gi_dir
+        for entry in entries:
+            want = capnames.name_from_proc_relpath(f"{gi_dir}/{entry}/access")
+            assert capnames.ci_name_in_gi(gi_access, entry) == want, (gi_dir, entry)

@@ -183,6 +183,15 @@ def proc_relpath(name: str, source: Source) -> str:
     return f"{CAPABILITIES_DIR}/gpu{ref.gpu}/mig/{rest}"
 
 
+def ci_name_in_gi(gi_access: str, entry: str) -> str | None:
+    """``name_from_proc_relpath(f"{gi_dir}/{entry}/access")`` for the entry ``entry`` of a GI's
+    proc directory whose own name is ``gi_access`` (``name_from_proc_relpath`` of that
+    directory's ``access``: ``gpu<N>/gi<G>/access``), without parsing the whole path again:
+    ``sync`` asks once per compute instance, up to 3840 times."""
+    ci = _digits(entry[2:]) if entry[:2] == "ci" else -1
+    return None if ci < 0 else f"{gi_access[:-6]}ci{ci}/access"
+
+
 def name_from_proc_relpath(relpath: str) -> str | None:
     """Inverse of :func:`proc_relpath` for MIG capabilities under ``CAPABILITIES_DIR``.
 

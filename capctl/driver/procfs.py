@@ -103,11 +103,12 @@ def _existing_mig(host: Host, table: CapabilityTable) -> dict[str, str]:
         # directly, and a missing one is an instance destroyed meanwhile (no entry).  That
         # saves a getdents per compute instance: 3840 of them with every instance present.
         in_gi = reldir.count("/") == 6 and reldir.rsplit("/", 2)[1] == "mig"
+        gi_access = capnames.name_from_proc_relpath(f"{reldir}/access") if in_gi else None
         for entry in entries:
             rel = f"{reldir}/{entry.name}"
             if entry.is_dir():
-                if in_gi and entry.name[:2] == "ci" and not entry.is_symlink():
-                    name = capnames.name_from_proc_relpath(f"{rel}/access")
+                if gi_access is not None and entry.name[:2] == "ci" and not entry.is_symlink():
+                    name = capnames.ci_name_in_gi(gi_access, entry.name)
                     if name is not None:
                         if name not in table:
                             raise ParseError(

@@ -1,14 +1,15 @@
 """The ``capctl`` entry point.
 
-Two command lines skip click (about 30 ms of imports) and go straight to their library code:
+Three command lines skip click (about 30 ms of imports) and go straight to their library code:
 
 - ``capctl [--root R] [--topology T] [--config C] hook`` runs on every container start
   (:mod:`capctl.deliver.hook`), with options taken from the arguments only, never from the
   environment.  Nothing on that path imports re, enum, pathlib, json, contextlib or typing
   (``tests/test_hook_imports.py``).
-- ``capctl [--root R] [--topology T] [--config C] sync [--all] [--dry-run] [-v]`` runs when
-  the driver loads (udev, ``capctl-sync.service``) and as admins type it
-  (:mod:`capctl.commands.sync`); it honours ``CAPCTL_*`` as the click command does.
+- ``capctl [options] sync [--all] [--dry-run] [-v]``, which runs when the driver loads (udev,
+  ``capctl-sync.service``), and ``capctl [options] health --heartbeat FILE [--max-age S]
+  [--ready]``, which the DaemonSet's probes run (:mod:`capctl.commands.fast`); both honour
+  ``CAPCTL_*`` as the click commands do.
 
 ``capctl --version`` is answered here too, in click's words, without importing click.  Every
 other command line, including malformed ones and ``--help``, goes to the click CLI, which
@@ -43,39 +44,60 @@ HOOK_ENTRY = "from capctl.main import hook_entry; hook_entry()"
 VERSION_LINE = f"capctl, version {__version__}\n"
 
 
-#: Flags each fast command takes after its name; as with click's flags, each may repeat.
-FAST_FLAGS: dict[str, frozenset[str]] = {
-    "hook": frozenset(),
-    "sync": frozenset({"--all", "--dry-run", "-v", "--verbose"}),
+#: What each fast command takes after its name: its flags (each may repeat, as click's flags
+#: may) and its options with a value (each at most once here; click takes the last).
+FAST: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "hook": (frozenset(), frozenset()),
+    "sync": (frozenset({"--all", "--dry-run", "-v", "--verbose"}), frozenset()),
+    "health": (frozenset({"--ready"}), frozenset({"--heartbeat", "--max-age"})),
 }
 
 
-def fast_command(argv: list[str], command: str) -> tuple[dict[str, str], list[str]] | None:
-    """``(global options, flags)`` if ``argv`` is exactly ``[options] COMMAND [flags]`` with
-    flags from :data:`FAST_FLAGS`; else None (click then parses it and says what is wrong).
+def _option(argv: list[str], i: int, names: frozenset[str] | tuple[str, ...],
+            ) -> tuple[str, str, int] | None:
+    """``(name, value, index after it)`` for the option ``--name VALUE`` or ``--name=VALUE``
+    at ``argv[i]``, if its name is one of ``names`` and its value is not empty; else None."""
+    name, eq, value = argv[i].partition("=")
+    if name not in names:
+        return None
+    if not eq:
+        if i + 1 >= len(argv):
+            return None
+        value = argv[i + 1]
+        i += 1
+    return (name, value, i + 1) if value else None
 
-    An option is ``--name VALUE`` or ``--name=VALUE``, given at most once, never empty."""
-    flags = FAST_FLAGS[command]
+
+def fast_command(argv: list[str], command: str,
+                 ) -> tuple[dict[str, str], list[str], dict[str, str]] | None:
+    """``(global options, flags, options)`` if ``argv`` is exactly ``[global options] COMMAND
+    [its flags and options]`` as :data:`FAST` lists them, each option given at most once;
+    else None (click then parses it and says what is wrong)."""
+    flags, valued = FAST[command]
     opts: dict[str, str] = {}
     i = 0
+    while i < len(argv) and argv[i] != command:
+        found = _option(argv, i, _OPTIONS)
+        if found is None or found[0] in opts:
+            return None
+        opts[found[0]] = found[1]
+        i = found[2]
+    if i >= len(argv):
+        return None
+    given: list[str] = []
+    values: dict[str, str] = {}
+    i += 1
     while i < len(argv):
-        arg = argv[i]
-        if arg == command:
-            rest = argv[i + 1 :]
-            return (opts, rest) if all(a in flags for a in rest) else None
-        name, eq, value = arg.partition("=")
-        if name not in _OPTIONS or name in opts:
-            return None
-        if not eq:
-            if i + 1 >= len(argv):
-                return None
-            value = argv[i + 1]
+        if argv[i] in flags:
+            given.append(argv[i])
             i += 1
-        if not value:
+            continue
+        found = _option(argv, i, valued)
+        if found is None or found[0] in values:
             return None
-        opts[name] = value
-        i += 1
-    return None
+        values[found[0]] = found[1]
+        i = found[2]
+    return opts, given, values
 
 
 def hook_options(argv: list[str]) -> dict[str, str] | None:
@@ -105,19 +127,31 @@ def main() -> None:
             topology_from="--topology" if "--topology" in opts else "default",
         )
         sys.exit(hook_main(host))
-    sync = fast_command(argv, "sync")
-    if sync is not None:
-        from capctl.commands import sync as sync_command
-
-        sync_host, flags = sync_command.host_from(sync[0], os.environ), sync[1]
-        if sync_host is not None:  # else a value click refuses: click says why
-            # A first sync makes some 20,000 objects and no cycles: the collector would only
-            # walk them (about 3 ms), and tearing them down at exit another 2 ms.
-            gc.disable()
-            exit_now(lambda: sync_command.fast_main(sync_host, flags))
+    for command in ("sync", "health"):
+        found = fast_command(argv, command)
+        if found is not None:
+            _fast(command, *found)
     from capctl.cli import main as cli_main
 
     cli_main()
+
+
+def _fast(command: str, opts: dict[str, str], flags: list[str], values: dict[str, str]) -> None:
+    """Run ``sync`` or ``health`` without click (:mod:`capctl.commands.fast`) and end the
+    process; return only where click must judge a value (and say why it refuses it)."""
+    from capctl.commands import fast
+
+    host = fast.host_from(opts, os.environ)
+    if host is None:
+        return
+    if command == "sync":
+        # A first sync makes some 20,000 objects and no cycles: the collector would only
+        # walk them (about 3 ms), and tearing them down at exit another 2 ms.
+        gc.disable()
+        exit_now(lambda: fast.sync(host, flags))
+    health = fast.health_options(values)
+    if health is not None:
+        exit_now(lambda: fast.health(*health, flags))
 
 
 def hook_entry() -> None:

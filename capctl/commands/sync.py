@@ -1,28 +1,14 @@
 """``capctl sync``'s run and output, without click: the click command
-(:mod:`capctl.commands.nodes`) and the fast entry (:mod:`capctl.main`) share them.
-
-``sync`` runs when the driver loads (udev, ``capctl-sync.service``), so its common command
-lines skip click: :func:`fast_main` takes the global options as the click group does
-(option, then ``CAPCTL_*``, then the config's ``[host]``, then the default), runs the sync and
-prints exactly what the click command prints, and fails as it fails (``capctl: error: ...``,
-the error's exit status; 141 when stdout's reader went away).
-"""
+(:mod:`capctl.commands.nodes`) and the fast entry (:mod:`capctl.commands.fast`) share them."""
 
 from __future__ import annotations
 
-import os
-import stat
-import sys
-
-from capctl._lite.strpath import normalized
 from capctl.devfs.nodes import Action
 from capctl.errors import CapctlError
-from capctl.guard import guarded
-from capctl.host import DEFAULT_CONFIG, Host
+from capctl.host import Host
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from typing import Any
 
     from capctl.deliver.cdifile import Outcome
@@ -108,66 +94,3 @@ def json_doc(report: SyncReport, cdi_out: CdiOut, *, dry_run: bool) -> dict[str,
         "skipped": [{"name": s.name, "reason": s.reason} for s in report.skipped],
         "removed": [{"path": c.path, "reason": c.reason} for c in report.removed],
     }
-
-
-# --- the fast entry --------------------------------------------------------------------------
-
-
-#: The global options: (option, its CAPCTL_* variable, default, whether a directory is its
-#: kind).  click's ``Path(file_okay=False)`` / ``Path(dir_okay=False)`` refuse the other kind.
-_GLOBALS = (
-    ("--root", "CAPCTL_ROOT", "/", True),
-    ("--topology", "CAPCTL_TOPOLOGY", None, False),
-    ("--config", "CAPCTL_CONFIG", DEFAULT_CONFIG, False),
-)
-
-
-def _value(opts: Mapping[str, str], environ: Mapping[str, str], option: str, var: str,
-           is_dir: bool) -> tuple[str | None, str] | None:
-    """An option's value and where it came from, or None for a value click would refuse
-    (then click says why)."""
-    if option in opts:
-        value, source = opts[option], option
-    else:
-        value, source = environ.get(var, ""), var  # click ignores an empty variable
-        if not value:
-            return None, "default"
-    try:
-        st = os.stat(value)
-    except OSError:
-        return normalized(value), source
-    if stat.S_ISDIR(st.st_mode) != is_dir or not os.access(value, os.R_OK):
-        return None
-    return normalized(value), source
-
-
-def host_from(opts: Mapping[str, str], environ: Mapping[str, str]) -> Host | None:
-    """The :class:`Host` the click group builds for these options and variables, before the
-    config's ``[host]``; None where click would refuse a value."""
-    got = []
-    for option, var, default, is_dir in _GLOBALS:
-        found = _value(opts, environ, option, var, is_dir)
-        if found is None:
-            return None
-        value, source = found
-        got.append((default, "default") if value is None else (value, source))
-    (root, root_from), (topology, topology_from), (config, _) = got
-    assert root is not None and config is not None
-    return Host(root, config, topology, root_from, topology_from)
-
-
-def fast_main(host: Host, flags: list[str]) -> None:
-    """``capctl [options] sync [flags]`` without click, for the ``host`` of :func:`host_from`:
-    print what the click command prints, fail as it fails (:func:`capctl.guard.guarded`)."""
-    verbose = "-v" in flags or "--verbose" in flags
-    dry_run = "--dry-run" in flags
-
-    def sync() -> None:
-        from capctl.policy.settings import with_config_host
-
-        full = with_config_host(host, tolerant=False)
-        report, cdi_out = run(full, everything="--all" in flags, dry_run=dry_run)
-        sys.stdout.write(text(report, cdi_out, dry_run=dry_run, verbose=verbose))
-        sys.stdout.flush()
-
-    guarded(sync)

@@ -19,20 +19,22 @@ The file is one JSON object, replaced atomically (:func:`capctl.devfs.atomic.rep
   grants and spec match the driver as it was then (readiness);
 - ``error``: the last failure's message, or null.
 
-Pure apart from the one write and one read, both here.
+Pure apart from the one write and one read, both here.  The probe's side (:func:`check`)
+imports no ``json``, ``dataclasses`` or click: ``capctl health`` runs without click
+(:mod:`capctl.commands.fast`), every few seconds on every node.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import stat
 import time
-from dataclasses import dataclass
 
+from capctl._lite import jsonload
+from capctl._lite.record import record
 from capctl.errors import CapctlError, ParseError
 
+_INF = float("inf")
 #: Seconds between rewrites of an unchanged state.
 EVERY = 2.0
 #: A liveness probe's default: a beat older than this means the watcher is stuck.
@@ -48,7 +50,7 @@ def now() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Beat:
     beat: float
     synced: bool
@@ -62,7 +64,7 @@ class Beat:
 def parse(path: str, text: str) -> Beat:
     """A heartbeat file's content; :class:`ParseError` for anything else (fail closed)."""
     try:
-        doc = json.loads(text)
+        doc = jsonload.loads(text)  # refuses NaN, Infinity and numbers beyond a double
     except ValueError as err:
         raise ParseError(path, f"not a heartbeat: {err}") from err
     if not isinstance(doc, dict):
@@ -74,7 +76,7 @@ def parse(path: str, text: str) -> Beat:
         at = float(beat)
     except OverflowError as err:
         raise ParseError(path, "not a heartbeat: 'beat' is out of range") from err
-    if not math.isfinite(at):
+    if at != at or at in (_INF, -_INF):  # an integer is finite; jsonload refuses the rest
         raise ParseError(path, "not a heartbeat: 'beat' is not a finite number")
     if not isinstance(synced, bool):
         raise ParseError(path, "not a heartbeat: 'synced' is not true or false")
@@ -142,6 +144,8 @@ class Heartbeat:
         at = now()
         if self._written is not None and at - self._written < self.every:
             return
+        import json
+
         from capctl.devfs.atomic import replace_file
 
         data = json.dumps(Beat(at, self._synced, self._error, os.getpid()).to_json())

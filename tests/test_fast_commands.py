@@ -1,15 +1,19 @@
-"""``capctl sync`` without click (:mod:`capctl.main`, :mod:`capctl.commands.sync`).
+"""``capctl sync`` and ``capctl health`` without click (:mod:`capctl.main`,
+:mod:`capctl.commands.fast`).
 
-The udev rules and ``capctl-sync.service`` run ``capctl sync`` when the driver loads, so its
-common command lines skip click.  Each case here runs a sequence of command lines twice on the
-same freshly built simulated root, once through the launcher's entry (the fast path) and once
-through click, and wants the same output, exit status and nodes from both.  The time is
-``bench/bench_sync.py``'s.
+The udev rules and ``capctl-sync.service`` run ``capctl sync`` when the driver loads, and the
+DaemonSet's probes run ``capctl health`` every few seconds, so their common command lines skip
+click.  Each case here runs a sequence of command lines twice on the same fresh world, once
+through the launcher's entry (the fast path) and once through click, and wants the same
+output, exit status and nodes from both.  The time is ``bench/bench_sync.py``'s and
+``bench/bench_fleet.py``'s.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -21,6 +25,7 @@ import pytest
 
 from capctl import install, simulated
 from capctl.main import fast_command
+from capctl.watch import heartbeat
 from tests.support.hostcg import IS_ROOT
 
 SETUP = install.path_setup(install.import_paths())
@@ -41,27 +46,39 @@ m.main()
 """
 CLICK = f"{SETUP}; from capctl.cli import main; main()"
 
-SYNC_FLAGS: list[tuple[str, list[str], tuple[dict[str, str], list[str]] | None]] = [
-    ("bare", ["sync"], ({}, [])),
-    ("flags", ["--root", "/r", "sync", "--all", "-v", "--dry-run", "--verbose"],
-     ({"--root": "/r"}, ["--all", "-v", "--dry-run", "--verbose"])),
-    ("repeated-flag", ["sync", "-v", "-v"], ({}, ["-v", "-v"])),
-    ("json-goes-to-click", ["sync", "--json"], None),
-    ("unknown-flag", ["sync", "--force"], None),
-    ("help", ["sync", "--help"], None),
-    ("combined-short", ["sync", "-vv"], None),
-    ("argument", ["sync", "extra"], None),
-    ("option-after", ["sync", "--root", "/r"], None),
-    ("hook-is-not-sync", ["hook"], None),
-    ("empty-value", ["--config=", "sync"], None),
+Parsed = tuple[dict[str, str], list[str], dict[str, str]] | None
+COMMAND_LINES: list[tuple[str, str, list[str], Parsed]] = [
+    ("sync", "bare", ["sync"], ({}, [], {})),
+    ("sync", "flags", ["--root", "/r", "sync", "--all", "-v", "--dry-run", "--verbose"],
+     ({"--root": "/r"}, ["--all", "-v", "--dry-run", "--verbose"], {})),
+    ("sync", "repeated-flag", ["sync", "-v", "-v"], ({}, ["-v", "-v"], {})),
+    ("sync", "json-goes-to-click", ["sync", "--json"], None),
+    ("sync", "unknown-flag", ["sync", "--force"], None),
+    ("sync", "help", ["sync", "--help"], None),
+    ("sync", "combined-short", ["sync", "-vv"], None),
+    ("sync", "argument", ["sync", "extra"], None),
+    ("sync", "option-after", ["sync", "--root", "/r"], None),
+    ("sync", "hook-is-not-sync", ["hook"], None),
+    ("sync", "empty-value", ["--config=", "sync"], None),
+    ("health", "probe", ["health", "--heartbeat", "/h", "--ready"],
+     ({}, ["--ready"], {"--heartbeat": "/h"})),
+    ("health", "eq-forms", ["--config=/c", "health", "--max-age=5", "--heartbeat=/h"],
+     ({"--config": "/c"}, [], {"--max-age": "5", "--heartbeat": "/h"})),
+    ("health", "value-looks-like-a-flag", ["health", "--heartbeat", "--ready"],
+     ({}, [], {"--heartbeat": "--ready"})),
+    ("health", "repeated-option", ["health", "--heartbeat", "/a", "--heartbeat", "/b"], None),
+    ("health", "missing-value", ["health", "--heartbeat"], None),
+    ("health", "empty-value", ["health", "--heartbeat="], None),
+    ("health", "unknown-option", ["health", "--heartbeat", "/h", "--json"], None),
+    ("health", "global-option-after", ["health", "--root", "/r"], None),
 ]
 
 
-@pytest.mark.parametrize(("argv", "want"), [c[1:] for c in SYNC_FLAGS],
-                         ids=[c[0] for c in SYNC_FLAGS])
-def test_which_command_lines_take_the_fast_path(
-        argv: list[str], want: tuple[dict[str, str], list[str]] | None) -> None:
-    assert fast_command(argv, "sync") == want
+@pytest.mark.parametrize(("command", "argv", "want"), [c[:1] + c[2:] for c in COMMAND_LINES],
+                         ids=[f"{c[0]}-{c[1]}" for c in COMMAND_LINES])
+def test_which_command_lines_take_the_fast_path(command: str, argv: list[str],
+                                                want: Parsed) -> None:
+    assert fast_command(argv, command) == want
 
 
 # --- the same as click, as processes ----------------------------------------------------------
@@ -250,3 +267,68 @@ def test_the_fast_path_imports_no_click_pathlib_or_dataclasses(tmp_path: Path) -
     assert "capctl.devfs.sync" in modules
     heavy = {"click", "pathlib", "dataclasses", "contextlib", "typing", "json", "inspect"}
     assert not heavy & modules
+
+
+# --- health ----------------------------------------------------------------------------------
+
+
+def _beat(path: Path, *, synced: bool, error: str | None = None) -> None:
+    path.write_text(json.dumps({"beat": heartbeat.now(), "synced": synced, "error": error,
+                                "pid": 1}))
+
+
+#: Each case: (how to set up the heartbeat, the command lines, the exit status of each).
+HEALTH: dict[str, tuple[Callable[[Path], None], list[list[str]], list[int]]] = {
+    "alive-and-ready": (lambda p: _beat(p, synced=True),
+                        [["health", "--heartbeat", "{hb}"],
+                         ["health", "--heartbeat", "{hb}", "--ready"],
+                         ["health", "--heartbeat={hb}", "--max-age=5.5", "--ready"]], [0, 0, 0]),
+    "not-in-sync": (lambda p: _beat(p, synced=False, error="sync failed"),
+                    [["health", "--heartbeat", "{hb}"],
+                     ["health", "--heartbeat", "{hb}", "--ready"]], [0, 1]),
+    "no-watcher": (lambda p: None, [["health", "--heartbeat", "{hb}"]], [1]),
+    "not-a-heartbeat": (lambda p: p.write_text('{"beat": NaN}'),
+                        [["health", "--heartbeat", "{hb}"]], [1]),
+    "click-judges": (lambda p: _beat(p, synced=True),
+                     [["health", "--heartbeat", "{hb}", "--max-age", "0"],
+                      ["health", "--heartbeat", "{hb}", "--max-age", "1e3"],
+                      ["health", "--heartbeat", "{hb}", "--max-age", "nan"],
+                      ["health", "--max-age", "5"],
+                      ["--root", "{hb}", "health", "--heartbeat", "{hb}"]], [2, 0, 0, 2, 2]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEALTH))
+def test_fast_health_answers_what_click_answers(tmp_path: Path, case: str) -> None:
+    setup, lines, codes = HEALTH[case]
+    hb = tmp_path / "heartbeat"
+    setup(hb)
+    w = World(tmp_path / "w")
+    w.base.mkdir()
+    # A config that does not parse: health judges the heartbeat only, on either path.
+    w.env["CAPCTL_CONFIG"] = str(tmp_path / "broken.toml")
+    (tmp_path / "broken.toml").write_text("[host\n")
+    results = {}
+    for name, entry in (("fast", FAST), ("click", CLICK)):
+        runs = []
+        for line in lines:
+            argv = [a.replace("{hb}", str(hb)) for a in line]
+            code, out, err, modules = w.run(entry, argv)
+            # The beat's age differs between the two runs.
+            runs.append((code, re.sub(r"beat [0-9.]+ s ago", "beat N s ago", out), err))
+            if name == "fast":  # modules: reported by the fast path only, which ends early
+                assert bool(modules and "click" not in modules) == (case != "click-judges"), argv
+        results[name] = runs
+    assert results["fast"] == results["click"]
+    assert [code for code, _o, _e in results["fast"]] == codes
+
+
+def test_fast_health_imports_no_click_json_or_dataclasses(tmp_path: Path) -> None:
+    hb = tmp_path / "heartbeat"
+    _beat(hb, synced=True)
+    w = World(tmp_path / "w")
+    w.base.mkdir()
+    code, out, err, modules = w.run(FAST, ["health", "--heartbeat", str(hb), "--ready"])
+    assert (code, err) == (0, "") and out.startswith("alive, beat ")
+    assert "capctl.watch.heartbeat" in modules
+    assert not {"click", "json", "dataclasses", "re", "pathlib", "tomllib"} & modules

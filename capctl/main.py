@@ -14,7 +14,8 @@ Three command lines skip click (about 30 ms of imports) and go straight to their
 ``capctl --version`` is answered here too, in click's words, without importing click.  Every
 other command line, including malformed ones and ``--help``, goes to the click CLI, which
 imports a command's modules only when that command runs (:mod:`capctl.cli`).  The fast paths
-print what the click commands print and exit as they exit (``tests/test_main.py``).
+print what the click commands print and exit as they exit
+(``tests/test_fast_commands.py``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ variable, then the config's ``[host]``, then the default), prints exactly what t
 command prints and fails as it fails (:func:`capctl.guard.guarded`).  A value click would
 refuse (``--root`` naming a file, ``--max-age 0``) is not judged here: :func:`host_from` and
 :func:`health_options` answer None, and click parses the command line and says why
-(``tests/test_main.py`` holds both paths to the same output).
+(``tests/test_fast_commands.py`` holds both paths to the same output).
 """
 
 from __future__ import annotations

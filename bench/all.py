@@ -35,6 +35,14 @@ def rows_of(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("| ") and line not in header]
 
 
+def add_rows(rows: list[str], found: list[str]) -> None:
+    """Append each row of ``found`` that ``rows`` does not hold yet: a bench may print a row
+    as it goes and again in its table (``bench_runtimes``)."""
+    for row in found:
+        if row not in rows:
+            rows.append(row)
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -70,7 +78,7 @@ def main() -> int:
         if not found:
             failed += 1
             print(f"bench.all: {name} printed no rows", file=sys.stderr)
-        rows += [row for row in found if row not in rows]  # a bench may print its table twice
+        add_rows(rows, found)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"Measured {now} on {machine()}; `python -m bench.all`, medians, each row's two "
           "figures side by side in one run.\n")

@@ -14,6 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from capctl.commands import fast
+from capctl.main import fast_command
 from tests.support import kustomize
 from tests.support.kustomize import BASE
 
@@ -139,6 +141,9 @@ def test_probes_run_capctl_health() -> None:
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         cmd = watch[probe]["exec"]["command"]
         assert cmd[:4] == ["/opt/capctl/bin/capctl", "health", "--heartbeat", heartbeat], probe
+        # Each probe's command line runs past click (capctl.commands.fast).
+        parsed = fast_command(cmd[1:], "health")
+        assert parsed is not None and fast.health_options(parsed[2]) is not None, probe
     assert "--ready" in watch["readinessProbe"]["exec"]["command"]
     assert "--ready" not in watch["livenessProbe"]["exec"]["command"]
     mounts = {m["mountPath"] for m in watch["volumeMounts"]}

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from capctl import install
+from capctl.main import fast_command
 
 UDEV = Path(__file__).resolve().parents[1] / "udev"
 RULES = UDEV / "70-capctl.rules"
@@ -118,6 +119,7 @@ def test_shipped_command_runs_the_launcher_fast_path(argv: list[str], sim_root: 
     shipped command with that program, on a simulated root (``CAPCTL_ROOT``, as an admin
     would set ``[host]``), and see it create the nodes."""
     assert argv[0] == "/usr/local/bin/capctl"
+    assert fast_command(argv[1:], "sync") is not None  # past click (capctl.commands.fast)
     inst = install.Installation(sys.executable, str(Path(sys.executable).parent),
                                 launcher_dir=str(tmp_path / "libexec"),
                                 paths=install.import_paths())

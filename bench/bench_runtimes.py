@@ -154,12 +154,25 @@ def life(runc: object, prefix: Sequence[str], bundle: object,
     return total
 
 
+def with_devices(s: Setup, bundle: Path) -> None:
+    """Write into ``bundle``'s spec the devices the wrapper's ``create`` would (in-process,
+    untimed): what runc is then handed."""
+    from capctl.deliver.runtime import main as add_devices
+
+    code = add_devices(str(s.config), s.config.read_bytes(),
+                       ["--bundle", str(bundle), bundle.name])
+    if code:
+        raise SystemExit(f"bench_runtimes: could not add the devices to {bundle}")
+
+
 def bench_wrapper(s: Setup, runs: int) -> None:
     from tests.support.runc import RuncHarness
 
     plain = [shutil.which("runc") or "runc"]
     variants = {
         "runc": plain,
+        # Plain runc, handed the spec with the devices already in it: runc's own share.
+        "runc-devices": plain,
         "launcher": [str(s.launcher), "--capctl-config", str(s.config)],
         "console": [str(s.console), "--capctl-config", str(s.config)],
     }
@@ -169,12 +182,26 @@ def bench_wrapper(s: Setup, runs: int) -> None:
         for _ in range(runs):
             for name, prefix in variants.items():
                 b = runc.bundle(env={"NVIDIA_VISIBLE_DEVICES": s.mig})
+                if name == "runc-devices":
+                    with_devices(s, b.path)
                 times[name].append(life(runc, prefix, b, calls[name]))
     report("wrapper, create..delete (launcher)", "runc", times["runc"], "launcher",
            times["launcher"], 15)
     for verb in LIFE:  # where the launcher's time goes
         report(f"wrapper, `{verb}` alone (launcher)", "runc", calls["runc"][verb], "launcher",
                calls["launcher"][verb], None)
+    # The launcher's create is Python, then runc making the devices it was handed.
+    report("(cause) create..delete, runc's own share: plain runc, spec without / with the "
+           "wrapper's devices", "runc", times["runc"], "runc with the devices",
+           times["runc-devices"], None)
+    report("(cause) `create`, Python's share: runc with the devices / the launcher", "runc",
+           calls["runc-devices"]["create"], "launcher", calls["launcher"]["create"], None)
+    floor = [timed(lambda: subprocess.run([s.python, "-I", "-S", "-c", "pass"], check=True))
+             for _ in range(max(runs, 20))]
+    no_op = [timed(lambda: subprocess.run(["/bin/true"], check=True))
+             for _ in range(max(runs, 20))]
+    report("(cause) the interpreter's floor: `/bin/true` / `python -I -S -c pass`", "true",
+           no_op, "python", floor, None)
     report("wrapper, create..delete (pip script)", "runc", times["runc"], "console",
            times["console"], 15)
     # Per call, without a container: the start-up alone.

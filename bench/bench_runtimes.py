@@ -8,7 +8,9 @@ Markdown rows (``bench/report.py``):
   duration costs a runc start (README, "Benchmarks");
 - the runtime wrapper: a container's whole life, ``create``, ``start``, ``state``, ``kill``,
   ``delete``, through plain runc, through the launcher ``capctl install`` writes, and through
-  pip's console script ``capctl-runtime`` (goal: at most +15 ms for the launcher);
+  pip's console script ``capctl-runtime`` (goal: at most +15 ms for the launcher); and, for
+  the cause, plain runc handed the spec with the wrapper's devices already in it (runc's own
+  share) and the interpreter's bare start beside ``/bin/true``;
 - podman with the installed hooks.d definition: ``podman run -d``, not annotated / annotated;
 - Docker: ``docker run -d`` with the default runtime / ``--runtime capctl``.
 

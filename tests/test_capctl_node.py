@@ -22,7 +22,7 @@ STUB = """#!/bin/sh
 printf '%s\\n' CALL "$@" >> "$CALLS"
 """
 
-pytestmark = [needs_root,
+pytestmark = [needs_root, pytest.mark.kernel,
               pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")]
 
 

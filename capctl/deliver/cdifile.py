@@ -205,8 +205,7 @@ def _foreign(path: str) -> NodeError:
                            "(move it away, or write the specs to another --output)")
 
 
-def update_management(path: str, data: bytes | None, kind: str, *,
-                      dry_run: bool = False) -> Outcome:
+def update_management(path: str, data: bytes | None, *, dry_run: bool = False) -> Outcome:
     """Write the management spec ``data`` at ``path``, or (``data`` None) remove the one capctl
     wrote there.  A file there that capctl did not write: left alone when ``data`` is None,
     else a :class:`NodeError`."""
@@ -235,8 +234,7 @@ def update_management(path: str, data: bytes | None, kind: str, *,
         os.close(dir_fd)
 
 
-def write(output: str, specs: Specs, kind: str = cdi.DEFAULT_KIND, *,
-          dry_run: bool = False) -> tuple[Outcome, Outcome]:
+def write(output: str, specs: Specs, *, dry_run: bool = False) -> tuple[Outcome, Outcome]:
     """Put ``specs`` at ``output`` and its :func:`management_path` (removing a management spec
     capctl wrote there when ``specs`` has none); what happened to each.
 
@@ -247,14 +245,14 @@ def write(output: str, specs: Specs, kind: str = cdi.DEFAULT_KIND, *,
     mpath = management_path(output)
     changed = write_atomic(output, specs.main, dry_run=dry_run)
     main = Outcome(output, "written" if changed else "unchanged")
-    return main, update_management(mpath, specs.management, kind, dry_run=dry_run)
+    return main, update_management(mpath, specs.management, dry_run=dry_run)
 
 
 def generate(host: Host, output: str, kind: str = cdi.DEFAULT_KIND, *,
              management: bool = False, dry_run: bool = False) -> tuple[Outcome, Outcome]:
     """Write the host's current specs to ``output`` (and the management spec beside it when
     ``management``, else remove capctl's); what happened to each file."""
-    return write(output, render(host, kind, management=management), kind, dry_run=dry_run)
+    return write(output, render(host, kind, management=management), dry_run=dry_run)
 
 
 def refresh(host: Host, output: str, kind: str = cdi.DEFAULT_KIND, *,
@@ -273,6 +271,6 @@ def refresh(host: Host, output: str, kind: str = cdi.DEFAULT_KIND, *,
     except CapctlError:
         if not dry_run:
             remove(output)
-            update_management(management_path(output), None, kind)
+            update_management(management_path(output), None)
         raise
-    return write(output, specs, kind, dry_run=dry_run)
+    return write(output, specs, dry_run=dry_run)

@@ -159,11 +159,16 @@ def required_version(kind: str, names: list[str], with_host_path: bool) -> str:
     return EARLIEST_VERSION
 
 
+def _plan(request: str, topology: Topology, state: DriverState, host: Host) -> Plan:
+    """The plan the hook makes for ``request`` (``NVIDIA_VISIBLE_DEVICES`` syntax)."""
+    return resolve.resolve(parse_request(request), topology, state, host)
+
+
 def named_plans(topology: Topology, state: DriverState, host: Host) -> list[tuple[str, Plan]]:
     """Every device name of the main spec and the plan the hook would make for it, in spec
     order."""
     def plan(request: str) -> Plan:
-        return resolve.resolve(parse_request(request), topology, state, host)
+        return _plan(request, topology, state, host)
 
     out: list[tuple[str, Plan]] = []
     for gpu in topology.gpus:
@@ -182,8 +187,7 @@ def management_plans(topology: Topology, state: DriverState,
     """``mig-config`` / ``mig-monitor`` (those whose capability the driver has) and their
     plans: the hook's ``NVIDIA_MIG_{CONFIG,MONITOR}_DEVICES=all`` for every MIG GPU."""
     mig_gpus = ",".join(g.uuid for g in topology.gpus if g.mig_enabled)
-    base = (resolve.resolve(parse_request(mig_gpus), topology, state, host) if mig_gpus
-            else resolve.Plan())
+    base = _plan(mig_gpus, topology, state, host) if mig_gpus else resolve.Plan()
     return [(name, resolve.with_admin(base, which, state)) for name, which in ADMIN_DEVICES
             if state.table.get(which.value) is not None]
 

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from capctl import install
 from capctl.deliver import cdi, cdifile
+from capctl.devfs import safefs
 from capctl.errors import CapctlError
 
 #: The largest file looked at: capctl's are a few KB (a management spec for 32 GPUs ~1 MB).
@@ -61,29 +61,18 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
 
 
 def _read(path: str) -> tuple[str, tuple[int, ...]] | str | None:
-    """The text and identity of the regular file ``path`` (not followed if a symlink); None
-    if there is nothing there; else why it is not looked at."""
+    """The text and identity of the regular file ``path`` (not followed if a symlink, never
+    opened if anything else: :func:`capctl.devfs.safefs.read_regular`); None if there is
+    nothing there; else why it is not looked at."""
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        return f"cannot look at it: {err.strerror or err}"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    if st.st_size > MAX_FILE:
-        return "larger than any file capctl writes"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
+        found = safefs.read_regular(path, MAX_FILE)
+    except safefs.UnreadableFile as err:
+        return str(err)
     except OSError as err:
         return f"cannot read it: {err.strerror or err}"
-    with os.fdopen(fd, "rb") as f:
-        now = os.fstat(fd)
-        if not stat.S_ISREG(now.st_mode) or _identity(now) != _identity(st):
-            return "replaced while being looked at"
-        data = f.read(MAX_FILE + 1)
+    if found is None:
+        return None
+    data, st = found
     try:
         return data.decode("utf-8"), _identity(st)
     except UnicodeDecodeError:

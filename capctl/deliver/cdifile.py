@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 
 from capctl._lite.record import record
 from capctl.deliver import cdi
+from capctl.devfs import safefs
 from capctl.devfs.atomic import replace_file
 from capctl.errors import CapctlError, NodeError
 
@@ -181,23 +181,16 @@ def is_management_spec(data: bytes) -> bool:
 
 
 def _ours(dir_fd: int, name: str, path: str) -> bool | None:
-    """None if there is no file ``name``; else whether it is a management spec capctl wrote.  A symlink, a device, anything but such a regular file is not ours, and is
-    never opened (opening a device node can act on the device)."""
+    """None if there is no file ``name``; else whether it is a management spec capctl wrote.
+    A symlink, a device, anything but such a regular file is not ours, and is never opened
+    (opening a device node can act on the device: :func:`capctl.devfs.safefs.read_regular`)."""
     try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SPEC:
-            return False
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
+        found = safefs.read_regular(name, MAX_SPEC, dir_fd=dir_fd)
+    except safefs.UnreadableFile:
+        return False
     except OSError as err:
         raise NodeError(path, f"cannot read the CDI spec: {err.strerror or err}") from err
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the look
-            return False
-        data = f.read(MAX_SPEC + 1)
-    return len(data) <= MAX_SPEC and is_management_spec(data)
+    return None if found is None else is_management_spec(found[0])
 
 
 def _foreign(path: str) -> NodeError:

@@ -171,6 +171,44 @@ def file_kind(mode: int) -> str:
     return "not a device node"
 
 
+class UnreadableFile(Exception):
+    """What :func:`read_regular` found instead of a regular file it may read (its message:
+    "not a regular file", "larger than N bytes", "replaced while being looked at")."""
+
+
+def read_regular(path: str, limit: int, *, dir_fd: int | None = None,
+                 ) -> tuple[bytes, os.stat_result] | None:
+    """The bytes and ``fstat`` of the regular file ``path`` (in ``dir_fd`` if given), at most
+    ``limit`` bytes; None if nothing is there.
+
+    A symlink there is not followed, and nothing but a regular file is ever opened: opening a
+    device node can act on the device, and a FIFO's open blocks (``O_NONBLOCK`` too, for one
+    swapped in between the look and the open, which the identity check then refuses).
+    Raises :class:`UnreadableFile`, and :class:`OSError` as the system calls raise it.
+    """
+    try:
+        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise UnreadableFile("not a regular file")
+    if st.st_size > limit:
+        raise UnreadableFile(f"larger than {limit} bytes")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise UnreadableFile("replaced while being looked at")
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew since the look
+        raise UnreadableFile(f"larger than {limit} bytes")
+    return data, now
+
+
 def readlink_at(dir_fd: int, name: str) -> str | None:
     """Target of the symlink ``name`` in ``dir_fd``; None if absent or not a symlink."""
     try:

@@ -27,11 +27,11 @@ imports no ``json``, ``dataclasses`` or click: ``capctl health`` runs without cl
 from __future__ import annotations
 
 import os
-import stat
 import time
 
 from capctl._lite import jsonload
 from capctl._lite.record import record
+from capctl.devfs import safefs
 from capctl.errors import CapctlError, ParseError
 
 _INF = float("inf")
@@ -40,6 +40,8 @@ EVERY = 2.0
 #: A liveness probe's default: a beat older than this means the watcher is stuck.
 MAX_AGE = 60.0
 FILE_MODE = 0o644
+#: The largest heartbeat read (one is about 80 bytes).
+MAX_FILE = 4096
 
 
 class HeartbeatError(CapctlError):
@@ -108,15 +110,12 @@ def judge(path: str, beat: Beat, at: float, *, max_age: float, ready: bool) -> s
 def check(path: str, *, max_age: float = MAX_AGE, ready: bool = False) -> str:
     """Read ``path`` and :func:`judge` it now."""
     try:
-        # Not a FIFO's or a device's open (O_NONBLOCK), not through a link planted there.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise HeartbeatError(f"{path}: cannot read the heartbeat: not a regular file")
-            text = f.read(4096).decode()
-    except FileNotFoundError as err:
-        raise HeartbeatError(f"{path}: no heartbeat: the watcher is not running") from err
-    except (OSError, UnicodeDecodeError) as err:
+        # Not through a link planted there, and never a FIFO's or a device's open.
+        found = safefs.read_regular(path, MAX_FILE)
+        if found is None:
+            raise HeartbeatError(f"{path}: no heartbeat: the watcher is not running")
+        text = found[0].decode()
+    except (safefs.UnreadableFile, OSError, UnicodeDecodeError) as err:
         raise HeartbeatError(f"{path}: cannot read the heartbeat: {err}") from err
     return judge(path, parse(path, text), now(), max_age=max_age, ready=ready)
 

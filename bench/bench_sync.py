@@ -194,12 +194,7 @@ def inner(args: argparse.Namespace) -> None:
         """The system calls any sync makes, bare: open, read and close each proc file, then
         mknod each node and symlink each /dev/char link (no walk, no parsing, no checks)."""
         clear_nodes(root / "dev")
-        caps = root / "dev/nvidia-caps"
-        caps.mkdir(parents=True, exist_ok=True)
-        (root / "dev/char").mkdir(exist_ok=True)
-        nodes_fd = os.open(caps, os.O_RDONLY | os.O_DIRECTORY)
-        links_fd = os.open(root / "dev/char", os.O_RDONLY | os.O_DIRECTORY)
-        major = simulated.CAPS_MAJOR
+        nodes_fd, links_fd = open_node_dirs(root / "dev")
         try:
             t0 = time.perf_counter()
             minors = []
@@ -207,11 +202,8 @@ def inner(args: argparse.Namespace) -> None:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 minors.append(int(os.read(fd, 4097).split(b"\n", 1)[0][17:]))
                 os.close(fd)
-            for m in minors:
-                os.mknod(f"nvidia-cap{m}", 0o020444, os.makedev(major, m), dir_fd=nodes_fd)
-            for m in minors:
-                os.symlink(f"../nvidia-caps/nvidia-cap{m}", f"{major}:{m}", dir_fd=links_fd)
-            return time.perf_counter() - t0
+            read = time.perf_counter() - t0
+            return read + make_nodes_and_links(nodes_fd, links_fd, minors, simulated.CAPS_MAJOR)
         finally:
             os.close(nodes_fd)
             os.close(links_fd)
@@ -290,27 +282,41 @@ def raw_mknod(dirpath: Path, minors: list[int], major: int) -> float:
     return time.perf_counter() - t0
 
 
-def bare_syscalls(base: Path, minors: list[int], major: int) -> tuple[float, float]:
-    """Seconds for the first run's mknod+symlink and the re-run's lstat+readlink, bare."""
-    (base / "nvidia-caps").mkdir()
-    (base / "char").mkdir()
-    nodes_fd = os.open(base / "nvidia-caps", os.O_RDONLY | os.O_DIRECTORY)
-    links_fd = os.open(base / "char", os.O_RDONLY | os.O_DIRECTORY)
+def open_node_dirs(dev: Path) -> tuple[int, int]:
+    """Descriptors of ``dev/nvidia-caps`` and ``dev/char``, made if missing."""
+    for name in ("nvidia-caps", "char"):
+        (dev / name).mkdir(parents=True, exist_ok=True)
+    return (os.open(dev / "nvidia-caps", os.O_RDONLY | os.O_DIRECTORY),
+            os.open(dev / "char", os.O_RDONLY | os.O_DIRECTORY))
+
+
+def make_nodes_and_links(nodes_fd: int, links_fd: int, minors: list[int], major: int) -> float:
+    """Seconds to ``mknod`` each node and ``symlink`` its ``/dev/char`` link, bare (the names
+    are made first, untimed)."""
     names = [f"nvidia-cap{m}" for m in minors]
     links = [b"%d:%d" % (major, m) for m in minors]
     targets = [b"../nvidia-caps/nvidia-cap%d" % m for m in minors]
+    t0 = time.perf_counter()
+    for name, m in zip(names, minors, strict=True):
+        os.mknod(name, 0o020444, os.makedev(major, m), dir_fd=nodes_fd)
+    for link, target in zip(links, targets, strict=True):
+        os.symlink(target, link, dir_fd=links_fd)
+    return time.perf_counter() - t0
+
+
+def bare_syscalls(base: Path, minors: list[int], major: int) -> tuple[float, float]:
+    """Seconds for the first run's mknod+symlink and the re-run's lstat+readlink, bare."""
+    nodes_fd, links_fd = open_node_dirs(base)
+    names = [f"nvidia-cap{m}" for m in minors]
+    links = [b"%d:%d" % (major, m) for m in minors]
     try:
+        first = make_nodes_and_links(nodes_fd, links_fd, minors, major)
         t0 = time.perf_counter()
-        for name, m in zip(names, minors, strict=True):
-            os.mknod(name, 0o020444, os.makedev(major, m), dir_fd=nodes_fd)
-        for link, target in zip(links, targets, strict=True):
-            os.symlink(target, link, dir_fd=links_fd)
-        t1 = time.perf_counter()
         for name in names:
             os.lstat(name, dir_fd=nodes_fd)
         for link in links:
             os.readlink(link, dir_fd=links_fd)
-        return t1 - t0, time.perf_counter() - t1
+        return first, time.perf_counter() - t0
     finally:
         os.close(nodes_fd)
         os.close(links_fd)

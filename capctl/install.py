@@ -15,13 +15,17 @@ What is written (``docs/runtimes.md``):
 - ``capctl``'s own launcher (:func:`python_launcher_text`), which the udev rules and systemd
   units run as ``/usr/local/bin/capctl`` once it is linked there (``udev/README.md``);
 - with an explicit option only, ``capctl-docker-hook``'s launcher and a link named
-  ``nvidia-container-runtime-hook`` to it, never over a file that is not capctl's.
+  ``nvidia-container-runtime-hook`` to it, never over a file that is not capctl's;
+- beside the launchers, the start-up pack (:mod:`capctl.modpack`): the compiled modules of
+  the start-up paths in one file, which every definition and launcher above loads first.
 
 Every definition and launcher starts the interpreter as ``python -I -S`` and puts this
 installation's import paths (:func:`import_paths`) on ``sys.path`` itself
 (:func:`interpreter_args`): ``site`` costs every container start about 3 ms and does nothing
-else for capctl (``docs/hook-startup.md``).  Each definition still names the interpreter by its
-full path, as both the program and ``args[0]`` (``docs/runtimes.md``).
+else for capctl (``docs/hook-startup.md``).  Where a launcher directory is given, they then
+serve capctl's modules from its start-up pack (:mod:`capctl._lite.pack`): about 2 ms less.
+Each definition still names the interpreter by its full path, as both the program and
+``args[0]`` (``docs/runtimes.md``).
 
 Nothing is clobbered: a file is replaced only when capctl wrote it (hook JSON that runs
 ``capctl.main``, a TOML snippet starting with :data:`MARK`); ``daemon.json`` is merged, and a
@@ -61,6 +65,8 @@ LAUNCHER = "capctl-runtime"
 PYTHON_LAUNCHER_MARK = "# {name}'s launcher, written by 'capctl install'; replaced by the next one."
 CLI_LAUNCHER = "capctl"
 DOCKER_HOOK_LAUNCHER = "capctl-docker-hook"
+#: The start-up pack's name in the launcher directory (:mod:`capctl.modpack`).
+PACK = "capctl-modules.pack"
 #: What each Python launcher runs once its ``sys.path`` is set.  The CLI exits normally (a
 #: command may be a long-running watcher); the Docker hook as ``capctl hook`` does.
 CLI_ENTRY = "from capctl.main import main; main()"
@@ -99,16 +105,25 @@ class Installation:
             return os.path.join(self.launcher_dir, DOCKER_HOOK_LAUNCHER)
         return os.path.join(self.bindir, "capctl-docker-hook")
 
+    @property
+    def pack(self) -> str | None:
+        """The start-up pack every entry point loads first; None without a launcher directory."""
+        if self.launcher_dir is not None:
+            return os.path.join(self.launcher_dir, PACK)
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """One file to write: its path, its new text, and whether it replaces an own file."""
+    """One file to write: its path, its new text (what a dry run shows of ``data``, if
+    given: the bytes to write), and whether it replaces an own file."""
 
     path: str
     text: str
     what: str
     replaces: bool = False
     mode: int = 0o644
+    data: bytes | None = None
 
 
 #: The longest ``#!`` line every supported kernel reads whole (127 before Linux 5.1).
@@ -191,21 +206,26 @@ def configured_runtime(config: str) -> str:
         ) from err
 
 
-def path_setup(paths: Sequence[str]) -> str:
+def path_setup(paths: Sequence[str], pack: str | None = None) -> str:
     """Python code putting ``paths`` after the standard library on ``sys.path``, as ``site``
     would have under ``python -S``: a same-named module in site-packages (a backport) never
-    replaces the standard library's in a root hook."""
-    return f"import sys; sys.path += {list(paths)!r}"
+    replaces the standard library's in a root hook.  Then, with a ``pack``, the start-up
+    pack in use (:func:`capctl._lite.pack.use`; without a usable one, the usual imports)."""
+    code = f"import sys; sys.path += {list(paths)!r}"
+    if pack is not None:
+        code += f"; from capctl._lite.pack import use; use({pack!r})"
+    return code
 
 
-def interpreter_args(paths: Sequence[str], entry: str = HOOK_ENTRY) -> list[str]:
+def interpreter_args(paths: Sequence[str], entry: str = HOOK_ENTRY,
+                     pack: str | None = None) -> list[str]:
     """The interpreter's arguments in a hook definition: ``-I -S -c SETUP; ENTRY``.
 
     ``-I`` leaves out the ``PYTHON*`` environment, the user's site-packages and the current
     directory; ``-S`` leaves out ``site``; ``-c``, not ``-m``, leaves out ``runpy``
     (``docs/hook-startup.md``).  The hook's own options and ``hook`` follow.
     """
-    return ["-I", "-S", "-c", f"{path_setup(paths)}; {entry}"]
+    return ["-I", "-S", "-c", f"{path_setup(paths, pack)}; {entry}"]
 
 
 def entry_setup(code: str, entry: str = HOOK_ENTRY) -> str | None:
@@ -217,18 +237,20 @@ def entry_setup(code: str, entry: str = HOOK_ENTRY) -> str | None:
     return head.rstrip().rstrip(";").rstrip()
 
 
-def python_entry(paths: Sequence[str], runtime: str, config: str = DEFAULT_CONFIG) -> str:
+def python_entry(paths: Sequence[str], runtime: str, config: str = DEFAULT_CONFIG,
+                 pack: str | None = None) -> str:
     """The Python code the launcher runs for ``create`` and ``run``: capctl's paths, then
     :func:`capctl.runtime_main.main` with the baked runtime, so that a container's whole life
     runs one runtime even if the config changes in between, and with the config the install
     used when it is not the default: containerd's ``BinaryName`` and CRI-O's
     ``runtime_path`` take no arguments, so no ``--capctl-config`` could reach the wrapper."""
     own = "" if config == DEFAULT_CONFIG else f", config={config!r}"
-    return (f"{path_setup(paths)}; "
+    return (f"{path_setup(paths, pack)}; "
             f"from capctl.runtime_main import main; main(runtime={runtime!r}{own})")
 
 
-def python_launcher_text(python: str, paths: Sequence[str], name: str, entry: str) -> str:
+def python_launcher_text(python: str, paths: Sequence[str], name: str, entry: str,
+                         pack: str | None = None) -> str:
     """A Python script run as ``python -I -S`` by its ``#!`` line: ``capctl``'s and
     ``capctl-docker-hook``'s launchers, which stand in for pip's console scripts.
 
@@ -246,10 +268,10 @@ def python_launcher_text(python: str, paths: Sequence[str], name: str, entry: st
     if any(c.isspace() for c in python) or len(f"#!{python} -IS".encode()) > SHEBANG_MAX:
         # A #! line cannot name such an interpreter (a space ends the path; the kernel cuts
         # a long line, -IS with it): a /bin/sh script execs it instead.
-        code = f"{path_setup(paths)}; {entry}"
+        code = f"{path_setup(paths, pack)}; {entry}"
         return (f"#!/bin/sh\n{mark}\n"
                 f'exec {shlex.quote(python)} -IS -c {shlex.quote(code)} "$@"\n')
-    return f"#!{python} -IS\n{mark}\n{path_setup(paths)}\n{entry}\n"
+    return f"#!{python} -IS\n{mark}\n{path_setup(paths, pack)}\n{entry}\n"
 
 
 def is_python_launcher(text: str, name: str) -> bool:
@@ -264,8 +286,28 @@ def plan_python_launcher(inst: Installation, name: str, entry: str, what: str) -
     current = _read(path)
     if current is not None and not is_python_launcher(current, name):
         raise InstallError(f"{path}: exists and was not written by capctl; refusing to replace it")
-    text = python_launcher_text(inst.python, inst.paths, name, entry)
+    text = python_launcher_text(inst.python, inst.paths, name, entry, inst.pack)
     return Write(path, text, what, current is not None, 0o755)
+
+
+def plan_pack(inst: Installation) -> Write:
+    """The start-up pack of this installation's capctl, for its interpreter; refused over a
+    file that is not an earlier pack."""
+    from capctl import modpack
+
+    assert inst.pack is not None
+    current = _read_bytes(inst.pack)
+    if current is not None and not modpack.is_pack(current):
+        raise InstallError(f"{inst.pack}: exists and was not written by capctl; "
+                           "refusing to replace it")
+    try:
+        data = modpack.build()
+    except (OSError, SyntaxError, UnicodeDecodeError) as err:
+        raise InstallError(f"cannot build the start-up pack: {err}") from err
+    text = (f"the compiled code of {len(modpack.MODULES)} capctl modules ({len(data)} bytes), "
+            f"for Python {sys.version.split()[0]} at {inst.python}")
+    return Write(inst.pack, text, "start-up pack (every launcher and hook loads it)",
+                 current is not None, 0o644, data)
 
 
 #: runc 1.1's global options (``runc --help``, ``main.go``; Go's ``flag`` package takes each
@@ -278,7 +320,8 @@ def _alternatives(names: Sequence[str], suffix: str = "") -> str:
     return "|".join(f"{dashes}{n}{suffix}" for n in names for dashes in ("--", "-"))
 
 
-def launcher_text(python: str, paths: Sequence[str], runtime: str, config: str) -> str:
+def launcher_text(python: str, paths: Sequence[str], runtime: str, config: str,
+                  pack: str | None = None) -> str:
     """``capctl-runtime``'s launcher: a ``/bin/sh`` script that runs Python only for
     ``create`` and ``run``.
 
@@ -305,7 +348,7 @@ def launcher_text(python: str, paths: Sequence[str], runtime: str, config: str) 
         "# run 'capctl install' again after changing it ('capctl doctor' compares them).\n"
         f"runtime={q(runtime)}\n"
         f"python={q(python)}\n"
-        f"entry={q(python_entry(paths, runtime, config))}\n"
+        f"entry={q(python_entry(paths, runtime, config, pack))}\n"
         "own=0\n"
         'case ${1-} in\n'
         f'{OWN_OPTION}=) exec "$python" -IS -c "$entry" "$@" ;;\n'
@@ -385,7 +428,8 @@ def plan_launcher(inst: Installation) -> Write:
     current = _read(path)
     if current is not None and current.split("\n", 2)[1:2] != [LAUNCHER_MARK]:
         raise InstallError(f"{path}: exists and was not written by capctl; refusing to replace it")
-    text = launcher_text(inst.python, inst.paths, configured_runtime(inst.config), inst.config)
+    text = launcher_text(inst.python, inst.paths, configured_runtime(inst.config), inst.config,
+                         inst.pack)
     return Write(path, text, "capctl-runtime launcher (Docker, containerd, CRI-O run it)",
                  current is not None, 0o755)
 
@@ -394,7 +438,8 @@ def hook_command(inst: Installation) -> dict[str, Any]:
     """The ``hook`` object of an OCI hook definition running this installation's hook."""
     return {
         "path": inst.python,
-        "args": [inst.python, *interpreter_args(inst.paths), *inst.options, "hook"],
+        "args": [inst.python, *interpreter_args(inst.paths, pack=inst.pack), *inst.options,
+                 "hook"],
         "env": [HOOK_ENV],
         "timeout": 10,
     }
@@ -502,6 +547,18 @@ def _read(path: str) -> str | None:
         raise InstallError(f"{path}: cannot read: {err}") from err
 
 
+def _read_bytes(path: str, limit: int = 16 << 20) -> bytes | None:
+    """The regular file ``path`` (not followed if a symlink, nothing else opened:
+    :func:`capctl.devfs.safefs.read_regular`); None if there is nothing there."""
+    from capctl.devfs import safefs
+
+    try:
+        found = safefs.read_regular(path, limit)
+    except (OSError, safefs.UnreadableFile) as err:
+        raise InstallError(f"{path}: cannot read: {err}") from err
+    return None if found is None else found[0]
+
+
 def plan_hook(path: str, inst: Installation, *, always: bool) -> Write:
     text = json.dumps(hooks_d_definition(inst, always=always), indent=2) + "\n"
     current = _read(path)
@@ -536,7 +593,7 @@ def write_atomic(w: Write) -> None:
     directory = os.path.dirname(w.path) or "."
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        replace_file(w.path, w.text.encode("utf-8"), mode=w.mode)
+        replace_file(w.path, w.text.encode("utf-8") if w.data is None else w.data, mode=w.mode)
     except OSError as err:
         raise InstallError(f"{w.path}: cannot write: {err.strerror or err}") from err
 
@@ -589,6 +646,7 @@ def plan(
     out: list[Write] = []
     runs_runtime = docker_config or containerd_dir or crio_dir
     if inst.launcher_dir is not None:
+        out.append(plan_pack(inst))
         out.append(plan_python_launcher(inst, CLI_LAUNCHER, CLI_ENTRY,
                                         "capctl launcher (link /usr/local/bin/capctl to it)"))
         if runs_runtime:

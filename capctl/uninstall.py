@@ -6,7 +6,9 @@ a file, :mod:`capctl.install`):
 
 - the hooks.d definition (a hook that runs capctl's hook entry);
 - the containerd and CRI-O drop-ins (starting with :data:`capctl.install.MARK`);
-- capctl-runtime's launcher (its second line is :data:`capctl.install.LAUNCHER_MARK`);
+- capctl-runtime's launcher (its second line is :data:`capctl.install.LAUNCHER_MARK`) and
+  the start-up pack beside it (:func:`capctl.modpack.is_pack`), which the launchers left in
+  place (``capctl``'s, for the udev rules) then do without;
 - the CDI spec a watcher keeps (a JSON spec of capctl's CDI kind), and the management spec
   beside it (:func:`capctl.deliver.cdifile.is_management_spec`).
 
@@ -31,7 +33,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from capctl import install
+from capctl import install, modpack
 from capctl.deliver import cdi, cdifile
 from capctl.devfs import safefs
 from capctl.errors import CapctlError
@@ -60,8 +62,8 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
-def _read(path: str) -> tuple[str, tuple[int, ...]] | str | None:
-    """The text and identity of the regular file ``path`` (not followed if a symlink, never
+def _read(path: str) -> tuple[bytes, tuple[int, ...]] | str | None:
+    """The bytes and identity of the regular file ``path`` (not followed if a symlink, never
     opened if anything else: :func:`capctl.devfs.safefs.read_regular`); None if there is
     nothing there; else why it is not looked at."""
     try:
@@ -73,10 +75,18 @@ def _read(path: str) -> tuple[str, tuple[int, ...]] | str | None:
     if found is None:
         return None
     data, st = found
-    try:
-        return data.decode("utf-8"), _identity(st)
-    except UnicodeDecodeError:
-        return "not text capctl writes"
+    return data, _identity(st)
+
+
+def _text(own: Callable[[str], bool]) -> Callable[[bytes], bool]:
+    """``own`` for a file capctl writes as UTF-8 text: anything else is not capctl's."""
+    def check(data: bytes) -> bool:
+        try:
+            return own(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            return False
+
+    return check
 
 
 def _own_hook(text: str) -> bool:
@@ -111,7 +121,8 @@ def plan(
     definitions that run capctl first, then what they run, then the spec."""
     out: list[Removal] = []
 
-    def consider(directory: str | None, name: str, what: str, own: Callable[[str], bool]) -> None:
+    def consider(directory: str | None, name: str, what: str,
+                 own: Callable[[bytes], bool]) -> None:
         if directory is None:
             return
         path = os.path.join(directory, name)
@@ -121,23 +132,24 @@ def plan(
         if isinstance(found, str):
             out.append(Removal(path, what, False, f"{found}; left in place"))
             return
-        text, identity = found
-        if own(text):
+        data, identity = found
+        if own(data):
             out.append(Removal(path, what, True, "", identity))
         else:
             out.append(Removal(path, what, False, "not written by capctl; left in place"))
 
-    consider(hooks_dir, install.HOOK_FILE, "hooks.d definition", _own_hook)
-    consider(containerd_dir, install.SNIPPET, "containerd drop-in",
-             lambda t: t.startswith(install.MARK))
-    consider(crio_dir, install.CRIO_SNIPPET, "CRI-O drop-in", lambda t: t.startswith(install.MARK))
-    consider(launcher_dir, install.LAUNCHER, "capctl-runtime launcher", _own_launcher)
+    marked = _text(lambda t: t.startswith(install.MARK))
+    consider(hooks_dir, install.HOOK_FILE, "hooks.d definition", _text(_own_hook))
+    consider(containerd_dir, install.SNIPPET, "containerd drop-in", marked)
+    consider(crio_dir, install.CRIO_SNIPPET, "CRI-O drop-in", marked)
+    consider(launcher_dir, install.LAUNCHER, "capctl-runtime launcher", _text(_own_launcher))
+    consider(launcher_dir, install.PACK, "start-up pack", modpack.is_pack)
     if cdi_output is not None:
         consider(os.path.dirname(cdi_output) or ".", os.path.basename(cdi_output), "CDI spec",
-                 lambda t: _own_spec(t, cdi_kind))
+                 _text(lambda t: _own_spec(t, cdi_kind)))
         mgmt = cdifile.management_path(cdi_output)
         consider(os.path.dirname(mgmt) or ".", os.path.basename(mgmt), "CDI management spec",
-                 lambda t: cdifile.is_management_spec(t.encode()))
+                 cdifile.is_management_spec)
     return out
 
 

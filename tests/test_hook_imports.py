@@ -1,12 +1,13 @@
 """The hook's entry points import only what a container start needs (docs/hook-startup.md).
 
 Each of the three is started as ``capctl install`` writes it, under ``-X importtime``: the hook
-(``python -I -S -c "<paths>; <entry>"``, a real cgroup v1 grant with nodes made, and through
-runc on v2), the Docker hook's launcher (``#!python -IS``) and the runtime wrapper's launcher
-(``create``).  Every module one adds must be capctl's own or on the short list below: ``re``,
-``enum``, ``pathlib``, ``json``, ``contextlib``, ``collections``, ``typing`` and the like cost
-the hook most of its time budget (see ``bench/bench_hook.py``).  A structural check, not a
-timing.
+(``python -I -S -c "<paths>; <pack>; <entry>"``, a real cgroup v1 grant with nodes made, and
+through runc on v2), the Docker hook's launcher (``#!python -IS``) and the runtime wrapper's
+launcher (``create``), each with a start-up pack (:mod:`capctl.modpack`), which must hold every
+capctl module they import.  Every module one adds must be capctl's own or on the short list
+below: ``re``, ``enum``, ``pathlib``, ``json``, ``contextlib``, ``collections``, ``typing`` and
+the like cost the hook most of its time budget (see ``bench/bench_hook.py``).  A structural
+check, not a timing.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from capctl import simulated
+from capctl import install, modpack, simulated
 from tests.support.bundles import make_bundle, stand_in_container
 from tests.support.cgroups import rules_text
 from tests.support.hostcg import LAYOUT
 from tests.support.runc import RuncHarness
-from tests.support.source import HOOK_ARGS
 
 from .conftest import needs_root, needs_runc
 
@@ -55,11 +55,36 @@ def _importtime_of(argv: list[str], stdin: bytes) -> set[str]:
     } - {"imported package"}  # the header line
 
 
-def imported(argv: list[str], stdin: bytes = b"") -> set[str]:
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A start-up pack of the capctl under test, as ``capctl install`` writes it."""
+    path = tmp_path_factory.mktemp("libexec") / install.PACK
+    path.write_bytes(modpack.build())
+    path.chmod(0o644)
+    return str(path)
+
+
+def hook_args(pack: str) -> list[str]:
+    """The interpreter's arguments of the hook definition ``capctl install`` writes."""
+    return install.interpreter_args(install.import_paths(), pack=pack)
+
+
+#: What every entry point imports before its pack is in use.
+BEFORE_PACK = frozenset({"capctl", "capctl._lite", "capctl._lite.pack"})
+
+
+def unpacked(mods: set[str]) -> list[str]:
+    """capctl's modules among ``mods`` that the start-up pack does not hold."""
+    return sorted(m for m in mods if m.split(".")[0] == "capctl"
+                  and m not in BEFORE_PACK and m not in modpack.MODULES)
+
+
+def imported(argv: list[str], pack: str, stdin: bytes = b"") -> set[str]:
     """Modules a hook run adds to the interpreter's start, started as ``capctl install``'s
-    definitions start it (``-I -S``, capctl's paths; :mod:`tests.support.source`)."""
-    assert HOOK_ARGS[:3] == ("-I", "-S", "-c")
-    return (_importtime_of([sys.executable, "-X", "importtime", *HOOK_ARGS, *argv], stdin)
+    definitions start it (``-I -S``, capctl's paths, the pack)."""
+    args = hook_args(pack)
+    assert args[:3] == ["-I", "-S", "-c"]
+    return (_importtime_of([sys.executable, "-X", "importtime", *args, *argv], stdin)
             - _importtime("pass", [], b""))
 
 
@@ -70,20 +95,22 @@ def not_allowed(modules: set[str]) -> list[str]:
     )
 
 
-def run_hook(sim_root: Path, tmp_path: Path, config: Path, env: list[str]) -> set[str]:
+def run_hook(sim_root: Path, tmp_path: Path, config: Path, env: list[str], pack: str,
+             ) -> set[str]:
     shutil.rmtree(tmp_path / "bundle", ignore_errors=True)
     bundle = make_bundle(tmp_path, env, dev=True)
     with stand_in_container(bundle, "imports") as (cg, state):
         mods = imported(
             ["--root", str(sim_root), "--topology", str(sim_root / "topology.json"),
              "--config", str(config), "hook"],
-            json.dumps(state).encode(),
+            pack, json.dumps(state).encode(),
         )
         if env:
             assert "c 238:" in rules_text(cg)  # it did the whole job
             caps = Path(f"/proc/{state['pid']}/root{bundle}/rootfs/dev/nvidia-caps")
             assert caps.is_dir()  # in the container's own /dev, not the host directory
             assert not (bundle / "rootfs/dev/nvidia-caps").exists()
+    assert unpacked(mods) == []
     return mods
 
 
@@ -98,9 +125,10 @@ def outside(mods: set[str]) -> list[str]:
 
 
 @needs_root
-def test_hook_imports_only_what_it_uses(sim_root: Path, tmp_path: Path) -> None:
+def test_hook_imports_only_what_it_uses(sim_root: Path, tmp_path: Path, pack: str) -> None:
     mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
-    mods = run_hook(sim_root, tmp_path, tmp_path / "none.toml", [f"NVIDIA_VISIBLE_DEVICES={mig}"])
+    mods = run_hook(sim_root, tmp_path, tmp_path / "none.toml", [f"NVIDIA_VISIBLE_DEVICES={mig}"],
+                    pack)
     assert {"capctl.deliver.hook", "capctl.request.resolve", BACKEND} <= mods
     assert outside(mods) == []
     assert not {"capctl.cli", "capctl.devfs.sync", "capctl.request.nvml", OTHER_BACKEND} & mods
@@ -108,18 +136,18 @@ def test_hook_imports_only_what_it_uses(sim_root: Path, tmp_path: Path) -> None:
 
 
 @needs_root
-def test_hook_with_config_file_parses_it_once(sim_root: Path, tmp_path: Path) -> None:
+def test_hook_with_config_file_parses_it_once(sim_root: Path, tmp_path: Path, pack: str) -> None:
     """The first run parses the config (tomllib); later runs read the settings cache."""
     config = tmp_path / "capctl.toml"
     config.write_text(f'[hook]\nlog_file = "{tmp_path}/hook.log"\n')
     config.chmod(0o644)
     mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
     env = [f"NVIDIA_VISIBLE_DEVICES={mig}"]
-    first = run_hook(sim_root, tmp_path, config, env)
+    first = run_hook(sim_root, tmp_path, config, env, pack)
     assert "tomllib" in first
     extra = set(outside(first))
     assert all(m.startswith("tomllib") or m in TOMLLIB_DEPS for m in extra), extra
-    second = run_hook(sim_root, tmp_path, config, env)
+    second = run_hook(sim_root, tmp_path, config, env, pack)
     assert outside(second) == []
     assert (tmp_path / "hook.log").read_text().count("devices MIG-") == 2
 
@@ -134,8 +162,8 @@ TOMLLIB_DEPS = frozenset({
 
 
 @needs_root
-def test_no_request_imports_little(sim_root: Path, tmp_path: Path) -> None:
-    mods = run_hook(sim_root, tmp_path, tmp_path / "none.toml", [])
+def test_no_request_imports_little(sim_root: Path, tmp_path: Path, pack: str) -> None:
+    mods = run_hook(sim_root, tmp_path, tmp_path / "none.toml", [], pack)
     assert outside(mods) == []
     assert not {"capctl.request.resolve", "capctl.driver.procfs", "capctl.cgroup"} & mods
 
@@ -164,13 +192,14 @@ def _parse_importtime(text: str) -> set[str]:
 
 @needs_runc
 @pytest.mark.parametrize("stage", ["createRuntime", "prestart"])
-def test_hook_imports_on_cgroup_v2(sim_root: Path, tmp_path: Path, stage: str) -> None:
+def test_hook_imports_on_cgroup_v2(sim_root: Path, tmp_path: Path, stage: str, pack: str,
+                                   ) -> None:
     """The same allow-list on cgroup v2, with the hook run by runc as a real hook (the v2
     grant extends the container's eBPF program), in a private cgroup2 mount namespace."""
     out = tmp_path / "importtime.txt"
     mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
     hook_argv = [
-        sys.executable, "-X", "importtime", *HOOK_ARGS,
+        sys.executable, "-X", "importtime", *hook_args(pack),
         "--root", str(sim_root), "--topology", str(sim_root / "topology.json"),
         "--config", str(tmp_path / "none.toml"), "hook",
     ]
@@ -185,6 +214,7 @@ def test_hook_imports_on_cgroup_v2(sim_root: Path, tmp_path: Path, stage: str) -
     mods = _parse_importtime(out.read_text()) - _importtime("pass", [], b"")
     assert {"capctl.deliver.hook", "capctl.cgroup.v2", "capctl.cgroup.bpf"} <= mods
     assert sorted(m for m in not_allowed(mods) if m not in V2_STDLIB) == []
+    assert unpacked(mods) == []
     assert not {"capctl.cli", "capctl.devfs.sync", "capctl.cgroup.v1"} & mods
     # bpf(2) and statfs through ctypes' C core (capctl.cgroup.libc), not the ctypes package
     # (about 1 ms); the emulator only rebuilds unreadable programs; resource: kernels < 5.11.
@@ -194,14 +224,13 @@ def test_hook_imports_on_cgroup_v2(sim_root: Path, tmp_path: Path, stage: str) -
 # --- the runtime wrapper's create: the same contract, through capctl install's launcher ------------
 
 
-def wrapper_create(sim_root: Path, tmp_path: Path, config: Path, trusted: Path) -> set[str]:
+def wrapper_create(sim_root: Path, tmp_path: Path, config: Path, trusted: Path, pack: str,
+                   ) -> set[str]:
     """Modules one ``create`` through the launcher adds to the interpreter's start.
 
     The launcher is :func:`capctl.install.launcher_text`'s, for an interpreter that is this
     one under ``-X importtime`` (it runs ``python -IS -c ENTRY``) and a runtime that only
     checks that the spec it gets has the container's device."""
-    from capctl import install
-
     mig = simulated.topology()["gpus"][0]["mig_devices"][0]["uuid"]
     bundle = tmp_path / "bundle"
     shutil.rmtree(bundle, ignore_errors=True)
@@ -216,7 +245,7 @@ def wrapper_create(sim_root: Path, tmp_path: Path, config: Path, trusted: Path) 
     runtime.chmod(0o755)
     launcher = tmp_path / "capctl-runtime"
     launcher.write_text(install.launcher_text(str(python), install.import_paths(), str(runtime),
-                                           str(config)))
+                                           str(config), pack))
     launcher.chmod(0o755)
     res = subprocess.run(
         [str(launcher), "--capctl-config", str(config), "create", "--bundle", str(bundle), "c1"],
@@ -229,12 +258,13 @@ def wrapper_create(sim_root: Path, tmp_path: Path, config: Path, trusted: Path) 
         for line in err.splitlines()
         if line.startswith("import time:") and "|" in line
     } - {"imported package"}
+    assert unpacked(mods) == []
     return mods - _importtime("pass", [], b"")
 
 
 @needs_root
 def test_wrapper_create_imports_only_what_it_uses(sim_root: Path, tmp_path: Path,
-                                                  trusted_dir: Path) -> None:
+                                                  trusted_dir: Path, pack: str) -> None:
     """create parses the config once (tomllib), then reads the settings cache: no json, re,
     typing or TOML on the path every container takes."""
     config = tmp_path / "capctl.toml"
@@ -243,11 +273,11 @@ def test_wrapper_create_imports_only_what_it_uses(sim_root: Path, tmp_path: Path
         f'[host]\ndriver_root = "{sim_root}"\ntopology = "{sim_root}/topology.json"\n'
     )
     config.chmod(0o644)
-    first = wrapper_create(sim_root, tmp_path, config, trusted_dir)
+    first = wrapper_create(sim_root, tmp_path, config, trusted_dir, pack)
     assert "tomllib" in first
     extra = set(outside(first))
     assert all(m.startswith("tomllib") or m in TOMLLIB_DEPS for m in extra), extra
-    second = wrapper_create(sim_root, tmp_path, config, trusted_dir)
+    second = wrapper_create(sim_root, tmp_path, config, trusted_dir, pack)
     assert {"capctl.deliver.runtime", "capctl.request.resolve", "capctl._lite.jsondump"} <= second
     assert outside(second) == []
     assert not {"capctl.cli", "capctl.cgroup", "capctl.request.nvml", "json"} & second
@@ -257,12 +287,10 @@ def test_wrapper_create_imports_only_what_it_uses(sim_root: Path, tmp_path: Path
 # --- the Docker hook: the same contract, through capctl install's launcher ------------------------
 
 
-def docker_hook_launcher(tmp_path: Path) -> Path:
+def docker_hook_launcher(tmp_path: Path, pack: str) -> Path:
     """``capctl-docker-hook``'s launcher as ``capctl install`` writes it, for an interpreter
     that is this one under ``-X importtime`` (Linux runs a ``#!`` interpreter that is itself
     a script)."""
-    from capctl import install
-
     python = tmp_path / "python"
     python.write_text(f'#!/bin/sh\nexec {sys.executable} -X importtime "$@"\n')
     python.chmod(0o755)
@@ -270,21 +298,21 @@ def docker_hook_launcher(tmp_path: Path) -> Path:
     launcher.parent.mkdir()
     launcher.write_text(install.python_launcher_text(
         str(python), install.import_paths(), install.DOCKER_HOOK_LAUNCHER,
-        install.DOCKER_HOOK_ENTRY))
+        install.DOCKER_HOOK_ENTRY, pack))
     launcher.chmod(0o755)
     return launcher
 
 
 @needs_root
-def test_docker_hook_imports_only_what_it_uses(tmp_path: Path) -> None:
+def test_docker_hook_imports_only_what_it_uses(tmp_path: Path, pack: str) -> None:
     """A container that asks for nothing, as dockerd runs the hook for every ``--gpus``-less
     container once the link exists: only capctl's modules and the short list, no ``re`` (pip's
     console script imports it), no ``site``."""
-    launcher = docker_hook_launcher(tmp_path)
+    launcher = docker_hook_launcher(tmp_path, pack)
     bundle = make_bundle(tmp_path, [], dev=True)
     with stand_in_container(bundle, "docker-imports") as (_cg, state):
         mods = _importtime_of([str(launcher), "prestart"], json.dumps(state).encode())
     mods -= _importtime("pass", [], b"")
     assert "capctl.docker_hook" in mods and "capctl.deliver.hook" in mods
-    assert not_allowed(mods) == []
+    assert not_allowed(mods) == [] and unpacked(mods) == []
     assert not {"site", "re", "capctl.request.resolve", "capctl.cgroup", "capctl.cli"} & mods

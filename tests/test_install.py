@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from capctl import doctor, install
+from capctl import doctor, install, modpack
 from capctl.cli import cli
 from capctl.main import HOOK_ENTRY, VERSION_LINE
-from tests.support.source import HOOK_ARGS
 
 BIN = os.path.dirname(sys.executable)
 
@@ -43,9 +42,12 @@ def test_writes_every_definition_for_this_installation(tmp_path: Path) -> None:
     assert code == 0, out
     hook = json.loads((tmp_path / "hooks.d/oci-capctl.json").read_text())
     assert hook["hook"]["path"] == sys.executable
+    pack = str(tmp_path / "libexec" / install.PACK)
     assert hook["hook"]["args"] == [
-        sys.executable, *HOOK_ARGS, "--root", str(tmp_path), "hook"
+        sys.executable, *install.interpreter_args(install.import_paths(), pack=pack),
+        "--root", str(tmp_path), "hook",
     ]
+    assert modpack.is_pack(Path(pack).read_bytes()) and os.stat(pack).st_mode & 0o777 == 0o644
     assert hook["when"] == {"annotations": install.ANNOTATION}
     daemon = json.loads((tmp_path / "docker/daemon.json").read_text())
     assert daemon["debug"] is True and daemon["runtimes"]["x"] == {"path": "/x"}
@@ -59,7 +61,7 @@ def test_writes_every_definition_for_this_installation(tmp_path: Path) -> None:
     assert crio["crio"]["runtime"]["runtimes"]["capctl"]["runtime_path"] == launcher
     # A second install replaces its own files and changes nothing else.
     code, out = run_install(tmp_path, *targets(tmp_path), opts=("--root", str(tmp_path)))
-    assert code == 0 and out.count("replaced own file") == 6, out
+    assert code == 0 and out.count("replaced own file") == 7, out  # the pack too
 
 
 def test_always_and_dry_run(tmp_path: Path) -> None:
@@ -76,8 +78,10 @@ def test_always_and_dry_run(tmp_path: Path) -> None:
         ("crio/99-capctl.conf", "[crio]\n"),
         ("docker/daemon.json", '{"runtimes": {"capctl": {"path": "/usr/bin/runsc"}}}'),
         ("docker/daemon.json", "[1]"),
+        ("libexec/capctl-modules.pack", "a file of someone else's\n"),
     ],
-    ids=["foreign-hook", "foreign-containerd", "foreign-crio", "foreign-runtime", "not-object"],
+    ids=["foreign-hook", "foreign-containerd", "foreign-crio", "foreign-runtime", "not-object",
+         "foreign-pack"],
 )
 def test_refuses_files_it_did_not_write(tmp_path: Path, where: str, content: str) -> None:
     (tmp_path / where).parent.mkdir(parents=True)
@@ -101,11 +105,12 @@ def test_docker_hook_link_points_at_the_launcher(tmp_path: Path) -> None:
     launcher = tmp_path / "libexec/capctl-docker-hook"
     assert os.readlink(tmp_path / "bin/nvidia-container-runtime-hook") == str(launcher)
     assert launcher.read_text() == install.python_launcher_text(
-        sys.executable, install.import_paths(), "capctl-docker-hook", install.DOCKER_HOOK_ENTRY)
+        sys.executable, install.import_paths(), "capctl-docker-hook", install.DOCKER_HOOK_ENTRY,
+        str(tmp_path / "libexec" / install.PACK))
     assert launcher.read_text().startswith(f"#!{sys.executable} -IS\n")
     assert os.stat(launcher).st_mode & 0o777 == 0o755
     code, out = run_install(tmp_path, *args)
-    assert code == 0 and out.count("replaced own file") == 3, out  # and the hooks.d file
+    assert code == 0 and out.count("replaced own file") == 4, out  # the hooks.d file, the pack
 
 
 @pytest.mark.parametrize("name", ["capctl", "capctl-docker-hook"])

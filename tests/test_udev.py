@@ -123,7 +123,8 @@ def test_shipped_command_runs_the_launcher_fast_path(argv: list[str], sim_root: 
     inst = install.Installation(sys.executable, str(Path(sys.executable).parent),
                                 launcher_dir=str(tmp_path / "libexec"),
                                 paths=install.import_paths())
-    [launcher] = install.plan(inst, hooks_dir=None)
+    pack, launcher = install.plan(inst, hooks_dir=None)
+    install.write_atomic(pack)
     install.write_atomic(launcher)
     assert launcher.text.startswith(f"#!{sys.executable} -IS\n")
     res = subprocess.run([launcher.path, *argv[1:]], capture_output=True, text=True,

@@ -31,7 +31,8 @@ def installed(tmp: Path, sim_root: Path) -> list[Path]:
                     "cdi", "generate", "--output", str(spec))
     assert code == 0, out
     files = [tmp / "hooks.d/oci-capctl.json", tmp / "containerd/99-capctl.toml",
-             tmp / "crio/99-capctl.conf", tmp / "libexec/capctl-runtime", spec]
+             tmp / "crio/99-capctl.conf", tmp / "libexec/capctl-runtime",
+             tmp / "libexec/capctl-modules.pack", spec]
     assert all(f.is_file() for f in files)
     return files
 
@@ -39,10 +40,10 @@ def installed(tmp: Path, sim_root: Path) -> list[Path]:
 def test_removes_what_install_and_the_watcher_wrote(tmp_path: Path, sim_root: Path) -> None:
     files = installed(tmp_path, sim_root)
     code, out = run("uninstall", *places(tmp_path), "--cdi-output", str(files[-1]), "--dry-run")
-    assert code == 0 and out.count("would remove") == 5, out
+    assert code == 0 and out.count("would remove") == 6, out
     assert all(f.is_file() for f in files)
     code, out = run("uninstall", *places(tmp_path), "--cdi-output", str(files[-1]))
-    assert code == 0 and out.count("removed ") == 5, out
+    assert code == 0 and out.count("removed ") == 6, out
     assert [f for f in files if f.exists()] == []
     code, out = run("uninstall", *places(tmp_path), "--cdi-output", str(files[-1]))
     assert code == 0 and out.strip() == "nothing of capctl's found", out
@@ -53,8 +54,9 @@ def test_removes_what_install_and_the_watcher_wrote(tmp_path: Path, sim_root: Pa
     ("containerd/99-capctl.toml", "[plugins]\n"),
     ("crio/99-capctl.conf", "# someone else's\n"),
     ("libexec/capctl-runtime", "#!/bin/sh\nexec runc \"$@\"\n"),
+    ("libexec/capctl-modules.pack", "capctl module pack, but not the first line\n"),
     ("cdi/capctl.io-mig.json", json.dumps({"cdiVersion": "0.5.0", "kind": "vendor.com/gpu"})),
-], ids=["hook", "containerd", "crio", "launcher", "cdi-spec"])
+], ids=["hook", "containerd", "crio", "launcher", "pack", "cdi-spec"])
 def test_leaves_a_foreign_file(tmp_path: Path, name: str, content: str) -> None:
     path = tmp_path / name
     path.parent.mkdir(parents=True)

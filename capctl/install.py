@@ -213,7 +213,7 @@ def path_setup(paths: Sequence[str], pack: str | None = None) -> str:
     pack in use (:func:`capctl._lite.pack.use`; without a usable one, the usual imports)."""
     code = f"import sys; sys.path += {list(paths)!r}"
     if pack is not None:
-        code += f"; from capctl._lite.pack import use; use({pack!r})"
+        code += f"{PACK_CALL}{pack!r})"
     return code
 
 
@@ -226,6 +226,24 @@ def interpreter_args(paths: Sequence[str], entry: str = HOOK_ENTRY,
     (``docs/hook-startup.md``).  The hook's own options and ``hook`` follow.
     """
     return ["-I", "-S", "-c", f"{path_setup(paths, pack)}; {entry}"]
+
+
+#: How :func:`path_setup` puts a pack in use, before the pack's path.
+PACK_CALL = "; from capctl._lite.pack import use; use("
+
+
+def split_pack(setup: str) -> tuple[str, str | None]:
+    """A set-up of :func:`path_setup` as its ``sys.path`` part and its pack (None if none)."""
+    head, sep, tail = setup.partition(PACK_CALL)
+    if not sep or not tail.endswith(")"):
+        return setup, None
+    import ast
+
+    try:
+        pack = ast.literal_eval(tail[:-1])
+    except (ValueError, SyntaxError):
+        return setup, None
+    return (head, pack) if isinstance(pack, str) else (setup, None)
 
 
 def entry_setup(code: str, entry: str = HOOK_ENTRY) -> str | None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import marshal
 import os
+import stat
 import sys
 
+from capctl._lite import pack
 from capctl._lite.pack import HEADER
 
 #: capctl's modules on the start-up paths, less the three every entry imports before the
@@ -84,3 +86,53 @@ def build(root: str | None = None, modules: tuple[str, ...] = MODULES) -> bytes:
 def is_pack(data: bytes) -> bool:
     """Whether ``data`` is a pack (what ``install`` may replace and ``uninstall`` removes)."""
     return data.startswith(HEADER)
+
+
+def problem(path: str) -> str | None:
+    """Why the pack at ``path`` would not serve every module it holds to this interpreter
+    (:func:`capctl._lite.pack.use`'s tests, each with its reason); None if it would."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "absent"
+    except OSError as err:
+        return f"cannot look at it: {err.strerror or err}"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}, not root"
+    if st.st_mode & 0o022:
+        return "writable by group or others"
+    fd = pack.open_pack(path)
+    if fd is None:
+        return "cannot be opened"
+    try:
+        head = pack.read_head(fd)
+    finally:
+        os.close(fd)
+    index = None if head is None else head[2]
+    if head is None or not isinstance(index, dict):
+        return "not a start-up pack, or damaged"
+    version, root = head[:2]
+    if version != sys.version:
+        return f"built by another Python ({str(version).split()[0]}), not {sys.version.split()[0]}"
+    import capctl
+
+    if root != os.path.dirname(os.path.dirname(capctl.__file__)):
+        return f"built for the capctl in {root}"
+    changed = [name for name, entry in sorted(index.items()) if not _fresh(entry)]
+    if changed:
+        return (f"{len(changed)} of its {len(index)} modules changed since it was built "
+                f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})")
+    return None
+
+
+def _fresh(entry: object) -> bool:
+    """Whether a pack index entry still matches its source file."""
+    if not isinstance(entry, tuple) or len(entry) != 6:
+        return False
+    try:
+        st = os.stat(entry[0])
+    except (OSError, TypeError, ValueError):
+        return False
+    return bool(st.st_mtime_ns == entry[2] and st.st_size == entry[3])

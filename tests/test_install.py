@@ -187,6 +187,15 @@ def test_doctor_runs_each_installed_interpreter(tmp_path: Path) -> None:
     found = doctor.check_runtimes([str(tmp_path / "hooks.d")], str(tmp_path / "docker/daemon.json"))
     oks = [f.what for f in found if f.level is doctor.Level.OK]
     assert any("OCI hook" in w and "imports capctl" in w for w in oks), found
+    # Its start-up pack, judged by the definition's interpreter: in full use, then not.
+    assert any("OCI hook" in w and "pack" in w and "serves every module" in w for w in oks)
+    assert any("Docker runtime" in w and "serves every module" in w for w in oks), found
+    (tmp_path / "libexec" / install.PACK).chmod(0o664)
+    found = doctor.check_runtimes([str(tmp_path / "hooks.d")], str(tmp_path / "docker/daemon.json"))
+    warns = [f for f in found if f.level is doctor.Level.WARN and "start-up pack" in f.what]
+    assert len(warns) == 2 and all("(writable by group or others)" in f.what for f in warns)
+    assert warns[0].fix.startswith("capctl install")
+    (tmp_path / "libexec" / install.PACK).chmod(0o644)
     # A definition whose import paths lost capctl (the venv moved): doctor runs its own set-up.
     bad = json.loads((tmp_path / "hooks.d/oci-capctl.json").read_text())
     bad["hook"]["args"][4] = install.interpreter_args([str(tmp_path / "gone")])[3]

@@ -232,3 +232,34 @@ def test_build_covers_the_whole_list_and_says_so() -> None:
     assert version == sys.version and root == modpack.capctl_root()
     assert isinstance(index, dict) and sorted(index) == sorted(modpack.MODULES)
     assert len(set(modpack.MODULES)) == len(modpack.MODULES)
+
+
+def test_problem_says_why_a_pack_is_not_used_in_full(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``capctl doctor`` reports, run by the definition's own interpreter."""
+    pack = _rebuilt(tmp_path / install.PACK, modpack.build())
+    assert modpack.problem(str(pack)) is None
+    assert modpack.problem(str(tmp_path / "absent.pack")) == "absent"
+    pack.chmod(0o664)
+    assert modpack.problem(str(pack)) == "writable by group or others"
+    pack.chmod(0o644)
+    assert modpack.problem(str(tmp_path)) == "not a regular file"
+    other = _rebuilt(tmp_path / "other.pack", b"#!/bin/sh\n")
+    assert modpack.problem(str(other)) == "not a start-up pack, or damaged"
+    built_by = sys.version.split()[0]
+    monkeypatch.setattr(sys, "version", "3.99.0 (another build)")
+    assert modpack.problem(str(pack)) == f"built by another Python ({built_by}), not 3.99.0"
+
+
+def test_problem_names_the_changed_modules(tree: Path) -> None:
+    for name in ("devnum.py", "errors.py"):
+        source = tree / "capctl" / name
+        source.write_text(source.read_text() + "\n")
+    res = subprocess.run(
+        [sys.executable, "-I", "-S", "-c",
+         f"import sys; sys.path[:0] = [{str(tree)!r}]; from capctl.modpack import problem; "
+         f"print(problem({str(tree.parent / install.PACK)!r}))"],
+        capture_output=True, text=True)
+    assert res.stdout.strip() == (
+        f"2 of its {len(modpack.MODULES)} modules changed since it was built "
+        "(capctl.devnum, capctl.errors)"), res.stderr

@@ -4,9 +4,10 @@ Every figure is a whole process started exactly as ``capctl install`` (run from 
 installation) writes it, interleaved with the floor ``python -I -c pass`` of the same
 interpreter in the same run (``bench/report.py``):
 
-- ``capctl hook`` from the hooks.d definition (``python -I -S -c "<paths>; <entry>"``), one
-  MIG device of a simulated host, a fresh grant each run: a new child device cgroup (deny
-  all) holding a sleeping process, a rootfs without nodes, a state on stdin naming it; on
+- ``capctl hook`` from the hooks.d definition (``python -I -S -c "<paths>; <pack>; <entry>"``),
+  one MIG device of a simulated host, a fresh grant each run: a new child device cgroup (deny
+  all) holding a sleeping process in its own mount namespace with a fresh tmpfs at the
+  rootfs' ``/dev``, as runc's containers have, a state on stdin naming it; on
   cgroup v1 and on cgroup v2 (a private mount namespace with cgroup2 at ``/sys/fs/cgroup``,
   a runc-like default-deny program the hook extends).  Goal: at most 1.6x the floor;
 - the same hook for a container asking for nothing (no goal: the share of the start alone);
@@ -44,6 +45,7 @@ from pathlib import Path
 
 from bench.report import Rows, interleaved, run_timed, trusted_tmpdir
 from capctl import simulated
+from tests.support.bundles import container_sleeper
 
 REPO = Path(__file__).resolve().parent.parent
 V1 = Path("/sys/fs/cgroup/devices")
@@ -104,7 +106,9 @@ def grant_once(argv: list[str], bundle: Path, version: str,
     # child of the hierarchy, never its root).
     cg = (V1 if version == "v1" else V2) / f"capctl-test-bench-{uuid.uuid4().hex[:8]}"
     cg.mkdir()
-    sleeper = subprocess.Popen(["sleep", "60"])
+    # As runc starts one: a process in its own mount namespace, with a fresh tmpfs at the
+    # rootfs' /dev (the hook makes its nodes there, not on the disk under the bundle).
+    sleeper = container_sleeper(bundle / "rootfs/dev")
     try:
         (cg / "cgroup.procs").write_text(str(sleeper.pid))
         if version == "v1":
@@ -113,8 +117,6 @@ def grant_once(argv: list[str], bundle: Path, version: str,
             from tests.support.cgroups import attach_deny_all
 
             attach_deny_all(cg)
-        shutil.rmtree(bundle / "rootfs/dev")
-        (bundle / "rootfs/dev").mkdir()
         state = json.dumps({"ociVersion": "1.0.2", "id": "bench", "status": "creating",
                             "pid": sleeper.pid, "bundle": str(bundle)}).encode()
         t0 = time.perf_counter()

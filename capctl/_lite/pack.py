@@ -37,8 +37,15 @@ MAX_INDEX = 1 << 20
 #: ``importlib.machinery.ModuleSpec``: the class of this module's own spec, because importing
 #: ``importlib`` imports ``warnings`` too (about 0.4 ms of every start).
 ModuleSpec: Callable[..., Spec] = type(__spec__)
-#: ``types.CodeType``, without importing ``types``.
-CODE = type(compile("", "", "exec"))
+
+
+def _nothing() -> None:
+    """A function for its code's type (:data:`CODE`)."""
+
+
+#: ``types.CodeType``, without importing ``types`` (``compile`` would cost 1 ms: the first
+#: use of the compiler in a process sets it up).
+CODE = type(_nothing.__code__)
 
 
 class PackFinder:

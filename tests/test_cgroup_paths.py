@@ -19,9 +19,11 @@ from capctl.cgroup.discovery import (
     Mount,
     Version,
     check_not_root,
+    escaped,
     find_cgroup,
     fs_magic,
     is_cgroup2,
+    mounts_with,
     parse_cgroup_line,
     parse_mountinfo,
     parse_mountinfo_line,
@@ -181,6 +183,39 @@ def test_parse_mountinfo_unescapes_and_fails_closed() -> None:
     assert mounts[0].mount_point == "/a b" and "devices" in mounts[0].super_options
     with pytest.raises(ParseError):
         parse_mountinfo("36 30 0:32 / /a rw cgroup cgroup rw\n")
+
+
+MANY = "".join(f"{100 + i} 30 8:{i % 7} /v{i} /var/lib/pods/p{i}/vol rw - ext4 /dev/x rw\n"
+               for i in range(300)) + "36 30 0:32 / /a\\040b rw - cgroup cgroup rw,devices\n"
+
+
+def test_mounts_with_parses_only_the_lines_that_matter() -> None:
+    """As :func:`parse_mountinfo` on the lines containing the needle, and as strict there; a
+    line elsewhere is not looked at (a node's hundreds of pod mounts)."""
+    every = parse_mountinfo(MANY)
+    lines = MANY.splitlines()
+    for needle in (" - cgroup", " 8:3 ", " /var/lib/pods/p7/vol ", " /nowhere "):
+        assert mounts_with(MANY, needle) == [m for m, ln in zip(every, lines, strict=True)
+                                               if needle in ln]
+    assert mounts_with(MANY, " - cgroup")[0].mount_point == "/a b"
+    bad = MANY + "37 30 0:33 / /c rw cgroup2 cgroup2 rw\n"  # no "-": malformed
+    with pytest.raises(ParseError, match=":302: malformed"):
+        mounts_with(bad, " /c ", "mi")
+    assert mounts_with(bad, " - cgroup") == mounts_with(MANY, " - cgroup")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount in a private namespace)")
+def test_escaped_is_how_the_kernel_prints_a_mount_point(tmp_path: Path) -> None:
+    """A tmpfs mounted at a path with every character the kernel escapes, in a private
+    mount namespace: its mountinfo line holds the path exactly as :func:`escaped` writes it."""
+    point = tmp_path / "a b\tc\nd\\e"
+    point.mkdir()
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                          'mount -t tmpfs none "$1" && cat /proc/self/mountinfo', "sh",
+                          str(point)], capture_output=True, text=True, check=True)
+    [line] = [ln for ln in res.stdout.splitlines() if f" {escaped(str(point))} " in ln]
+    mount = parse_mountinfo_line(line)
+    assert mount is not None and mount.mount_point == str(point)
 
 
 @pytest.mark.skipif(LAYOUT.v1_devices is None and LAYOUT.v2 is None, reason=NO_V2)

@@ -41,7 +41,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # resolve is imported only once a request is known
     from typing import BinaryIO
 
-    from capctl.cgroup.discovery import Mount
     from capctl.cgroup.undo import Undo
     from capctl.edits.edits import Edits, NodeEdit
     from capctl.edits.rules import DeviceRule
@@ -221,34 +220,46 @@ class HostFilesystems:
             found.add((st.st_dev, st.st_ino))
         self.dirs = frozenset(found)
         self.rootfs = rootfs.rstrip("/")
-        self.host = {m.dev: m.mount_point for m in _mounts(f"{proc}/self/mountinfo")}
-        self.container = {m.mount_point: m for m in _mounts(f"{proc}/{pid}/mountinfo")}
+        self.host_file = f"{proc}/self/mountinfo"
+        self.container_file = f"{proc}/{pid}/mountinfo"
+        # Both read now, before the hook mounts anything (nsmount), and parsed as needed.
+        self.container = _read_mountinfo(self.container_file)
+        self.host = _read_mountinfo(self.host_file)
 
     def refuse(self, st: os.stat_result, rel: str) -> str | None:
         """Why the container directory ``rel`` with stat ``st`` must not be written (None:
-        it may)."""
+        it may).
+
+        Only the mount table lines that can matter are parsed (those naming the mount point,
+        then the host's naming its device): a node with hundreds of pods has hundreds of
+        mounts, and each start would parse them all twice.  The last line that matches wins,
+        as the top of a stack of mounts is the one a path reaches."""
+        from capctl.cgroup.discovery import escaped, mounts_with
+
         if (st.st_dev, st.st_ino) in self.dirs:
             return "is a host directory (bind-mounted into the container)"
-        mount = self.container.get(f"{self.rootfs}/{rel}")
-        if mount is None:
+        point = f"{self.rootfs}/{rel}"
+        mounts = [m for m in mounts_with(self.container, f" {escaped(point)} ",
+                                         self.container_file) if m.mount_point == point]
+        if not mounts:
             return None
+        mount = mounts[-1]
         if mount.root != "/":
             return f"is a bind mount of the host directory {mount.root} (of a {mount.fstype})"
-        where = self.host.get(mount.dev)
-        if where is not None:
-            return f"is the host file system mounted at {where}, bind-mounted into the container"
+        dev = f" {os.major(mount.dev)}:{os.minor(mount.dev)} "
+        host = [m for m in mounts_with(self.host, dev, self.host_file) if m.dev == mount.dev]
+        if host:
+            return (f"is the host file system mounted at {host[-1].mount_point}, bind-mounted "
+                    "into the container")
         return None
 
 
-def _mounts(path: str) -> list[Mount]:
-    from capctl.cgroup.discovery import parse_mountinfo
-
+def _read_mountinfo(path: str) -> str:
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
+            return f.read()
     except OSError as err:
         raise HookError(f"{path}: cannot read: {err.strerror}") from err
-    return parse_mountinfo(text, path)
 
 
 def wrong_node(st: os.stat_result, node: NodeEdit) -> str | None:

@@ -263,3 +263,40 @@ def test_problem_names_the_changed_modules(tree: Path) -> None:
     assert res.stdout.strip() == (
         f"2 of its {len(modpack.MODULES)} modules changed since it was built "
         "(capctl.devnum, capctl.errors)"), res.stderr
+
+
+def test_packed_code_has_no_docstrings_and_the_source_lines(tree: Path) -> None:
+    """Docstrings are left out of the pack (asserts are not); every line number stays the
+    source's, so a traceback shows the line that raised."""
+    code = (
+        f"import sys, traceback; sys.path[:0] = [{str(tree)!r}]\n"
+        "from capctl._lite.pack import use\n"
+        f"assert use({str(tree.parent / install.PACK)!r})\n"
+        "from capctl.request import devices\n"
+        "print(devices.parse_request.__doc__, devices.__doc__, devices.Request.__doc__)\n"
+        "try:\n"
+        "    devices.parse_request('MIG-not-a-uuid')\n"
+        "except Exception as err:\n"
+        "    frame = traceback.extract_tb(err.__traceback__)[-1]\n"
+        "    print(frame.filename, frame.lineno, frame.line)\n"
+    )
+    res = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    docs, where = res.stdout.splitlines()
+    assert docs == "None None None"
+    filename, lineno, line = where.split(" ", 2)
+    assert filename == str(tree / "capctl/request/devices.py") and line.startswith("raise ")
+    assert (tree / "capctl/request/devices.py").read_text().splitlines()[int(lineno) - 1].strip() \
+        == line
+
+
+def test_without_docstrings_keeps_asserts_and_bodies() -> None:
+    source = (b'"""module"""\nclass A:\n    """only a docstring"""\n'
+              b'def f(x):\n    """doc"""\n    assert x, "no"\n    return x\n')
+    namespace: dict[str, object] = {}
+    exec(compile(modpack.without_docstrings(source, "m.py"), "m.py", "exec"), namespace)
+    f = namespace["f"]
+    assert callable(f) and f.__doc__ is None and f(1) == 1
+    with pytest.raises(AssertionError, match="no"):
+        f(0)
+    assert namespace.get("__doc__") is None and getattr(namespace["A"], "__doc__", 1) is None

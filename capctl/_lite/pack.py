@@ -1,18 +1,20 @@
 """The start-up pack: capctl's modules for its start-up paths, read from one file.
 
-Every container start runs a fresh interpreter, and importing the 37 to 45 modules of the
-hook's path one file at a time costs about a fifth of it (``docs/hook-startup.md``): for each
+Every container start runs a fresh interpreter, and importing the 37 to 41 modules of the
+hook's path one file at a time costs a good part of it (``docs/hook-startup.md``): for each
 module the import system looks the name up in the package's directory, stats, opens, reads
 and checks its ``.pyc`` in Python code run cold.  ``capctl install`` compiles those modules
 into one file beside its launchers (:mod:`capctl.modpack`); the definitions it writes call
-:func:`use` first, and the modules are then served from memory by :class:`PackFinder`.
+:func:`use` first, and each module is then one ``stat`` of its source, one ``pread`` of its
+code and a ``marshal.loads`` (:class:`PackFinder`).
 
 A pack is a cache, never the truth: each module is served only while its source file still
 has the size and modification time it had when the pack was built (a ``pip install
 --upgrade`` changes both), only to the interpreter build that compiled it, and only for the
 capctl tree the interpreter already imports.  Anything that does not fit, and a pack that is
-absent, unreadable, not a regular file, writable by anyone but its root owner or malformed,
-leaves the import system as it is: the module loads from its own file, as without a pack.
+absent, unreadable, not a regular file (a symlink is not followed), owned by anyone but root
+or the running user, writable by group or others, or malformed, leaves the import system as
+it is: the module loads from its own file, as without a pack.
 """
 
 from __future__ import annotations

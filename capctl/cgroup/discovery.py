@@ -38,8 +38,11 @@ from capctl.errors import CgroupError, ParseError, translate
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TypeVar
 
     from _typeshed import StrPath
+
+    _T = TypeVar("_T")
 
 CGROUP2_SUPER_MAGIC = 0x63677270  # include/uapi/linux/magic.h
 
@@ -159,14 +162,22 @@ def parse_cgroup_line(line: str) -> CgroupLine | None:
     return CgroupLine(int(hierarchy), frozenset(c for c in controllers.split(",") if c), path)
 
 
-def parse_mountinfo(text: str, path: str = "mountinfo") -> list[Mount]:
-    mounts = []
+def _parsed_lines(text: str, parse: Callable[[str], _T | None], what: str, path: str,
+                  needle: str = "") -> list[_T]:
+    """Each line of ``text`` that contains ``needle`` (every line, by default), parsed;
+    :class:`ParseError` naming the file and line for one ``parse`` refuses."""
+    out = []
     for lineno, line in enumerate(text.splitlines(), 1):
-        mount = parse_mountinfo_line(line)
-        if mount is None:
-            raise ParseError(path, "malformed mountinfo line", lineno)
-        mounts.append(mount)
-    return mounts
+        if needle in line:
+            parsed = parse(line)
+            if parsed is None:
+                raise ParseError(path, f"malformed {what} line", lineno)
+            out.append(parsed)
+    return out
+
+
+def parse_mountinfo(text: str, path: str = "mountinfo") -> list[Mount]:
+    return _parsed_lines(text, parse_mountinfo_line, "mountinfo", path)
 
 
 def mounts_with(text: str, needle: str, path: str = "mountinfo") -> list[Mount]:
@@ -178,14 +189,7 @@ def mounts_with(text: str, needle: str, path: str = "mountinfo") -> list[Mount]:
     mounts."""
     if needle not in text:
         return []
-    mounts = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if needle in line:
-            mount = parse_mountinfo_line(line)
-            if mount is None:
-                raise ParseError(path, "malformed mountinfo line", lineno)
-            mounts.append(mount)
-    return mounts
+    return _parsed_lines(text, parse_mountinfo_line, "mountinfo", path, needle)
 
 
 def escaped(path: str) -> str:
@@ -196,13 +200,7 @@ def escaped(path: str) -> str:
 
 
 def parse_proc_cgroup(text: str, path: str = "cgroup") -> list[CgroupLine]:
-    lines = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        parsed = parse_cgroup_line(line)
-        if parsed is None:
-            raise ParseError(path, "malformed cgroup line", lineno)
-        lines.append(parsed)
-    return lines
+    return _parsed_lines(text, parse_cgroup_line, "cgroup", path)
 
 
 def fs_magic(path: StrPath) -> int:

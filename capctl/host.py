@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from capctl._lite.record import record, set_field
+from capctl._lite.record import Record, set_field
 from capctl.errors import DriverError, ParseError
 
 DEFAULT_CONFIG = "/etc/capctl/capctl.toml"
@@ -23,10 +23,7 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     StrPath: TypeAlias = str | os.PathLike[str]
-
-
-@record
-class Host:
+class Host(Record):
     """The roots capctl works under, as ``str`` paths (the hook does not import pathlib).
 
     The constructor also takes :class:`os.PathLike` objects (a ``Path``) and stores their

@@ -4,36 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from capctl._lite.record import init_fields, record, replace
+from capctl._lite.record import Record, init_fields, replace
 
 
-@record
-class Point:
+class Point(Record):
     x: int
     y: int = 0
 
     @property
     def norm1(self) -> int:
         return abs(self.x) + abs(self.y)
-
-
-@record
-class Fast:
+class Fast(Record):
     name: str
     tags: tuple[str, ...] = ()
 
     def __init__(self, name: str, tags: tuple[str, ...] = ()) -> None:
         init_fields(self, name, tags)
-
-
-@record
-class Other:
+class Other(Record):
     x: int
     y: int = 0
-
-
-@record
-class One:
+class One(Record):
     v: int
 
 

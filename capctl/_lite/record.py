@@ -1,14 +1,13 @@
-"""``@record``: small immutable value classes, cheap to define.
+"""``Record``: small immutable value classes, cheap to define.
 
 The OCI hook runs on every container start, and ``dataclasses`` costs it about 8 ms before
 any work is done: importing it pulls in ``inspect`` (``ast``, ``dis``, ``tokenize``), and each
 decorated class compiles generated methods.  A record is what capctl used dataclasses for, a
 frozen, slotted bag of typed fields with equality, hashing and a repr, built in microseconds
-from methods shared by every record.  Type checkers see it as a frozen dataclass
-(``dataclass_transform``, PEP 681).
+from methods shared by every record, each class made once by its metaclass.  Type checkers
+see it as a frozen dataclass (``dataclass_transform``, PEP 681).
 
-    @record
-    class Majors:
+    class Majors(Record):
         caps: int | None
         frontend: int | None = None
 
@@ -84,32 +83,37 @@ def _frozen(self: Any, name: str, value: Any = None) -> None:
     raise AttributeError(f"{type(self).__name__} is immutable; use record.replace()")
 
 
-def _make(cls: type) -> type:
-    # Not inspect.get_annotations: importing inspect is what records avoid.
-    annotations: dict[str, str] = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
-    names = tuple(n for n, a in annotations.items() if not str(a).startswith("ClassVar"))
-    body = {k: v for k, v in cls.__dict__.items() if k not in names and k != "__dict__"}
-    body.pop("__weakref__", None)
-    defaults = {n: cls.__dict__[n] for n in names if n in cls.__dict__}
-    # One C-level call collects every field (an attrgetter of one name returns it bare).
-    getter: Callable[[object], tuple[object, ...]]
-    if len(names) > 1:
-        getter = attrgetter(*names)
-    else:
-        getter = lambda obj: tuple([getattr(obj, n) for n in names])  # noqa: E731
-    body.update(
-        __slots__=names,
-        __record_fields__=names,
-        __record_defaults__=defaults,
-        __record_values__=staticmethod(getter),
-        __eq__=_eq,
-        __hash__=_hash,
-        __repr__=_repr,
-        __setattr__=_frozen,
-        __delattr__=_frozen,
-    )
-    body.setdefault("__init__", _init)
-    return type(cls.__name__, cls.__bases__, body)
+class _RecordMeta(type):
+    """Builds each :class:`Record` subclass once: its fields from its annotations, its slots
+    and the shared methods, put into the class body before the class is made (a decorator
+    gets a class already made, and must make it again for the slots)."""
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], body: dict[str, Any]) -> _RecordMeta:
+        if not bases:  # Record itself
+            return super().__new__(mcls, name, bases, body)
+        # Not inspect.get_annotations: importing inspect is what records avoid.
+        annotations: dict[str, str] = body.get("__annotations__", {})
+        names = tuple(n for n, a in annotations.items() if not str(a).startswith("ClassVar"))
+        defaults = {n: body.pop(n) for n in names if n in body}
+        # One C-level call collects every field (an attrgetter of one name returns it bare).
+        getter: Callable[[object], tuple[object, ...]]
+        if len(names) > 1:
+            getter = attrgetter(*names)
+        else:
+            getter = lambda obj: tuple([getattr(obj, n) for n in names])  # noqa: E731
+        body.update(
+            __slots__=names,
+            __record_fields__=names,
+            __record_defaults__=defaults,
+            __record_values__=staticmethod(getter),
+            __eq__=_eq,
+            __hash__=_hash,
+            __repr__=_repr,
+            __setattr__=_frozen,
+            __delattr__=_frozen,
+        )
+        body.setdefault("__init__", _init)
+        return super().__new__(mcls, name, bases, body)
 
 
 def init_fields(self: object, *values: object) -> None:
@@ -135,7 +139,12 @@ def replace(obj: _T, **changes: Any) -> _T:
 if TYPE_CHECKING:
 
     @dataclass_transform(frozen_default=True)
-    def record(cls: type[_T]) -> type[_T]: ...
+    class Record:
+        """What type checkers see: a frozen dataclass (PEP 681)."""
 
 else:
-    record = _make
+
+    class Record(metaclass=_RecordMeta):
+        """The base of every record (it adds no field and no slot)."""
+
+        __slots__ = ()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from _struct import iter_unpack, pack  # struct's C module (struct.py only re-exports it)
 
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl._lite.record import set_field as _set
 
 TYPE_CHECKING = False
@@ -46,11 +46,7 @@ _SIZE_NAME = {W: "u32", H: "u16", B: "u8", DW: "u64"}
 
 # Byte order of the dst/src nibbles follows the C bitfield layout of the host.
 _LITTLE = sys.byteorder == "little"
-
-
-
-@record
-class Insn:
+class Insn(Record):
     """One 8-byte eBPF instruction."""
 
     code: int

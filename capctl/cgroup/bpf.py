@@ -16,7 +16,7 @@ import errno
 import os
 from _struct import calcsize, unpack_from
 
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl.cgroup import libc
 from capctl.cgroup.libc import Char, Long, VoidP, addressof, buffer, packed
 from capctl.cgroup.undo import WARNING, log
@@ -92,18 +92,12 @@ class BpfError(CgroupError):
         self.errno = err
         msg = f"bpf({command}) failed: {os.strerror(err)}"
         super().__init__(f"{msg}: {detail}" if detail else msg)
-
-
-@record
-class Attached:
+class Attached(Record):
     """Programs attached to a cgroup for one attach type (``BPF_PROG_QUERY``)."""
 
     ids: tuple[int, ...]
     flags: int
-
-
-@record
-class ProgInfo:
+class ProgInfo(Record):
     id: int
     type: int
     name: str

@@ -30,7 +30,7 @@ import os
 import stat
 
 from capctl._lite.litenum import IntEnum
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl._lite.record import set_field as _set
 from capctl._lite.strpath import _mode, _split, _within, is_dir, join, normalized
 from capctl.errors import CgroupError, ParseError, translate
@@ -56,10 +56,7 @@ class Version(IntEnum):
 
 
 # --- records and line parsers -----------------------------------------------------------------
-
-
-@record
-class Cgroup:
+class Cgroup(Record):
     """A device cgroup: its version and its directory (v1: in the ``devices`` hierarchy).
 
     *path* may be given as any path-like; it is kept as :func:`normalized` gives it.
@@ -74,10 +71,7 @@ class Cgroup:
 
     def __str__(self) -> str:
         return f"cgroup v{int(self.version)} {self.path}"
-
-
-@record
-class Mount:
+class Mount(Record):
     """One line of ``/proc/<pid>/mountinfo`` (proc(5)), the fields capctl needs.
 
     ``dev`` is the file system's device number (``major:minor``, as ``os.makedev`` makes
@@ -89,10 +83,7 @@ class Mount:
     fstype: str
     super_options: frozenset[str]
     dev: int
-
-
-@record
-class CgroupLine:
+class CgroupLine(Record):
     """One line of ``/proc/<pid>/cgroup``: ``hierarchy-ID:controller-list:path``."""
 
     hierarchy: int

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl.deliver import cdi
 from capctl.devfs import safefs
 from capctl.devfs.atomic import replace_file
@@ -41,19 +41,13 @@ MANAGEMENT_SUFFIX = "-management"
 #: The largest management spec capctl reads back to see whether it wrote it (32 GPUs' worth
 #: is about 1 MB).
 MAX_SPEC = 16 << 20
-
-
-@record
-class Specs:
+class Specs(Record):
     """The file contents for the host: the main spec, and the management spec (None: there
     is none to write, because management is off or the driver has no management capability)."""
 
     main: bytes
     management: bytes | None = None
-
-
-@record
-class Outcome:
+class Outcome(Record):
     """What happened (or, in a dry run, would happen) to one spec file."""
 
     path: str

@@ -20,7 +20,7 @@ except ImportError:  # not CPython
     from operator import itemgetter
 
 from capctl._lite.litenum import Enum
-from capctl._lite.record import record, set_field
+from capctl._lite.record import Record, set_field
 from capctl.devfs import safefs
 from capctl.devfs.safefs import file_kind as file_kind  # its home is safefs (the hook's path)
 from capctl.errors import NodeError, translate
@@ -89,10 +89,7 @@ class Action(Enum):
     REPAIRED = "repaired"
     UNCHANGED = "unchanged"
     REMOVED = "removed"
-
-
-@record
-class Change:
+class Change(Record):
     """What ensure did (or, in a dry run, would do) to one path."""
 
     path: str

@@ -29,8 +29,7 @@ CHAR_DIR = "dev/char"
 _MIG = capnames.Source.MIG
 
 
-@record.record
-class Skip:
+class Skip(record.Record):
     name: str
     reason: str
 

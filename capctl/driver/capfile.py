@@ -5,7 +5,7 @@ Format: ``docs/driver.md``, "Capability files".
 
 from __future__ import annotations
 
-from capctl._lite.record import record, set_field
+from capctl._lite.record import Record, set_field
 from capctl.devnum import MAX_MINOR
 from capctl.driver.capnames import _digits
 from capctl.errors import ParseError
@@ -37,10 +37,7 @@ def _capfile_line(line: str) -> tuple[str, int] | None:
         return None
     value = _digits(value_text)
     return None if value < 0 else (key, value)
-
-
-@record
-class CapabilityFile:
+class CapabilityFile(Record):
     """The three fields of a capability's proc file."""
 
     minor: int

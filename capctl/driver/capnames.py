@@ -8,7 +8,7 @@ capability files and nodes, and the driver's default modes (``docs/driver.md``).
 from __future__ import annotations
 
 from capctl._lite.litenum import Enum
-from capctl._lite.record import record
+from capctl._lite.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -109,10 +109,7 @@ def _is_name_of(name: str, source: Source) -> bool:
     if source is Source.MIG:
         return _mig_name(name) is not None
     return _is_other_name(name) and _mig_name(name) is None
-
-
-@record
-class MigRef:
+class MigRef(Record):
     """The parsed parts of a MIG capability name."""
 
     kind: Kind

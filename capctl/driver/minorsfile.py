@@ -8,7 +8,7 @@ malformed line is an error naming the file and line, never skipped (``docs/drive
 
 from __future__ import annotations
 
-from capctl._lite.record import record, set_field
+from capctl._lite.record import Record, set_field
 from capctl.devnum import MAX_MINOR
 from capctl.driver.capnames import (
     Kind,
@@ -72,10 +72,7 @@ def _minors_file(source: Source) -> re.Pattern[str]:
         one = _MIG_LINE_RE if source is Source.MIG else _OTHER_LINE_RE
         pattern = _minors_files[source] = re.compile(f"(?:{one}\n)*(?:{one}\n?)?")
     return pattern
-
-
-@record
-class Capability:
+class Capability(Record):
     """One line of a ``*-minors`` file (4322 are built on every ``sync``: a positional init)."""
 
     name: str

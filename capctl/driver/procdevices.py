@@ -5,7 +5,7 @@ Names: ``docs/driver.md``, "/proc/devices".
 
 from __future__ import annotations
 
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl.devnum import MAX_MAJOR
 from capctl.driver.capnames import _digits, _is_word
 from capctl.errors import ParseError
@@ -29,10 +29,7 @@ def _devices_entry(line: str) -> tuple[int, str] | None:
         return None
     major = _digits(major_text)
     return None if major < 0 else (major, name)
-
-
-@record
-class Majors:
+class Majors(Record):
     """The character majors of the NVIDIA drivers, from ``/proc/devices``."""
 
     caps: int | None

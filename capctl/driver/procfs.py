@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from capctl._lite.record import record, replace
+from capctl._lite.record import Record, replace
 from capctl.driver import capfile, capnames, minorsfile, procdevices
 from capctl.driver.capfile import CapabilityFile
 from capctl.driver.capnames import Source
@@ -31,10 +31,7 @@ else:
 
 #: A capability file holds three short lines.
 _MAX_CAPFILE = 4096
-
-
-@record
-class DriverState:
+class DriverState(Record):
     """Everything ``list`` and ``sync`` need to know about the driver right now."""
 
     majors: Majors

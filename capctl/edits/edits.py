@@ -19,7 +19,7 @@ ioctls on a read-write descriptor.
 
 from __future__ import annotations
 
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl.driver import capnames
 from capctl.edits.rules import DeviceRule, char
 from capctl.errors import NodeError
@@ -35,10 +35,7 @@ CAPS_DIR = "/" + capnames.CAPS_DEV_DIR
 #: cgroup access of the two kinds of node.
 DEVICE_ACCESS = "rw"
 CAP_ACCESS = "r"
-
-
-@record
-class NodeEdit:
+class NodeEdit(Record):
     """One device node a container gets: a char device ``major:minor`` at ``path``."""
 
     path: str  # inside the container: "/dev/nvidia3", "/dev/nvidia-caps/nvidia-cap21"
@@ -63,10 +60,7 @@ class NodeEdit:
 
     def rule(self) -> DeviceRule:
         return char(self.major, self.minor, self.access)
-
-
-@record
-class Mount:
+class Mount(Record):
     """A bind mount of a host node onto a container path (OCI ``mounts`` entry)."""
 
     source: str
@@ -80,10 +74,7 @@ class Mount:
             "type": "bind",
             "options": list(self.options),
         }
-
-
-@record
-class Edits:
+class Edits(Record):
     """Everything a container gets for one request; empty for an empty plan."""
 
     nodes: tuple[NodeEdit, ...] = ()

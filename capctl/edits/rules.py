@@ -11,7 +11,7 @@ from __future__ import annotations
 # every hook start; docs/hook-startup.md).  _collections_abc holds the very same classes and is loaded
 # at every start already (os imports it).
 from capctl._lite.litenum import StrEnum
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl._lite.record import set_field as _set
 from capctl.devnum import MAX_MAJOR, MAX_MINOR
 from capctl.errors import ParseError
@@ -86,10 +86,7 @@ RWM = Access("rwm")
 def _is_access(text: str) -> bool:
     # [rwm]{1,3}
     return 0 < len(text) <= 3 and not text.strip(Access.LETTERS)
-
-
-@record
-class DeviceRule:
+class DeviceRule(Record):
     """One device cgroup rule: ``allow``/deny *access* to (type, major, minor).
 
     ``major``/``minor`` ``None`` is the wildcard ``*``.  A rule with type ``a`` must be the

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import stat
 
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl.errors import CapctlError, ConfigError, ParseError
 from capctl.host import Host, is_root_owned_safe, with_host_table
 
@@ -39,18 +39,12 @@ MAX_CONFIG = 1 << 20
 #: ``[requests] envvar`` values: every container / privileged ones only / "privileged" for
 #: containers a Kubernetes CRI runtime made and "any" for the others.
 ENVVAR_POLICIES = ("any", "privileged", "auto")
-
-
-@record
-class RequestSettings:
+class RequestSettings(Record):
     """``[requests]``: who may ask for devices, and how (``docs/trust.md``)."""
 
     envvar: str = "auto"  # one of ENVVAR_POLICIES
     volume_mounts: bool = True
-
-
-@record
-class Settings:
+class Settings(Record):
     hook_log: str | None = None
     requests: RequestSettings = RequestSettings()
 
@@ -293,19 +287,13 @@ def _cache_write(path: StrPath, data: bytes, settings: Settings, host: HostSetti
 
 #: The real OCI runtime the wrapper runs when the config names none.
 DEFAULT_RUNTIME = "/usr/sbin/runc"
-
-
-@record
-class HostSettings:
+class HostSettings(Record):
     """``[host]``: what ``--root`` and ``--topology`` give every entry point where no option
     does (:func:`capctl.host.with_host_table`).  None: not set there (then ``/`` and NVML)."""
 
     driver_root: str | None = None
     topology: str | None = None
-
-
-@record
-class RuntimeSettings:
+class RuntimeSettings(Record):
     """``[runtime]``: the real OCI runtime ``capctl-runtime`` runs."""
 
     runtime: str = DEFAULT_RUNTIME
@@ -358,10 +346,7 @@ def load_runtime(path: StrPath) -> str:
 
 
 # --- [cdi] ------------------------------------------------------------------------------------
-
-
-@record
-class CdiSettings:
+class CdiSettings(Record):
     """``[cdi]``: where ``capctl sync`` also writes the CDI spec (None: it does not), and
     whether the management devices ``mig-config`` / ``mig-monitor`` are written too, to their
     own spec beside it (``docs/cdi.md``).  Not in the settings cache: only ``sync``, ``watch``

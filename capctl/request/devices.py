@@ -30,7 +30,7 @@ Nothing here knows about GPUs that exist: that is :mod:`capctl.request.resolve`'
 from __future__ import annotations
 
 from capctl._lite.litenum import Enum
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl.errors import DeviceError
 
 #: Longest token accepted (``MIG-GPU-<36>/<gi>/<ci>`` is at most 52 characters).
@@ -68,67 +68,43 @@ def _index(text: str) -> int | None:
     if not 0 < len(text) <= 3 or text[0] == "0" or not _DIGITS.issuperset(text):
         return None
     return int(text)
-
-
-@record
-class MigByUuid:
+class MigByUuid(Record):
     """``MIG-<uuid>``; ``uuid`` is the full token, lower-cased (``MIG-...``)."""
 
     uuid: str
-
-
-@record
-class MigByInstance:
+class MigByInstance(Record):
     """``MIG-GPU-<gpu uuid>/<gi>/<ci>``; ``gpu_uuid`` is ``GPU-...`` lower-cased."""
 
     gpu_uuid: str
     gi: int
     ci: int
-
-
-@record
-class MigByIndex:
+class MigByIndex(Record):
     """``<gpu index>:<mig index>`` (NVML indices, as ``nvidia-smi -L`` shows them)."""
 
     gpu: int
     mig: int
-
-
-@record
-class GpuByUuid:
+class GpuByUuid(Record):
     """``GPU-<uuid>``: a whole GPU; ``uuid`` is the full token, lower-cased."""
 
     uuid: str
-
-
-@record
-class GpuByPciBusId:
+class GpuByPciBusId(Record):
     """``<domain>:<bus>:<device>.<function>``: a whole GPU; ``bus_id`` is normalised by
     :func:`normal_pci_bus_id` (the form the topology's ids are compared in)."""
 
     bus_id: str
-
-
-@record
-class GpuByIndex:
+class GpuByIndex(Record):
     """``<gpu index>``: a whole GPU by NVML index (not its device minor)."""
 
     index: int
 
 
 DeviceRef = MigByUuid | MigByInstance | MigByIndex | GpuByUuid | GpuByIndex | GpuByPciBusId
-
-
-@record
-class Ref:
+class Ref(Record):
     """One parsed item and the token it came from (for error messages)."""
 
     token: str
     device: DeviceRef
-
-
-@record
-class Request:
+class Request(Record):
     """A parsed ``NVIDIA_VISIBLE_DEVICES``: ``all``, nothing, or a list of references."""
 
     refs: tuple[Ref, ...] = ()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from _collections_abc import Mapping
 
 from capctl._lite import jsonload
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl.edits.rules import Access, DeviceRule, DeviceType, char
 from capctl.errors import HookError, ParseError
 
@@ -53,10 +53,7 @@ MAX_ID = 1024
 def is_container_id(text: str) -> bool:
     """Whether ``text`` is a container id capctl accepts (the comment above says which)."""
     return 0 < len(text) <= MAX_ID and text[0] in _ID_FIRST and _ID_CHARS.issuperset(text)
-
-
-@record
-class State:
+class State(Record):
     id: str
     status: str
     pid: int
@@ -65,10 +62,7 @@ class State:
 
 #: The default of :attr:`Container.annotations` (never written to).
 _NO_ANNOTATIONS: Mapping[str, str] = {}
-
-
-@record
-class Container:
+class Container(Record):
     """What the hook needs from ``config.json``."""
 
     rootfs: str  # absolute

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import stat
 
-from capctl._lite.record import record, replace
+from capctl._lite.record import Record, replace
 from capctl.devfs.safefs import file_kind
 from capctl.driver import capnames, procdevices
 from capctl.driver.capnames import Kind
@@ -78,10 +78,7 @@ UVM_TOOLS_PATH = "/dev/nvidia-uvm-tools"
 def gpu_node_path(minor: int) -> str:
     """``/dev/nvidia<minor>``: the GPU's node, by device minor."""
     return f"/dev/nvidia{minor}"
-
-
-@record
-class CapGrant:
+class CapGrant(Record):
     """One capability to grant: a node ``/dev/nvidia-caps/nvidia-cap<minor>`` of the caps major."""
 
     name: str  # "gpu7/gi1/access"
@@ -94,20 +91,14 @@ class CapGrant:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "minor": self.minor, "path": self.path}
-
-
-@record
-class DeviceNode:
+class DeviceNode(Record):
     """A host device node (not a capability) the container gets: char ``major:minor``."""
 
     path: str  # "/dev/nvidia7", as inside the host root and the container
     major: int
     minor: int
     mode: int  # permission bits of the host's node
-
-
-@record
-class ResolvedDevice:
+class ResolvedDevice(Record):
     """One requested device, resolved.  ``gi``/``ci`` are None for a whole GPU."""
 
     uuid: str  # MIG-... for a MIG device; GPU-... for a whole GPU
@@ -135,10 +126,7 @@ class ResolvedDevice:
             "caps": [c.to_dict() for c in self.caps],
             "device_nodes": list(self.device_nodes),
         }
-
-
-@record
-class Plan:
+class Plan(Record):
     """Everything a container needs for a request, deduplicated, in request order.
 
     ``devices``: per requested device (for reports).  ``caps`` and ``device_nodes``: the union,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from capctl._lite import jsonload
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl.errors import TopologyError, translate
 from capctl.request.devices import LOWER_HEX, is_uuid, normal_pci_bus_id
 
@@ -84,10 +84,7 @@ MAX_GPU_MINOR = 253
 #: is whatever ``mig-minors`` lists, which resolution checks.
 MAX_INSTANCE_ID = 63
 MAX_INDEX = 999
-
-
-@record
-class MigDevice:
+class MigDevice(Record):
     """One MIG device (a compute instance inside a GPU instance)."""
 
     index: int  # NVML MIG device index under its GPU (the ``<gpu>:<mig>`` form)
@@ -95,10 +92,7 @@ class MigDevice:
     gi: int  # GPU instance id
     ci: int  # compute instance id within the GI
     profile: str  # "1g.5gb", "1c.3g.20gb", ...
-
-
-@record
-class Gpu:
+class Gpu(Record):
     """One physical GPU."""
 
     index: int  # NVML index (nvidia-smi's), used by ``<gpu index>`` requests
@@ -108,10 +102,7 @@ class Gpu:
     pci_bus_id: str
     mig_enabled: bool
     mig_devices: tuple[MigDevice, ...] = ()
-
-
-@record
-class Topology:
+class Topology(Record):
     """Every GPU and MIG device, as one source saw them; ``source`` names it for messages."""
 
     gpus: tuple[Gpu, ...]

@@ -18,7 +18,7 @@ An untrusted request is ignored, not refused: the container starts without NVIDI
 
 from __future__ import annotations
 
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl.request import oci
 
 TYPE_CHECKING = False
@@ -36,10 +36,7 @@ CONTAINERD_CRI_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri.sa
 CRIO_KEYS = ("io.kubernetes.cri-o.ContainerType", "io.kubernetes.cri-o.SandboxID")
 #: The only source the device plugin gives a volume-mounts entry.
 DEVICE_LIST_SOURCE = "/dev/null"
-
-
-@record
-class Decision:
+class Decision(Record):
     """What to take as the request: ``value`` (``NVIDIA_VISIBLE_DEVICES`` syntax, or None for
     nothing) and the log lines that explain the choice."""
 

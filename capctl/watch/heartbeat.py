@@ -30,7 +30,7 @@ import os
 import time
 
 from capctl._lite import jsonload
-from capctl._lite.record import record
+from capctl._lite.record import Record
 from capctl.devfs import safefs
 from capctl.errors import CapctlError, ParseError
 
@@ -50,10 +50,7 @@ class HeartbeatError(CapctlError):
 
 def now() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-@record
-class Beat:
+class Beat(Record):
     beat: float
     synced: bool
     error: str | None = None

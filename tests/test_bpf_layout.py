@@ -75,8 +75,17 @@ def test_buffers_are_c_char_arrays() -> None:
         assert ctypes.sizeof(mine) == ctypes.sizeof(theirs)
         assert mine._type_ == theirs._type_
     buf = libc.packed(bpf.ATTACH_ATTR, 1, 2, 3, 4, 5)
-    assert len(buf) == ctypes.sizeof(AttachAttr) and ctypes.addressof(buf)
-    assert AttachAttr.from_buffer_copy(buf.raw).replace_bpf_fd == 5
+    assert len(buf) >= ctypes.sizeof(AttachAttr) and ctypes.addressof(buf)
+    assert AttachAttr.from_buffer_copy(buf.raw[:ctypes.sizeof(AttachAttr)]).replace_bpf_fd == 5
+    assert not buf.raw[ctypes.sizeof(AttachAttr):].strip(b"\0")  # zeros after the block
     text = libc.buffer(8)
     text.raw = b"ab\0cd\0\0\0"
     assert text.value == b"ab"  # up to the NUL, as a verifier log is read
+
+
+def test_buffers_come_in_few_lengths() -> None:
+    """Each buffer length is an array type ctypes makes once per process (about 60 µs): the
+    lengths are powers of two, so a grant's dozen sizes make two or three types."""
+    lengths = {len(libc.buffer(n)) for n in (1, 12, 16, 20, 28, 72, 112, 256, 257, 4000)}
+    assert lengths == {libc.MIN_BUFFER, 512, 4096}
+    assert all(len(libc.buffer(n)) >= n for n in (1, 255, 256, 257, 1 << 20))

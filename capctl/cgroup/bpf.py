@@ -45,6 +45,8 @@ BPF_F_REPLACE = 1 << 2
 BPF_F_QUERY_EFFECTIVE = 1 << 0
 # kernel/bpf/cgroup.c: BPF_CGROUP_MAX_PROGS
 MAX_PROGS = 64
+#: The verifier log's size, for a load that failed without one.
+LOG_SIZE = 1 << 24
 
 # __NR_bpf per architecture (arch/*/entry/syscalls, include/uapi/asm-generic/unistd.h).
 _SYSCALL_NR = {
@@ -129,13 +131,15 @@ class Bpf:
         self._nr = _SYSCALL_NR[machine]
         self._syscall = libc.function("syscall", returns_long=True)
 
-    def _call(self, cmd: int, name: str, attr: Array[Char], detail: str = "") -> int:
+    def _call(self, cmd: int, name: str, attr: Array[Char], fmt: str, detail: str = "") -> int:
+        """``bpf(cmd, attr, size)``, the size that of ``fmt``, ``attr``'s layout (the buffer
+        may be longer: :func:`capctl.cgroup.libc.buffer`)."""
         ret = int(
             self._syscall(
                 Long(self._nr),
                 Long(cmd),
                 VoidP(addressof(attr)),
-                Long(len(attr)),
+                Long(calcsize(fmt)),
             )
         )
         if ret < 0:
@@ -154,7 +158,7 @@ class Bpf:
             addressof(ids),
             MAX_PROGS,
         )
-        self._call(BPF_PROG_QUERY, "PROG_QUERY", attr)
+        self._call(BPF_PROG_QUERY, "PROG_QUERY", attr, QUERY_ATTR)
         _fd, _type, _query, flags, _ids, count = unpack_from(QUERY_ATTR, attr)
         return Attached(unpack_from(f"={min(count, MAX_PROGS)}I", ids), flags)
 
@@ -163,21 +167,22 @@ class Bpf:
             BPF_PROG_GET_FD_BY_ID,
             "PROG_GET_FD_BY_ID",
             packed(GET_FD_BY_ID_ATTR, prog_id, 0, 0),
+            GET_FD_BY_ID_ATTR,
             f"id {prog_id}",
         )
 
     def prog_info(self, prog_fd: int) -> ProgInfo:
         """Type, name and translated instructions of a program (two calls: size, then data)."""
         info = buffer(calcsize(PROG_INFO))
-        attr = packed(INFO_ATTR, prog_fd, len(info), addressof(info))
-        self._call(BPF_OBJ_GET_INFO_BY_FD, "OBJ_GET_INFO_BY_FD", attr)
+        attr = packed(INFO_ATTR, prog_fd, calcsize(PROG_INFO), addressof(info))
+        self._call(BPF_OBJ_GET_INFO_BY_FD, "OBJ_GET_INFO_BY_FD", attr, INFO_ATTR)
         type_, id_, _tag, _jlen, size, _j, _x, _t, _uid, _nmaps, _maps, name = unpack_from(
             PROG_INFO, info
         )
         buf = buffer(size)
         info2 = packed(PROG_INFO, 0, 0, b"", 0, size, 0, addressof(buf), 0, 0, 0, 0, b"")
-        attr = packed(INFO_ATTR, prog_fd, len(info2), addressof(info2))
-        self._call(BPF_OBJ_GET_INFO_BY_FD, "OBJ_GET_INFO_BY_FD", attr)
+        attr = packed(INFO_ATTR, prog_fd, calcsize(PROG_INFO), addressof(info2))
+        self._call(BPF_OBJ_GET_INFO_BY_FD, "OBJ_GET_INFO_BY_FD", attr, INFO_ATTR)
         fields = unpack_from(PROG_INFO, info2)
         got, where = fields[4], fields[6]
         # The kernel sets xlated_prog_insns to 0 when it withholds the image (constant
@@ -195,7 +200,7 @@ class Bpf:
         Only a failed load is repeated with a log, to say why.
         """
         code = buffer(len(insns))
-        code.raw = insns
+        code.raw = insns  # the first len(insns) bytes; the rest stays zero
         lic_bytes = license.encode()
         lic = buffer(len(lic_bytes) + 1)  # NUL-terminated
         lic.raw = lic_bytes + b"\0"
@@ -208,7 +213,7 @@ class Bpf:
                 addressof(code),
                 addressof(lic),
                 0 if logbuf is None else 1,
-                0 if logbuf is None else len(logbuf),
+                0 if logbuf is None else LOG_SIZE,
                 0 if logbuf is None else addressof(logbuf),
                 0,
                 0,
@@ -216,13 +221,13 @@ class Bpf:
                 0,
                 0,
             )
-            return self._call(BPF_PROG_LOAD, "PROG_LOAD", attr)
+            return self._call(BPF_PROG_LOAD, "PROG_LOAD", attr, PROG_LOAD_ATTR)
 
         with memlock_for_bpf():
             try:
                 return attempt(None)
             except BpfError as first:
-                logbuf = buffer(1 << 24)
+                logbuf = buffer(LOG_SIZE)
                 try:
                     return attempt(logbuf)  # a load that fails only without a log: take it
                 except BpfError as err:
@@ -233,11 +238,11 @@ class Bpf:
 
     def prog_attach(self, prog_fd: int, cgroup_fd: int, *, flags: int, replace_fd: int = 0) -> None:
         attr = packed(ATTACH_ATTR, cgroup_fd, prog_fd, BPF_CGROUP_DEVICE, flags, replace_fd)
-        self._call(BPF_PROG_ATTACH, "PROG_ATTACH", attr)
+        self._call(BPF_PROG_ATTACH, "PROG_ATTACH", attr, ATTACH_ATTR)
 
     def prog_detach(self, prog_fd: int, cgroup_fd: int) -> None:
         attr = packed(ATTACH_ATTR, cgroup_fd, prog_fd, BPF_CGROUP_DEVICE, 0, 0)
-        self._call(BPF_PROG_DETACH, "PROG_DETACH", attr)
+        self._call(BPF_PROG_DETACH, "PROG_DETACH", attr, ATTACH_ATTR)
 
 
 class memlock_for_bpf:  # a context manager named like a function, as contextlib's are

@@ -23,7 +23,7 @@ Every definition and launcher starts the interpreter as ``python -I -S`` and put
 installation's import paths (:func:`import_paths`) on ``sys.path`` itself
 (:func:`interpreter_args`): ``site`` costs every container start about 3 ms and does nothing
 else for capctl (``docs/hook-startup.md``).  Where a launcher directory is given, they then
-serve capctl's modules from its start-up pack (:mod:`capctl._lite.pack`): about 2 ms less.
+serve capctl's modules from its start-up pack (:mod:`capctl.modpack`): about 2 ms less.
 Each definition still names the interpreter by its full path, as both the program and
 ``args[0]`` (``docs/runtimes.md``).
 
@@ -210,7 +210,7 @@ def path_setup(paths: Sequence[str], pack: str | None = None) -> str:
     """Python code putting ``paths`` after the standard library on ``sys.path``, as ``site``
     would have under ``python -S``: a same-named module in site-packages (a backport) never
     replaces the standard library's in a root hook.  Then, with a ``pack``, the start-up
-    pack in use (:func:`capctl._lite.pack.use`; without a usable one, the usual imports)."""
+    pack in use (:func:`capctl.modpack.use`; without a usable one, the usual imports)."""
     code = f"import sys; sys.path += {list(paths)!r}"
     if pack is not None:
         code += f"{PACK_CALL}{pack!r})"
@@ -229,7 +229,7 @@ def interpreter_args(paths: Sequence[str], entry: str = HOOK_ENTRY,
 
 
 #: How :func:`path_setup` puts a pack in use, before the pack's path.
-PACK_CALL = "; from capctl._lite.pack import use; use("
+PACK_CALL = "; from capctl.modpack import use; use("
 
 
 def split_pack(setup: str) -> tuple[str, str | None]:

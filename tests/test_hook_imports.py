@@ -70,7 +70,7 @@ def hook_args(pack: str) -> list[str]:
 
 
 #: What every entry point imports before its pack is in use.
-BEFORE_PACK = frozenset({"capctl", "capctl._lite", "capctl._lite.pack"})
+BEFORE_PACK = frozenset({"capctl", "capctl.modpack"})
 
 
 def unpacked(mods: set[str]) -> list[str]:

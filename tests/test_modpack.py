@@ -1,5 +1,5 @@
 """The start-up pack: ``capctl install`` builds it (:mod:`capctl.modpack`), the entry points
-load capctl's modules from it (:mod:`capctl._lite.pack`), and anything that does not fit
+load capctl's modules from it (:mod:`capctl.modpack`), and anything that does not fit
 leaves the usual imports in charge.
 
 Each case runs a fresh ``python -I -S`` (as the installed entry points do) on a copy of the
@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from capctl import install, modpack
-from capctl._lite import pack as packlib
 from tests.support.source import CAPCTL_PATH
 
 from .conftest import needs_root
@@ -28,7 +27,7 @@ from .conftest import needs_root
 PROBE = """
 import importlib, json, sys
 sys.path[:0] = [ROOT]
-from capctl._lite.pack import use
+from capctl.modpack import use
 used = use(PACK)
 for name in MODULES:
     importlib.import_module(name)
@@ -70,10 +69,10 @@ def test_every_packed_module_is_served_from_the_pack(tree: Path) -> None:
     found = probe(tree, tree.parent / install.PACK)
     assert found["used"] is True
     served = loaders(found)
-    # The three imported before the pack is in use come from their files; all else from it.
+    # The two imported before the pack is in use come from their files; all else from it.
     assert {n for n, loader in served.items() if loader != "PackFinder"} == {
-        "capctl", "capctl._lite", "capctl._lite.pack"}
-    assert set(served) - {"capctl", "capctl._lite", "capctl._lite.pack"} == set(modpack.MODULES)
+        "capctl", "capctl.modpack"}
+    assert set(served) - {"capctl", "capctl.modpack"} == set(modpack.MODULES)
     modules = found["modules"]
     assert isinstance(modules, dict)
     # __file__ is the source's: tracebacks show its lines.
@@ -107,7 +106,7 @@ def test_a_changed_source_is_imported_from_its_file(tree: Path, change: str) -> 
     if change == "content":
         res = subprocess.run(
             [sys.executable, "-I", "-S", "-c",
-             f"import sys; sys.path[:0] = [{str(tree)!r}]; from capctl._lite.pack import use; "
+             f"import sys; sys.path[:0] = [{str(tree)!r}]; from capctl.modpack import use; "
              f"assert use({str(tree.parent / install.PACK)!r}); import capctl.devnum as d; "
              "print(d.CHANGED)"],
             capture_output=True, text=True)
@@ -118,7 +117,7 @@ def test_a_removed_source_is_not_served(tree: Path) -> None:
     (tree / "capctl/watch/heartbeat.py").unlink()
     res = subprocess.run(
         [sys.executable, "-I", "-S", "-c",
-         f"import sys; sys.path[:0] = [{str(tree)!r}]; from capctl._lite.pack import use; "
+         f"import sys; sys.path[:0] = [{str(tree)!r}]; from capctl.modpack import use; "
          f"assert use({str(tree.parent / install.PACK)!r}); import capctl.watch.heartbeat"],
         capture_output=True, text=True)
     assert res.returncode == 1 and "ModuleNotFoundError" in res.stderr
@@ -128,7 +127,7 @@ def _corrupt_module(pack: Path, name: str, data: bytes) -> None:
     """Overwrite the start of ``name``'s code in ``pack`` with ``data``."""
     fd = os.open(pack, os.O_RDWR)
     try:
-        head = packlib.read_head(fd)
+        head = modpack.read_head(fd)
         assert head is not None
         index = head[2]
         assert isinstance(index, dict) and isinstance(head[3], int)
@@ -193,7 +192,7 @@ def test_a_fifo_or_directory_is_not_read(tree: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("damage", ["header", "length", "head", "truncated", "not-a-tuple"])
 def test_a_malformed_pack_is_not_used(tree: Path, tmp_path: Path, damage: str) -> None:
     good = (tree.parent / install.PACK).read_bytes()
-    n = len(packlib.HEADER)
+    n = len(modpack.HEADER)
     data = {
         "header": b"capctl module pack 2\n" + good[n:],
         "length": good[:n] + (1 << 40).to_bytes(8, "little") + good[n + 8:],
@@ -224,7 +223,7 @@ def test_build_covers_the_whole_list_and_says_so() -> None:
     fd = os.memfd_create("pack")  # read_head reads through a descriptor
     try:
         os.write(fd, data)
-        head = packlib.read_head(fd)
+        head = modpack.read_head(fd)
     finally:
         os.close(fd)
     assert head is not None
@@ -270,7 +269,7 @@ def test_packed_code_has_no_docstrings_and_the_source_lines(tree: Path) -> None:
     source's, so a traceback shows the line that raised."""
     code = (
         f"import sys, traceback; sys.path[:0] = [{str(tree)!r}]\n"
-        "from capctl._lite.pack import use\n"
+        "from capctl.modpack import use\n"
         f"assert use({str(tree.parent / install.PACK)!r})\n"
         "from capctl.request import devices\n"
         "print(devices.parse_request.__doc__, devices.__doc__, devices.Request.__doc__)\n"

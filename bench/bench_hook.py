@@ -89,6 +89,18 @@ class Installed:
         return run_timed([self.python, "-I", "-c", "pass"])
 
 
+def without_pack(args: list[str]) -> list[str]:
+    """A hook definition's arguments with its ``-c`` code's start-up pack left out."""
+    from capctl import install
+
+    code = args[4]
+    setup = install.entry_setup(code)
+    assert setup is not None
+    paths, pack = install.split_pack(setup)
+    assert pack is not None, "the definition loads no start-up pack"
+    return [*args[:4], code.replace(setup, paths, 1), *args[5:]]
+
+
 def bundle_for(base: Path, env: list[str]) -> Path:
     bundle = base / f"bundle-{uuid.uuid4().hex[:8]}"
     (bundle / "rootfs/dev").mkdir(parents=True)
@@ -179,9 +191,14 @@ def bench_hooks(rows: Rows, inst: Installed, runs: int, version: str) -> None:
         base, own = interleaved(inst.floor, lambda a=argv: grant_once(a, bundle, version), runs)
         rows.add(f"`capctl hook` as installed, one MIG device, cgroup {version}{label} vs "
                  f"{floor}", base, own, goal="<= 1.6x", ratio=True, limit=1.6)
-    # Where the hook's time goes: the interpreter without site, then with the hook's modules
-    # imported and nothing run.
+    # Where the hook's time goes: the same hook without its start-up pack, the interpreter
+    # without site, then with the hook's modules imported and nothing run.
     args = inst.hooks["none"]
+    unpacked = without_pack(args)
+    base, own = interleaved(lambda: grant_once(unpacked, bundle, version),
+                            lambda: grant_once(args, bundle, version), runs)
+    rows.add(f"(cause) `capctl hook`, cgroup {version}: without / with its start-up pack",
+             base, own, goal="(the pack's share)")
     python, setup = args[0], args[4].rsplit(";", 2)[0]
     modules = hook_modules(args, bundle, version)
     bare = [python, "-I", "-S", "-c", "pass"]

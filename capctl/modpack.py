@@ -50,7 +50,11 @@ HEADER = b"capctl module pack 1\n"
 MAX_INDEX = 1 << 20
 #: ``importlib.machinery.ModuleSpec``: the class of this module's own spec, because importing
 #: ``importlib`` imports ``warnings`` too (about 0.4 ms of every start).
-ModuleSpec: Callable[..., Spec] = type(__spec__)
+ModuleSpec: Callable[..., Spec]
+if __spec__ is None:  # run as a script: no spec to take the class from
+    from importlib.machinery import ModuleSpec
+else:
+    ModuleSpec = type(__spec__)
 
 
 def _nothing() -> None:

@@ -47,3 +47,27 @@ def test_ci_runs_it_from_the_checkouts_root_under_any_shell(tmp_path: Path, how:
                          text=True, stdin=subprocess.DEVNULL, env={"PATH": os.environ["PATH"]})
     assert res.returncode == 0, res.stderr
     assert (checkout / "ran").read_text() == f"{checkout}|0\n"
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+@pytest.mark.parametrize("how", ["stdin", "-c"])
+def test_ci_runs_it_when_its_text_is_fed_to_a_shell(tmp_path: Path, shell: str, how: str) -> None:
+    """CI may hand the script's text to a shell from the checkout's root (``sh < .ci/run``,
+    ``bash -c "$(cat .ci/run)"``): ``$0`` is then the shell's name, and the script must not
+    leave the checkout for the directory above it."""
+    if shutil.which(shell) is None:
+        pytest.skip(f"needs {shell}")
+    checkout = tmp_path / "checkout"
+    (checkout / ".ci").mkdir(parents=True)
+    text = (REPO / ".ci/run").read_text()
+    (checkout / ".ci/run").write_text(text)
+    for where in (checkout, tmp_path):  # the one above records too: a wrong cd shows
+        stub = where / readme_test_command()
+        stub.write_text('#!/bin/sh\nprintf "%s\\n" "$(pwd)" > ran\n')
+        stub.chmod(0o755)
+    argv, stdin = ([shell], text) if how == "stdin" else ([shell, "-c", text], "")
+    res = subprocess.run(argv, cwd=checkout, input=stdin, capture_output=True, text=True,
+                         env={"PATH": os.environ["PATH"]})
+    assert res.returncode == 0, res.stderr
+    assert (checkout / "ran").read_text() == f"{checkout}\n"
+    assert not (tmp_path / "ran").exists()

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     StrPath: TypeAlias = str | os.PathLike[str]
+
+
 class Host(Record):
     """The roots capctl works under, as ``str`` paths (the hook does not import pathlib).
 

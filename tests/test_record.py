@@ -14,15 +14,21 @@ class Point(Record):
     @property
     def norm1(self) -> int:
         return abs(self.x) + abs(self.y)
+
+
 class Fast(Record):
     name: str
     tags: tuple[str, ...] = ()
 
     def __init__(self, name: str, tags: tuple[str, ...] = ()) -> None:
         init_fields(self, name, tags)
+
+
 class Other(Record):
     x: int
     y: int = 0
+
+
 class One(Record):
     v: int
 

@@ -46,6 +46,8 @@ _SIZE_NAME = {W: "u32", H: "u16", B: "u8", DW: "u64"}
 
 # Byte order of the dst/src nibbles follows the C bitfield layout of the host.
 _LITTLE = sys.byteorder == "little"
+
+
 class Insn(Record):
     """One 8-byte eBPF instruction."""
 

@@ -94,11 +94,15 @@ class BpfError(CgroupError):
         self.errno = err
         msg = f"bpf({command}) failed: {os.strerror(err)}"
         super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
 class Attached(Record):
     """Programs attached to a cgroup for one attach type (``BPF_PROG_QUERY``)."""
 
     ids: tuple[int, ...]
     flags: int
+
+
 class ProgInfo(Record):
     id: int
     type: int

@@ -71,6 +71,8 @@ class Cgroup(Record):
 
     def __str__(self) -> str:
         return f"cgroup v{int(self.version)} {self.path}"
+
+
 class Mount(Record):
     """One line of ``/proc/<pid>/mountinfo`` (proc(5)), the fields capctl needs.
 
@@ -83,6 +85,8 @@ class Mount(Record):
     fstype: str
     super_options: frozenset[str]
     dev: int
+
+
 class CgroupLine(Record):
     """One line of ``/proc/<pid>/cgroup``: ``hierarchy-ID:controller-list:path``."""
 

@@ -41,12 +41,16 @@ MANAGEMENT_SUFFIX = "-management"
 #: The largest management spec capctl reads back to see whether it wrote it (32 GPUs' worth
 #: is about 1 MB).
 MAX_SPEC = 16 << 20
+
+
 class Specs(Record):
     """The file contents for the host: the main spec, and the management spec (None: there
     is none to write, because management is off or the driver has no management capability)."""
 
     main: bytes
     management: bytes | None = None
+
+
 class Outcome(Record):
     """What happened (or, in a dry run, would happen) to one spec file."""
 

@@ -89,6 +89,8 @@ class Action(Enum):
     REPAIRED = "repaired"
     UNCHANGED = "unchanged"
     REMOVED = "removed"
+
+
 class Change(Record):
     """What ensure did (or, in a dry run, would do) to one path."""
 

@@ -37,6 +37,8 @@ def _capfile_line(line: str) -> tuple[str, int] | None:
         return None
     value = _digits(value_text)
     return None if value < 0 else (key, value)
+
+
 class CapabilityFile(Record):
     """The three fields of a capability's proc file."""
 

@@ -109,6 +109,8 @@ def _is_name_of(name: str, source: Source) -> bool:
     if source is Source.MIG:
         return _mig_name(name) is not None
     return _is_other_name(name) and _mig_name(name) is None
+
+
 class MigRef(Record):
     """The parsed parts of a MIG capability name."""
 

@@ -72,6 +72,8 @@ def _minors_file(source: Source) -> re.Pattern[str]:
         one = _MIG_LINE_RE if source is Source.MIG else _OTHER_LINE_RE
         pattern = _minors_files[source] = re.compile(f"(?:{one}\n)*(?:{one}\n?)?")
     return pattern
+
+
 class Capability(Record):
     """One line of a ``*-minors`` file (4322 are built on every ``sync``: a positional init)."""
 

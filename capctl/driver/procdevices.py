@@ -29,6 +29,8 @@ def _devices_entry(line: str) -> tuple[int, str] | None:
         return None
     major = _digits(major_text)
     return None if major < 0 else (major, name)
+
+
 class Majors(Record):
     """The character majors of the NVIDIA drivers, from ``/proc/devices``."""
 

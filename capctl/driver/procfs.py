@@ -31,6 +31,8 @@ else:
 
 #: A capability file holds three short lines.
 _MAX_CAPFILE = 4096
+
+
 class DriverState(Record):
     """Everything ``list`` and ``sync`` need to know about the driver right now."""
 

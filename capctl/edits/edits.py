@@ -35,6 +35,8 @@ CAPS_DIR = "/" + capnames.CAPS_DEV_DIR
 #: cgroup access of the two kinds of node.
 DEVICE_ACCESS = "rw"
 CAP_ACCESS = "r"
+
+
 class NodeEdit(Record):
     """One device node a container gets: a char device ``major:minor`` at ``path``."""
 
@@ -60,6 +62,8 @@ class NodeEdit(Record):
 
     def rule(self) -> DeviceRule:
         return char(self.major, self.minor, self.access)
+
+
 class Mount(Record):
     """A bind mount of a host node onto a container path (OCI ``mounts`` entry)."""
 
@@ -74,6 +78,8 @@ class Mount(Record):
             "type": "bind",
             "options": list(self.options),
         }
+
+
 class Edits(Record):
     """Everything a container gets for one request; empty for an empty plan."""
 

@@ -86,6 +86,8 @@ RWM = Access("rwm")
 def _is_access(text: str) -> bool:
     # [rwm]{1,3}
     return 0 < len(text) <= 3 and not text.strip(Access.LETTERS)
+
+
 class DeviceRule(Record):
     """One device cgroup rule: ``allow``/deny *access* to (type, major, minor).
 

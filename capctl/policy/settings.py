@@ -39,11 +39,15 @@ MAX_CONFIG = 1 << 20
 #: ``[requests] envvar`` values: every container / privileged ones only / "privileged" for
 #: containers a Kubernetes CRI runtime made and "any" for the others.
 ENVVAR_POLICIES = ("any", "privileged", "auto")
+
+
 class RequestSettings(Record):
     """``[requests]``: who may ask for devices, and how (``docs/trust.md``)."""
 
     envvar: str = "auto"  # one of ENVVAR_POLICIES
     volume_mounts: bool = True
+
+
 class Settings(Record):
     hook_log: str | None = None
     requests: RequestSettings = RequestSettings()
@@ -287,12 +291,16 @@ def _cache_write(path: StrPath, data: bytes, settings: Settings, host: HostSetti
 
 #: The real OCI runtime the wrapper runs when the config names none.
 DEFAULT_RUNTIME = "/usr/sbin/runc"
+
+
 class HostSettings(Record):
     """``[host]``: what ``--root`` and ``--topology`` give every entry point where no option
     does (:func:`capctl.host.with_host_table`).  None: not set there (then ``/`` and NVML)."""
 
     driver_root: str | None = None
     topology: str | None = None
+
+
 class RuntimeSettings(Record):
     """``[runtime]``: the real OCI runtime ``capctl-runtime`` runs."""
 

@@ -68,30 +68,42 @@ def _index(text: str) -> int | None:
     if not 0 < len(text) <= 3 or text[0] == "0" or not _DIGITS.issuperset(text):
         return None
     return int(text)
+
+
 class MigByUuid(Record):
     """``MIG-<uuid>``; ``uuid`` is the full token, lower-cased (``MIG-...``)."""
 
     uuid: str
+
+
 class MigByInstance(Record):
     """``MIG-GPU-<gpu uuid>/<gi>/<ci>``; ``gpu_uuid`` is ``GPU-...`` lower-cased."""
 
     gpu_uuid: str
     gi: int
     ci: int
+
+
 class MigByIndex(Record):
     """``<gpu index>:<mig index>`` (NVML indices, as ``nvidia-smi -L`` shows them)."""
 
     gpu: int
     mig: int
+
+
 class GpuByUuid(Record):
     """``GPU-<uuid>``: a whole GPU; ``uuid`` is the full token, lower-cased."""
 
     uuid: str
+
+
 class GpuByPciBusId(Record):
     """``<domain>:<bus>:<device>.<function>``: a whole GPU; ``bus_id`` is normalised by
     :func:`normal_pci_bus_id` (the form the topology's ids are compared in)."""
 
     bus_id: str
+
+
 class GpuByIndex(Record):
     """``<gpu index>``: a whole GPU by NVML index (not its device minor)."""
 
@@ -99,11 +111,15 @@ class GpuByIndex(Record):
 
 
 DeviceRef = MigByUuid | MigByInstance | MigByIndex | GpuByUuid | GpuByIndex | GpuByPciBusId
+
+
 class Ref(Record):
     """One parsed item and the token it came from (for error messages)."""
 
     token: str
     device: DeviceRef
+
+
 class Request(Record):
     """A parsed ``NVIDIA_VISIBLE_DEVICES``: ``all``, nothing, or a list of references."""
 

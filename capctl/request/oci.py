@@ -53,6 +53,8 @@ MAX_ID = 1024
 def is_container_id(text: str) -> bool:
     """Whether ``text`` is a container id capctl accepts (the comment above says which)."""
     return 0 < len(text) <= MAX_ID and text[0] in _ID_FIRST and _ID_CHARS.issuperset(text)
+
+
 class State(Record):
     id: str
     status: str
@@ -62,6 +64,8 @@ class State(Record):
 
 #: The default of :attr:`Container.annotations` (never written to).
 _NO_ANNOTATIONS: Mapping[str, str] = {}
+
+
 class Container(Record):
     """What the hook needs from ``config.json``."""
 

@@ -78,6 +78,8 @@ UVM_TOOLS_PATH = "/dev/nvidia-uvm-tools"
 def gpu_node_path(minor: int) -> str:
     """``/dev/nvidia<minor>``: the GPU's node, by device minor."""
     return f"/dev/nvidia{minor}"
+
+
 class CapGrant(Record):
     """One capability to grant: a node ``/dev/nvidia-caps/nvidia-cap<minor>`` of the caps major."""
 
@@ -91,6 +93,8 @@ class CapGrant(Record):
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "minor": self.minor, "path": self.path}
+
+
 class DeviceNode(Record):
     """A host device node (not a capability) the container gets: char ``major:minor``."""
 
@@ -98,6 +102,8 @@ class DeviceNode(Record):
     major: int
     minor: int
     mode: int  # permission bits of the host's node
+
+
 class ResolvedDevice(Record):
     """One requested device, resolved.  ``gi``/``ci`` are None for a whole GPU."""
 
@@ -126,6 +132,8 @@ class ResolvedDevice(Record):
             "caps": [c.to_dict() for c in self.caps],
             "device_nodes": list(self.device_nodes),
         }
+
+
 class Plan(Record):
     """Everything a container needs for a request, deduplicated, in request order.
 

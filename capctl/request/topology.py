@@ -84,6 +84,8 @@ MAX_GPU_MINOR = 253
 #: is whatever ``mig-minors`` lists, which resolution checks.
 MAX_INSTANCE_ID = 63
 MAX_INDEX = 999
+
+
 class MigDevice(Record):
     """One MIG device (a compute instance inside a GPU instance)."""
 
@@ -92,6 +94,8 @@ class MigDevice(Record):
     gi: int  # GPU instance id
     ci: int  # compute instance id within the GI
     profile: str  # "1g.5gb", "1c.3g.20gb", ...
+
+
 class Gpu(Record):
     """One physical GPU."""
 
@@ -102,6 +106,8 @@ class Gpu(Record):
     pci_bus_id: str
     mig_enabled: bool
     mig_devices: tuple[MigDevice, ...] = ()
+
+
 class Topology(Record):
     """Every GPU and MIG device, as one source saw them; ``source`` names it for messages."""
 

@@ -36,6 +36,8 @@ CONTAINERD_CRI_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri.sa
 CRIO_KEYS = ("io.kubernetes.cri-o.ContainerType", "io.kubernetes.cri-o.SandboxID")
 #: The only source the device plugin gives a volume-mounts entry.
 DEVICE_LIST_SOURCE = "/dev/null"
+
+
 class Decision(Record):
     """What to take as the request: ``value`` (``NVIDIA_VISIBLE_DEVICES`` syntax, or None for
     nothing) and the log lines that explain the choice."""

@@ -50,6 +50,8 @@ class HeartbeatError(CapctlError):
 
 def now() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class Beat(Record):
     beat: float
     synced: bool

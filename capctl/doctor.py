@@ -292,16 +292,21 @@ def imports_capctl(path: str, argv: Sequence[str], env: Sequence[str]) -> str | 
         i = list(argv).index("-c")
         probe = [*argv[:i], "-c", f"{setup}; import capctl.deliver.hook" if setup
                  else "import capctl.deliver.hook"]
-    environ = dict(e.split("=", 1) for e in env if "=" in e)
+    return _probe(probe, path, dict(e.split("=", 1) for e in env if "=" in e))[0]
+
+
+def _probe(argv: Sequence[str], python: str, env: dict[str, str]) -> tuple[str | None, str]:
+    """Run ``argv`` with ``python`` as the program: ``(None, its output)`` if it succeeds,
+    else ``(why not, "")``: its last line on stderr, or what kept it from running."""
     try:
-        res = subprocess.run(probe, executable=path, env=environ, capture_output=True,
+        res = subprocess.run(list(argv), executable=python, env=env, capture_output=True,
                              text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as err:
-        return f"cannot run {path}: {err}"
+        return f"cannot run {python}: {err}", ""
     if res.returncode != 0:
         lines = res.stderr.strip().splitlines()
-        return lines[-1] if lines else f"exit status {res.returncode}"
-    return None
+        return lines[-1] if lines else f"exit status {res.returncode}", ""
+    return None, res.stdout
 
 
 def check_pack(where: str, python: str, argv0: str, setup: str) -> Finding | None:
@@ -311,16 +316,8 @@ def check_pack(where: str, python: str, argv0: str, setup: str) -> Finding | Non
     if pack is None:
         return None
     code = f"{paths}; from capctl.modpack import problem; print(problem({pack!r}) or '')"
-    try:
-        res = subprocess.run([argv0, "-I", "-S", "-c", code], executable=python, env={},
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return Finding(Level.WARN, f"{where}: cannot check its start-up pack {pack}: {err}")
-    if res.returncode == 0:
-        why = res.stdout.strip()
-    else:
-        lines = res.stderr.strip().splitlines()
-        why = lines[-1] if lines else f"exit status {res.returncode}"
+    failed, said = _probe([argv0, "-I", "-S", "-c", code], python, {})
+    why = failed or said.strip()
     if not why:
         return Finding(Level.OK, f"{where}: its start-up pack {pack} serves every module")
     return Finding(
@@ -398,16 +395,7 @@ def check_hook_file(path: str) -> list[Finding] | None:
 def runs_entry(python: str, setup: str) -> str | None:
     """None if ``python -IS`` with the launcher's ``sys.path`` set-up imports what ``create``
     needs; else why not."""
-
-    try:
-        res = subprocess.run([python, "-IS", "-c", f"{setup}; import capctl.deliver.runtime"],
-                             env={}, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return f"cannot run {python}: {err}"
-    if res.returncode != 0:
-        lines = res.stderr.strip().splitlines()
-        return lines[-1] if lines else f"exit status {res.returncode}"
-    return None
+    return _probe([python, "-IS", "-c", f"{setup}; import capctl.deliver.runtime"], python, {})[0]
 
 
 def check_launcher(where: str, program: str, config: str) -> list[Finding] | None:

@@ -30,6 +30,7 @@ recorded with that source's size and modification time, read from the same open 
 
 from __future__ import annotations
 
+import errno
 import marshal
 import os
 import stat
@@ -85,11 +86,10 @@ class PackFinder:
         entry = self.index.get(name)
         if entry is None:
             return None
+        if not _fresh(entry):
+            return None
+        origin, is_package, _mtime_ns, _size, offset, length = entry
         try:
-            origin, is_package, mtime_ns, size, offset, length = entry
-            st = os.stat(origin)
-            if st.st_mtime_ns != mtime_ns or st.st_size != size:
-                return None
             code = marshal.loads(os.pread(self.fd, length, self.base + offset))
         except (OSError, ValueError, TypeError, EOFError):
             return None
@@ -112,61 +112,66 @@ class PackFinder:
         exec(code, module.__dict__)
 
 
-def open_pack(path: str) -> int | None:
-    """An open descriptor of the pack at ``path``, if it is a regular file that only its
-    owner, root or this process's user, may write; else None.  The last component is not
-    followed if it is a symlink."""
+def opened(path: str) -> PackFinder | str:
+    """A finder serving the pack at ``path`` (holding it open), or why there is none: the
+    pack must be a regular file (the last component is not followed if it is a symlink, and
+    a FIFO is not waited on) that only its owner, root or this process's user, may write,
+    with a head built by this interpreter for the capctl tree it imports.  The reasons are
+    :func:`problem`'s; :func:`use` drops them."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode) and st.st_uid in (0, os.geteuid()) and not st.st_mode & 0o022:
-            return fd
-    except OSError:
-        pass
-    os.close(fd)
-    return None
+    except FileNotFoundError:
+        return "absent"
+    except OSError as err:
+        return ("not a regular file" if err.errno == errno.ELOOP
+                else f"cannot open it: {err.strerror or err}")
+    found = _judged(fd)
+    if isinstance(found, str):
+        os.close(fd)
+    return found
 
 
-def read_head(fd: int) -> tuple[object, ...] | None:
-    """The pack's head, ``(interpreter version, capctl root, index, where the code
-    starts)``, unchecked; None if the file does not start with :data:`HEADER`, a head's
-    length and a head of that length."""
+def _judged(fd: int) -> PackFinder | str:
+    """:func:`opened`'s tests of the open file ``fd``."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}, not root"
+    if st.st_mode & 0o022:
+        return "writable by group or others"
     try:
         start = os.pread(fd, len(HEADER) + 8, 0)
-        if len(start) != len(HEADER) + 8 or not start.startswith(HEADER):
-            return None
+    except OSError as err:
+        return f"cannot read it: {err.strerror or err}"
+    head = None
+    if len(start) == len(HEADER) + 8 and start.startswith(HEADER):
         length = int.from_bytes(start[len(HEADER):], "little")
-        if length > MAX_INDEX:
-            return None
-        head = marshal.loads(os.pread(fd, length, len(start)))
-    except (OSError, ValueError, TypeError, EOFError):
-        return None
-    if not isinstance(head, tuple) or len(head) != 3:
-        return None
-    return (*head, len(start) + length)
+        try:
+            head = marshal.loads(os.pread(fd, length, len(start))) if length <= MAX_INDEX else None
+        except (OSError, ValueError, TypeError, EOFError):
+            pass
+    if not isinstance(head, tuple) or len(head) != 3 or not isinstance(head[2], dict):
+        return "not a start-up pack, or damaged"
+    version, root, index = head
+    if version != sys.version:
+        return f"built by another Python ({str(version).split()[0]}), not {sys.version.split()[0]}"
+    import capctl
+
+    if root != os.path.dirname(os.path.dirname(capctl.__file__)):
+        return f"built for the capctl in {root}"
+    return PackFinder(fd, len(start) + length, index)
 
 
 def use(path: str) -> bool:
     """Serve capctl's modules from the pack at ``path`` from now on (a finder first on
     ``sys.meta_path``, holding the pack open); False, and nothing changed, where there is no
-    usable pack."""
-    fd = open_pack(path)
-    if fd is None:
+    usable pack (:func:`opened`)."""
+    finder = opened(path)
+    if isinstance(finder, str):
         return False
-    head = read_head(fd)
-    import capctl
-
-    if head is not None:
-        version, root, index, base = head
-        if (version == sys.version and root == os.path.dirname(os.path.dirname(capctl.__file__))
-                and isinstance(index, dict) and isinstance(base, int)):
-            sys.meta_path.insert(0, PackFinder(fd, base, index))
-            return True
-    os.close(fd)
-    return False
+    sys.meta_path.insert(0, finder)
+    return True
 
 
 #: capctl's modules on the start-up paths, less the two every entry imports before the pack
@@ -252,7 +257,6 @@ def build(root: str | None = None, modules: tuple[str, ...] = MODULES) -> bytes:
     return HEADER + len(head).to_bytes(8, "little") + head + b"".join(codes)
 
 
-
 def is_pack(data: bytes) -> bool:
     """Whether ``data`` is a pack (what ``install`` may replace and ``uninstall`` removes)."""
     return data.startswith(HEADER)
@@ -260,45 +264,21 @@ def is_pack(data: bytes) -> bool:
 
 def problem(path: str) -> str | None:
     """Why the pack at ``path`` would not serve every module it holds to this interpreter
-    (:func:`use`'s tests, each with its reason); None if it would."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return "absent"
-    except OSError as err:
-        return f"cannot look at it: {err.strerror or err}"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    if st.st_uid not in (0, os.geteuid()):
-        return f"owned by uid {st.st_uid}, not root"
-    if st.st_mode & 0o022:
-        return "writable by group or others"
-    fd = open_pack(path)
-    if fd is None:
-        return "cannot be opened"
-    try:
-        head = read_head(fd)
-    finally:
-        os.close(fd)
-    index = None if head is None else head[2]
-    if head is None or not isinstance(index, dict):
-        return "not a start-up pack, or damaged"
-    version, root = head[:2]
-    if version != sys.version:
-        return f"built by another Python ({str(version).split()[0]}), not {sys.version.split()[0]}"
-    import capctl
-
-    if root != os.path.dirname(os.path.dirname(capctl.__file__)):
-        return f"built for the capctl in {root}"
-    changed = [name for name, entry in sorted(index.items()) if not _fresh(entry)]
+    (:func:`opened`'s reasons, or the modules whose source changed since); None if it would."""
+    finder = opened(path)
+    if isinstance(finder, str):
+        return finder
+    os.close(finder.fd)
+    changed = [name for name, entry in sorted(finder.index.items()) if not _fresh(entry)]
     if changed:
-        return (f"{len(changed)} of its {len(index)} modules changed since it was built "
+        return (f"{len(changed)} of its {len(finder.index)} modules changed since it was built "
                 f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})")
     return None
 
 
 def _fresh(entry: object) -> bool:
-    """Whether a pack index entry still matches its source file."""
+    """Whether a pack index entry is well formed and still matches its source file (size and
+    ``st_mtime_ns``)."""
     if not isinstance(entry, tuple) or len(entry) != 6:
         return False
     try:

@@ -20,6 +20,9 @@ HOOKS_DIR = "usr/share/containers/oci/hooks.d"
 #: A capctl that writes each call's arguments, one per line, after a "CALL" line.
 STUB = """#!/bin/sh
 printf '%s\\n' CALL "$@" >> "$CALLS"
+case " $* " in
+  *" install "*) [ -z "${INSTALL_WRITES:-}" ] || echo written > "$INSTALL_WRITES" ;;
+esac
 """
 
 pytestmark = [needs_root, pytest.mark.kernel,
@@ -96,3 +99,13 @@ def test_a_plain_driver_root_goes_into_the_config(tmp_path: Path) -> None:
                       str(node / HOOKS_DIR)]]
     copied = (node / "opt/capctl/etc/capctl.toml").read_text()
     assert 'driver_root = "/run/nvidia/driver"' in copied
+
+
+def test_what_install_writes_beside_the_launchers_reaches_the_node(tmp_path: Path) -> None:
+    """The start-up pack ``install`` writes into the pod's libexec is copied to the node for a
+    hooks-only install too: the hooks.d definition loads it from the same path there."""
+    pack = "/opt/capctl/libexec/capctl-modules.pack"
+    res, calls, node = run_node(tmp_path, "install", INSTALL_WRITES=pack)
+    assert res.returncode == 0, res.stderr
+    assert [c[2] for c in calls] == ["install"]  # hooks only: no containerd
+    assert (node / pack.lstrip("/")).read_text() == "written\n"
